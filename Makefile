@@ -1,0 +1,46 @@
+# The README's two commands are `make demo` and `make test`; both set up first.
+# Everything the project needs on a fresh Debian machine with Python 3.11 is
+# installed here: the virtualenv, torch/torchaudio (versions that resolve from
+# this workplace's local wheels), the package with its dev extra, and, when
+# running as root, the Debian packages flite, espeak-ng and fortunes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.14.1 torchaudio==2.11.0
+DEBS   := flite espeak-ng fortunes fortunes-min
+OUT    ?= out/demo
+
+.PHONY: setup system-packages demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-packages
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages: only as root and only the missing ones.
+system-packages:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "apt-get install:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "not root: skipping apt-get install of$$missing (flite-based tests will be skipped)"; fi
+
+demo: setup
+	$(BIN)/asr-introspect demo --out $(OUT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
