@@ -1,0 +1,53 @@
+"""Models: Wav2Letter presets, frame maps, the ASRModel protocol, adapters and checkpoints.
+
+- :mod:`.wav2letter`: ``LayerSpec``, ``Wav2LetterConfig``, ``Wav2Letter``, ``preset``.
+- :mod:`.frame_map`: ``FrameMap`` (stride, receptive field, offset per layer).
+- :mod:`.asr_model`: ``ASRModel`` (what every analysis takes), ``build_model``.
+- :mod:`.adapters`: ``wrap_torchaudio_wav2letter``, ``wrap_conv_model``.
+- :mod:`.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` (safetensors, never pickle).
+"""
+
+from asr_introspect.models.adapters import (
+    TorchaudioWav2LetterLogits,
+    wrap_conv_model,
+    wrap_torchaudio_wav2letter,
+)
+from asr_introspect.models.asr_model import ASRModel, build_model
+from asr_introspect.models.checkpoint import (
+    FORMAT_VERSION,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from asr_introspect.models.frame_map import ConvSpec, FrameMap, LayerGeometry
+from asr_introspect.models.wav2letter import (
+    PRESETS,
+    ConvBlock,
+    LayerSpec,
+    Wav2Letter,
+    Wav2LetterConfig,
+    count_parameters,
+    preset,
+)
+
+__all__ = [
+    "ASRModel",
+    "build_model",
+    "ConvBlock",
+    "ConvSpec",
+    "count_parameters",
+    "FORMAT_VERSION",
+    "FrameMap",
+    "LayerGeometry",
+    "LayerSpec",
+    "load_checkpoint",
+    "preset",
+    "PRESETS",
+    "read_checkpoint_info",
+    "save_checkpoint",
+    "TorchaudioWav2LetterLogits",
+    "Wav2Letter",
+    "Wav2LetterConfig",
+    "wrap_conv_model",
+    "wrap_torchaudio_wav2letter",
+]

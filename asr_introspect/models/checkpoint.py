@@ -1,0 +1,217 @@
+"""Checkpoints: safetensors weights + one JSON config in the header; never pickle.
+
+File layout: a plain safetensors file holding the module's ``state_dict``
+(parameters and buffers, e.g. BatchNorm running statistics) in float32 or
+float16, whose header metadata has one key, ``"asr_introspect"``, a JSON string::
+
+    {"format": "asr-introspect-checkpoint", "format_version": 1,
+     "model": {"architecture": "wav2letter", "config": {...}},   # how to rebuild the module
+     "feature_config": {...}, "alphabet": {...}, "frame_map": {...},
+     "layer_names": [...], "output_layer": "conv11", "n_features": 64, "n_classes": 29,
+     "dtype": "float16", "tensor_sha256": "<hex>", "library_version": "0.1.0",
+     "metadata": {...}}                                              # training info, metrics
+
+``tensor_sha256`` hashes, in sorted name order, each tensor's name, dtype,
+shape and bytes as stored, so altered weights are detected. Files are written
+atomically. Loading uses ``safetensors.safe_open`` only and raises
+:class:`~asr_introspect.errors.CheckpointError` naming the file for anything
+missing, truncated, altered or inconsistent. float16 files are upcast to the
+module's dtype (float32) on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from asr_introspect.errors import CheckpointError
+from asr_introspect.io import to_json, write_bytes_atomic
+from asr_introspect.models.asr_model import ASRModel
+from asr_introspect.models.frame_map import FrameMap
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_info", "FORMAT_NAME",
+           "FORMAT_VERSION", "HEADER_KEY"]
+
+FORMAT_NAME = "asr-introspect-checkpoint"
+FORMAT_VERSION = 1
+HEADER_KEY = "asr_introspect"
+_DTYPES = {torch.float32: "float32", torch.float16: "float16"}
+
+
+def _library_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("asr-introspect")
+    except Exception:  # not installed (e.g. run from a source tree)
+        return "unknown"
+
+
+def tensor_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 (hex) over sorted (name, dtype, shape, bytes) of ``tensors``."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{str(t.dtype)}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapping[str, Any] | None = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``asr_model`` (weights in ``dtype``: float32 or float16) and its config to ``path``.
+
+    ``metadata`` (JSON-able: training info, metrics, ...) comes back from
+    :func:`load_checkpoint`. Returns the path.
+    """
+    from safetensors.torch import save
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in asr_model.module.state_dict().items():
+        t = value.detach().cpu()
+        if t.is_floating_point():
+            t = t.to(dtype)
+        tensors[name] = t.contiguous().clone()
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": asr_model.model_config,
+        "feature_config": asr_model.feature_config.to_dict(),
+        "alphabet": asr_model.alphabet.to_dict(),
+        "frame_map": asr_model.frame_map.to_dict(),
+        "layer_names": list(asr_model.layer_names),
+        "output_layer": asr_model.output_layer,
+        "n_features": asr_model.n_features,
+        "n_classes": asr_model.n_classes,
+        "dtype": _DTYPES[dtype],
+        "tensor_sha256": tensor_sha256(tensors),
+        "library_version": _library_version(),
+        "metadata": dict(metadata) if metadata is not None else {},
+    }
+    data = save(tensors, metadata={HEADER_KEY: to_json(config, indent=None)})
+    return write_bytes_atomic(path, data)
+
+
+def _open(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found (check the path, or train/export a model first)")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
+    except Exception as exc:  # safetensors raises its own error types for bad files
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc}); the file is "
+                              f"truncated or corrupt: save or copy it again") from exc
+    if HEADER_KEY not in header:
+        raise CheckpointError(f"{path}: no asr-introspect config in the safetensors header "
+                              f"(not written by save_checkpoint; wrap the model and save it with save_checkpoint)")
+    try:
+        config = json.loads(header[HEADER_KEY])
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: the embedded config is not valid JSON ({exc}); the file is "
+                              f"corrupt: save it again") from exc
+    if config.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: the embedded config is not an {FORMAT_NAME} config")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not supported "
+                              f"(this asr-introspect reads version {FORMAT_VERSION}); use the "
+                              f"asr-introspect version that wrote it or re-save the model")
+    return config, tensors
+
+
+def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The embedded JSON config of a checkpoint (no weights loaded, no model built)."""
+    return _open(Path(path), with_tensors=False)[0]
+
+
+def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRModel:
+    from asr_introspect.features import FeatureConfig
+    from asr_introspect.models.adapters import wrap_conv_model, wrap_torchaudio_wav2letter
+    from asr_introspect.models.wav2letter import Wav2Letter, Wav2LetterConfig
+    from asr_introspect.text import Alphabet
+
+    try:
+        alphabet = Alphabet.from_dict(config["alphabet"])
+        feature_config = FeatureConfig.from_dict(config["feature_config"])
+        model_config = config["model"]
+        arch = model_config.get("architecture")
+        if arch == "wav2letter":
+            return ASRModel.from_wav2letter(Wav2Letter(Wav2LetterConfig.from_dict(model_config["config"])),
+                                            alphabet, feature_config)
+        if arch == "torchaudio.wav2letter":
+            from torchaudio.models import Wav2Letter as TAWav2Letter
+
+            ta = TAWav2Letter(num_classes=int(model_config["num_classes"]),
+                              input_type=model_config.get("input_type", "mfcc"),
+                              num_features=int(model_config["num_features"]))
+            return wrap_torchaudio_wav2letter(ta, alphabet, feature_config)
+        if arch == "custom":
+            if module is None:
+                raise CheckpointError(
+                    f"{path}: saved from a custom module ({model_config.get('class', '?')}); pass an "
+                    f"instance of it: load_checkpoint(path, module=...)")
+            return wrap_conv_model(module, alphabet, feature_config, layer_names=config["layer_names"],
+                                   n_features=int(config["n_features"]), model_config=model_config)
+        raise CheckpointError(f"{path}: unknown model architecture {arch!r}")
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: the embedded config is invalid ({type(exc).__name__}: {exc}); "
+                              f"the file was edited or written by another tool: re-save the model") from exc
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    module: nn.Module | None = None) -> tuple[ASRModel, dict[str, Any]]:
+    """(ASRModel in eval mode on ``map_location``, the metadata dict given to save_checkpoint).
+
+    ``module``: an instance to load into, needed only for checkpoints of custom modules.
+    """
+    path = Path(path)
+    config, tensors = _open(path, with_tensors=True)
+    digest = config.get("tensor_sha256")
+    if digest != tensor_sha256(tensors):
+        raise CheckpointError(f"{path}: the weights do not match their sha256 (the file was altered "
+                              f"or corrupted): save or copy it again")
+    model = _build(path, config, module)
+
+    expected = model.module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(
+                f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong[:5]))
+        raise CheckpointError(f"{path}: the tensors do not match the embedded model config ("
+                              + "; ".join(parts) + "): the file is inconsistent, re-save the model")
+    try:
+        stored_map = FrameMap.from_dict(config["frame_map"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the embedded frame map is invalid ({exc})") from exc
+    if stored_map != model.frame_map:
+        raise CheckpointError(f"{path}: the embedded frame map does not match the model built from "
+                              f"its config: the file is inconsistent, re-save the model")
+    state = {k: tensors[k].to(expected[k].dtype) for k in expected}
+    model.module.load_state_dict(state, strict=True)
+    model.module.to(map_location)
+    model.module.eval()
+    metadata = config.get("metadata") or {}
+    return model, dict(metadata)

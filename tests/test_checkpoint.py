@@ -1,0 +1,214 @@
+"""Checkpoints: round trips (fp32, fp16, custom modules) and clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from asr_introspect.errors import CheckpointError
+from asr_introspect.features import FeatureConfig
+from asr_introspect.models import (
+    FORMAT_VERSION,
+    ASRModel,
+    build_model,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+    wrap_conv_model,
+)
+from asr_introspect.models.checkpoint import HEADER_KEY
+from asr_introspect.text import Alphabet
+
+METADATA = {"training": {"steps": 12, "preset": "tiny"}, "metrics": {"cer": 0.42, "wer": 0.9}}
+
+
+def trained_tiny(seed: int = 0) -> ASRModel:
+    """A tiny model whose BatchNorm statistics moved away from their defaults."""
+    torch.manual_seed(seed)
+    model = build_model("tiny")
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model.logits(torch.randn(4, 64, 40) * 2 + 1)
+    return model.eval()
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, ASRModel]:
+    model = trained_tiny()
+    path = save_checkpoint(tmp_path / "model.safetensors", model, METADATA)
+    return path, model
+
+
+def logits(model: ASRModel, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.logits(x)[0]
+
+
+def rewrite_header(src: Path, dst: Path, edit) -> Path:
+    """Copy ``src`` to ``dst`` with ``edit(config)`` applied to the embedded JSON (tensors unchanged)."""
+    with safe_open(str(src), framework="pt") as f:
+        header = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(header[HEADER_KEY])
+    edit(config)
+    save_file(tensors, str(dst), metadata={HEADER_KEY: json.dumps(config)})
+    return dst
+
+
+def test_round_trip_fp32(saved) -> None:
+    path, model = saved
+    x = torch.randn(2, 64, 55)
+    loaded, metadata = load_checkpoint(path)
+    assert metadata == METADATA
+    torch.testing.assert_close(logits(loaded, x), logits(model, x), rtol=0, atol=0)
+    for key, value in model.module.state_dict().items():  # BatchNorm statistics included
+        torch.testing.assert_close(loaded.module.state_dict()[key], value, rtol=0, atol=0)
+    assert loaded.frame_map == model.frame_map and loaded.layer_names == model.layer_names
+    assert loaded.alphabet.symbols == model.alphabet.symbols
+    assert loaded.feature_config == model.feature_config
+    assert not loaded.module.training
+    info = read_checkpoint_info(path)
+    assert info["format_version"] == FORMAT_VERSION and info["dtype"] == "float32"
+    assert info["model"]["config"]["preset"] == "tiny" and info["metadata"] == METADATA
+    assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temp file
+
+
+def test_round_trip_fp16(saved, tmp_path: Path) -> None:
+    path32, model = saved
+    path16 = save_checkpoint(tmp_path / "half.safetensors", model, METADATA, dtype=torch.float16)
+    assert path16.stat().st_size < 0.6 * path32.stat().st_size
+    loaded, metadata = load_checkpoint(path16)
+    assert metadata == METADATA and read_checkpoint_info(path16)["dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.module.parameters())
+    x = torch.randn(2, 64, 55)
+    reference = logits(model, x)
+    scale = reference.abs().max().item()
+    torch.testing.assert_close(logits(loaded, x), reference, rtol=0, atol=0.02 * scale)
+
+
+def test_round_trip_custom_module(tmp_path: Path) -> None:
+    def make() -> nn.Sequential:
+        return nn.Sequential(nn.Conv1d(10, 12, 3, padding=1), nn.BatchNorm1d(12), nn.ReLU(),
+                             nn.Conv1d(12, 29, 2, stride=2))
+
+    torch.manual_seed(3)
+    fc = FeatureConfig(n_mels=10)
+    model = wrap_conv_model(make(), Alphabet.default(), fc).eval()
+    path = save_checkpoint(tmp_path / "custom.safetensors", model)
+    with pytest.raises(CheckpointError, match="custom module.*module="):
+        load_checkpoint(path)
+    loaded, metadata = load_checkpoint(path, module=make())
+    assert metadata == {}
+    x = torch.randn(1, 10, 21)
+    torch.testing.assert_close(logits(loaded, x), logits(model, x), rtol=0, atol=0)
+    wrong = nn.Sequential(nn.Conv1d(10, 12, 5, padding=2), nn.ReLU(), nn.Conv1d(12, 29, 2, stride=2))
+    with pytest.raises(CheckpointError, match="custom.safetensors"):
+        load_checkpoint(path, module=wrong)
+
+
+def test_loading_never_unpickles(saved, monkeypatch) -> None:
+    path, _ = saved
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("unpickling during load_checkpoint")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    load_checkpoint(path)
+
+
+def test_missing_and_not_safetensors(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(CheckpointError, match="nope.safetensors.*not found"):
+        load_checkpoint(missing)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("this is not a checkpoint at all, just some text")
+    with pytest.raises(CheckpointError, match="notes.safetensors"):
+        load_checkpoint(text)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(3)}, str(plain))
+    with pytest.raises(CheckpointError, match="plain.safetensors.*no asr-introspect config"):
+        load_checkpoint(plain)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 0.001])
+def test_truncated_file(saved, tmp_path: Path, keep: float) -> None:
+    path, _ = saved
+    data = path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: max(1, int(len(data) * keep))])
+    with pytest.raises(CheckpointError, match="cut.safetensors.*truncated"):
+        load_checkpoint(cut)
+
+
+def test_flipped_byte_in_tensor_data(saved, tmp_path: Path) -> None:
+    path, _ = saved
+    data = bytearray(path.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    for position in (8 + header_len + 5, len(data) - 3):  # first and last tensor bytes
+        altered = bytearray(data)
+        altered[position] ^= 0x01
+        bad = tmp_path / "altered.safetensors"
+        bad.write_bytes(bytes(altered))
+        with pytest.raises(CheckpointError, match="altered.safetensors.*sha256"):
+            load_checkpoint(bad)
+
+
+def test_wrong_config(saved, tmp_path: Path) -> None:
+    path, _ = saved
+
+    def wider(config: dict) -> None:
+        config["model"]["config"]["layers"][1]["channels"] += 1
+
+    bad = rewrite_header(path, tmp_path / "wider.safetensors", wider)
+    with pytest.raises(CheckpointError, match="wider.safetensors.*do not match the embedded model config"):
+        load_checkpoint(bad)
+
+    def kernel(config: dict) -> None:
+        config["frame_map"]["layers"][0]["kernel"] = 5
+
+    bad = rewrite_header(path, tmp_path / "fmap.safetensors", kernel)
+    with pytest.raises(CheckpointError, match="fmap.safetensors.*frame map"):
+        load_checkpoint(bad)
+
+    def no_alphabet(config: dict) -> None:
+        del config["alphabet"]
+
+    bad = rewrite_header(path, tmp_path / "noalpha.safetensors", no_alphabet)
+    with pytest.raises(CheckpointError, match="noalpha.safetensors.*invalid"):
+        load_checkpoint(bad)
+
+    def future(config: dict) -> None:
+        config["format_version"] = FORMAT_VERSION + 1
+
+    bad = rewrite_header(path, tmp_path / "future.safetensors", future)
+    with pytest.raises(CheckpointError, match="future.safetensors.*format version"):
+        load_checkpoint(bad)
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    garbled = tmp_path / "garbled.safetensors"
+    save_file(tensors, str(garbled), metadata={HEADER_KEY: "{not json"})
+    with pytest.raises(CheckpointError, match="garbled.safetensors.*JSON"):
+        load_checkpoint(garbled)
+
+
+def test_failed_save_keeps_the_old_file(saved) -> None:
+    path, model = saved
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        save_checkpoint(path, model, {"not json": object()})
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="dtype"):
+        save_checkpoint(path, model, dtype=torch.bfloat16)
+    assert not list(path.parent.glob(".*.tmp"))
