@@ -1,0 +1,33 @@
+"""``asr-introspect eval``: greedy CER/WER of a checkpoint on a corpus."""
+
+from __future__ import annotations
+
+import argparse
+
+from asr_introspect.cli._common import add_common, progress_enabled, set_runner
+from asr_introspect.io import save_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="greedy CER/WER of a model on a corpus")
+    add_common(parser, model=True, data=True)
+    parser.add_argument("--out", default=None, help="optional JSON file with per-utterance transcripts")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    set_runner(parser, run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from asr_introspect.loading import load_model_and_corpus
+    from asr_introspect.training import evaluate
+
+    model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
+    if args.limit is not None:
+        utterances = utterances[: args.limit]
+    result = evaluate(model, utterances, batch_size=args.batch_size, progress=progress_enabled(args))
+    summary = {"cer": round(result["cer"], 4), "wer": round(result["wer"], 4),
+               "utterances": result["utterances"], "model": str(model_path), "data": str(data_path)}
+    if args.out:
+        save_json(args.out, {**summary, "examples": result["examples"]})
+        summary["transcripts"] = str(args.out)
+    return summary

@@ -1,0 +1,483 @@
+"""CTC training of Wav2Letter-style models on 2 CPU cores or many processes.
+
+The loop is deterministic by construction: the batch order of an epoch and the
+augmentation of every utterance are functions of ``(seed, epoch, utterance)``,
+so resuming from a checkpoint (weights, optimizer, schedule, step and the torch
+RNG used by dropout) reproduces an uninterrupted run exactly, and a run under
+``torchrun`` sees the same global batches as a single process.
+
+Run directory layout (``RUN/``)::
+
+    config.json            the TrainConfig and the data it was started with
+    model.safetensors      latest weights, a regular checkpoint (load_checkpoint)
+    best.safetensors       weights with the lowest validation CER so far
+    state.pt               optimizer, schedule, step, RNG (torch.load weights_only)
+    log.jsonl              one JSON object per evaluation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from asr_introspect.audio import load_audio
+from asr_introspect.corpus import Utterance, batch_plan
+from asr_introspect.decoding import error_rates, greedy_decode
+from asr_introspect.errors import InputError
+from asr_introspect.features import FeatureConfig, compute_features
+from asr_introspect.io import atomic_path, save_json
+from asr_introspect.models import ASRModel, build_model, load_checkpoint, save_checkpoint
+from asr_introspect.text import Alphabet
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in ``RUN/config.json``)."""
+
+    preset: str = "small"
+    batch_norm: bool | None = None       # None: the preset's choice
+    batch_size: int = 16                 # global batch (split across processes)
+    max_steps: int = 20000
+    lr: float = 1e-3                     # peak learning rate of AdamW
+    warmup_steps: int = 500
+    final_lr_fraction: float = 0.05      # cosine decay ends at lr * this
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0               # max global gradient norm
+    seed: int = 0
+    # augmentation
+    speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+    noise_probability: float = 0.5
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)
+    freq_masks: int = 2
+    freq_mask_width: int = 8
+    time_masks_per_second: float = 1.0
+    time_mask_width: int = 20
+    # bookkeeping
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    eval_batch_size: int = 32
+    max_eval_utterances: int = 200
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"unknown training settings: {', '.join(unknown)}")
+        d = dict(d)
+        for key in ("speed_factors", "noise_snr_db"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------
+# Determinism helpers
+
+
+def _seed_for(*parts: object) -> int:
+    """A 63-bit seed derived from any parts (stable across processes and runs)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+# ---------------------------------------------------------------------------
+# Augmentation (on audio, then on features)
+
+
+def speed_perturb(audio: torch.Tensor, factor: float, sample_rate: int) -> torch.Tensor:
+    """Kaldi-style speed perturbation: resample so the clip plays ``factor`` times faster."""
+    if factor == 1.0:
+        return audio
+    import torchaudio.functional as AF
+
+    new_rate = int(round(sample_rate / factor / 100.0)) * 100
+    return AF.resample(audio, sample_rate, new_rate)
+
+
+def add_noise(audio: torch.Tensor, snr_db: float, generator: torch.Generator) -> torch.Tensor:
+    """Add white noise at ``snr_db`` relative to the clip's power."""
+    power = audio.pow(2).mean().clamp_min(1e-10)
+    noise = torch.randn(audio.shape, generator=generator)
+    return audio + noise * torch.sqrt(power / (10.0 ** (snr_db / 10.0)))
+
+
+def spec_augment(features: torch.Tensor, length: int, config: TrainConfig,
+                 generator: torch.Generator) -> torch.Tensor:
+    """SpecAugment-style masking (set to 0, the normalized mean) of one utterance.
+
+    features: (F, T); only the first ``length`` frames are valid.
+    """
+    features = features.clone()
+    n_features = features.shape[0]
+    for _ in range(config.freq_masks):
+        width = int(torch.randint(0, config.freq_mask_width + 1, (1,), generator=generator))
+        start = int(torch.randint(0, max(n_features - width, 0) + 1, (1,), generator=generator))
+        features[start:start + width, :] = 0.0
+    seconds = length * 0.008
+    for _ in range(int(config.time_masks_per_second * seconds)):
+        width = int(torch.randint(0, config.time_mask_width + 1, (1,), generator=generator))
+        start = int(torch.randint(0, max(length - width, 0) + 1, (1,), generator=generator))
+        features[:, start:start + width] = 0.0
+    return features
+
+
+# ---------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class EncodedCorpus:
+    """A corpus held in memory for training: int16 audio and encoded targets."""
+
+    ids: list[str]
+    audio: list[np.ndarray]      # int16 (n_samples,) each
+    targets: list[list[int]]
+    frames: list[int]            # feature frames of the unaugmented audio
+
+    @classmethod
+    def load(cls, utterances: Sequence[Utterance], alphabet: Alphabet, feature_config: FeatureConfig,
+             progress: bool = False) -> "EncodedCorpus":
+        from tqdm.auto import tqdm
+
+        ids, audio, targets, frames = [], [], [], []
+        for utt in tqdm(utterances, desc="loading audio", disable=not progress, unit="utt"):
+            wave = load_audio(utt.audio_path, sample_rate=feature_config.sample_rate)
+            ids.append(utt.id)
+            audio.append(np.round(np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16))
+            targets.append(alphabet.encode(utt.text, utterance_id=utt.id))
+            frames.append(feature_config.frames(len(wave)))
+        return cls(ids, audio, targets, frames)
+
+    def batch(self, indices: Sequence[int], feature_config: FeatureConfig, config: TrainConfig,
+              epoch: int, augment: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features (B, F, T), frame lengths (B,), targets (sum S,), target lengths (B,)."""
+        waves = []
+        generators = []
+        for i in indices:
+            wave = torch.from_numpy(self.audio[i].astype(np.float32) / 32767.0)
+            gen = torch.Generator().manual_seed(_seed_for("augment", config.seed, epoch, self.ids[i]))
+            generators.append(gen)
+            if augment:
+                factor = config.speed_factors[int(torch.randint(len(config.speed_factors), (1,), generator=gen))]
+                wave = speed_perturb(wave, factor, feature_config.sample_rate)
+                if float(torch.rand(1, generator=gen)) < config.noise_probability:
+                    low, high = config.noise_snr_db
+                    snr = low + (high - low) * float(torch.rand(1, generator=gen))
+                    wave = add_noise(wave, snr, gen)
+            waves.append(wave)
+        lengths = torch.tensor([len(w) for w in waves])
+        padded = torch.zeros(len(waves), int(lengths.max()))
+        for b, wave in enumerate(waves):
+            padded[b, :len(wave)] = wave
+        features, frame_lengths = compute_features(padded, feature_config, lengths=lengths)
+        if augment:
+            features = torch.stack([spec_augment(features[b], int(frame_lengths[b]), config, generators[b])
+                                    for b in range(len(indices))])
+        targets = torch.tensor([t for i in indices for t in self.targets[i]], dtype=torch.long)
+        target_lengths = torch.tensor([len(self.targets[i]) for i in indices], dtype=torch.long)
+        return features, frame_lengths, targets, target_lengths
+
+
+# ---------------------------------------------------------------------------
+# Loss, schedule, evaluation
+
+
+def ctc_loss(logits: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor, blank: int = 0) -> torch.Tensor:
+    """Per-utterance CTC loss divided by its target length.
+
+    logits: (B, C, T_out) -> (B,) losses (impossible alignments give 0, not inf).
+    """
+    log_probs = F.log_softmax(logits.float(), dim=1).permute(2, 0, 1)  # (T, B, C)
+    losses = F.ctc_loss(log_probs, targets, out_lengths, target_lengths, blank=blank,
+                        reduction="none", zero_infinity=True)
+    return losses / target_lengths.clamp_min(1)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to ``final_lr_fraction``."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    span = max(config.max_steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.final_lr_fraction + (1.0 - config.final_lr_fraction) * cosine
+
+
+@torch.no_grad()
+def transcribe_features(model: ASRModel, features: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+    """Greedy transcripts of a padded batch. features: (B, F, T), lengths: (B,)."""
+    logits, out_lengths = model.logits(features, lengths)
+    return greedy_decode(logits, out_lengths, model.alphabet)
+
+
+@torch.no_grad()
+def evaluate(model: ASRModel, utterances: Sequence[Utterance], batch_size: int = 32,
+             progress: bool = False) -> dict:
+    """Greedy CER/WER of ``model`` on ``utterances``.
+
+    Returns ``{"cer", "wer", "utterances", "examples": [{"id", "reference", "hypothesis"}]}``.
+    """
+    from tqdm.auto import tqdm
+
+    from asr_introspect.corpus import iterate_batches
+
+    was_training = model.module.training
+    model.module.eval()
+    references, hypotheses, examples = [], [], []
+    bar = tqdm(total=len(utterances), desc="evaluating", unit="utt", disable=not progress)
+    for batch in iterate_batches(utterances, model.feature_config, model.alphabet, batch_size=batch_size):
+        texts = transcribe_features(model, batch.features, batch.feature_lengths)
+        for utt, hyp in zip(batch.utterances, texts):
+            references.append(utt.text)
+            hypotheses.append(hyp)
+            examples.append({"id": utt.id, "reference": utt.text, "hypothesis": hyp})
+        bar.update(len(texts))
+    bar.close()
+    model.module.train(was_training)
+    cer, wer = error_rates(references, hypotheses)
+    return {"cer": cer, "wer": wer, "utterances": len(references), "examples": examples}
+
+
+# ---------------------------------------------------------------------------
+# Distributed helpers
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initializes gloo when launched by torchrun."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------------------
+# The loop
+
+
+def new_model(preset_name: str, alphabet: Alphabet, feature_config: FeatureConfig | None = None,
+              seed: int = 0, batch_norm: bool | None = None) -> ASRModel:
+    """A freshly initialized preset (initialization drawn from ``seed``).
+
+    BatchNorm statistics are per process under DistributedDataParallel, so a
+    multi-process run equals a single-process one exactly only without it.
+    """
+    torch.manual_seed(seed)
+    return build_model(preset_name, alphabet, feature_config, batch_norm=batch_norm)
+
+
+class Trainer:
+    """Stateful CTC training run in ``run_dir`` (see the module docstring)."""
+
+    def __init__(self, model: ASRModel, config: TrainConfig, run_dir: str | os.PathLike,
+                 train: EncodedCorpus, valid: Sequence[Utterance] = (),
+                 data_info: dict | None = None):
+        self.model = model
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.train_data = train
+        self.valid = list(valid)[: config.max_eval_utterances]
+        self.data_info = data_info or {}
+        self.rank, self.world = _distributed()
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.step = 0
+        self.best_cer = math.inf
+        self.wall_seconds = 0.0
+        self.history: list[dict] = []
+        params = [p for p in model.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.98),
+                                           weight_decay=config.weight_decay)
+        self.network: torch.nn.Module = model.module
+        if self.world > 1:
+            self.network = torch.nn.parallel.DistributedDataParallel(model.module)
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state.pt"
+
+    def save(self) -> None:
+        """Write weights and training state atomically (rank 0 only)."""
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        metadata = self.metadata()
+        save_checkpoint(self.run_dir / "model.safetensors", self.model, metadata=metadata)
+        state = {
+            "step": self.step,
+            "best_cer": self.best_cer,
+            "wall_seconds": self.wall_seconds,
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+        }
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self) -> None:
+        """Resume from ``run_dir`` (weights, optimizer, step, RNG)."""
+        ckpt = self.run_dir / "model.safetensors"
+        if not ckpt.is_file() or not self.state_path.is_file():
+            raise InputError(f"{self.run_dir}: nothing to resume (model.safetensors or state.pt missing)")
+        loaded, _ = load_checkpoint(ckpt)
+        self.model.module.load_state_dict(loaded.module.state_dict())
+        state = torch.load(self.state_path, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.best_cer = float(state["best_cer"])
+        self.wall_seconds = float(state["wall_seconds"])
+        self.history = json.loads(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def metadata(self) -> dict:
+        return {
+            "training": {
+                "config": self.config.to_dict(),
+                "step": self.step,
+                "wall_seconds": round(self.wall_seconds, 1),
+                "processes": self.world,
+                "data": self.data_info,
+            },
+            "metrics": self.history[-1] if self.history else {},
+        }
+
+    # -- steps ---------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Length-bucketed, shuffled global batches of one epoch (deterministic)."""
+        return batch_plan(self.train_data.frames, self.config.batch_size, shuffle=True,
+                          seed=self.config.seed, epoch=epoch)
+
+    def batches(self) -> Iterator[tuple[int, list[int]]]:
+        """(epoch, global batch indices) from the current step on, forever."""
+        per_epoch = len(self.epoch_batches(0))
+        epoch, position = divmod(self.step, per_epoch)
+        while True:
+            batches = self.epoch_batches(epoch)
+            for batch in batches[position:]:
+                if len(batch) >= self.world:  # every process needs at least one utterance
+                    yield epoch, batch
+            epoch, position = epoch + 1, 0
+
+    def train_step(self, epoch: int, batch: list[int]) -> float:
+        """One optimizer step on a global batch; returns the global mean loss."""
+        config = self.config
+        local = batch[self.rank::self.world]
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(self.step, config)
+        self.network.train()
+        features, frame_lengths, targets, target_lengths = self.train_data.batch(
+            local, self.model.feature_config, config, epoch, augment=True)
+        # exact padding: each utterance is trained as if alone, whatever its batch
+        with self.model.exact_padding(frame_lengths):
+            logits = self.network(features)
+        out_lengths = self.model.output_lengths(frame_lengths)
+        losses = ctc_loss(logits, out_lengths, targets, target_lengths, blank=self.model.alphabet.blank)
+        # DDP averages gradients over processes: scale so the result is the global batch mean.
+        loss = losses.sum() * self.world / len(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.module.parameters(), config.grad_clip)
+        self.optimizer.step()
+        total = losses.detach().sum()
+        if self.world > 1:
+            dist.all_reduce(total)
+        self.step += 1
+        return float(total) / len(batch)
+
+    def run(self, steps: int | None = None, progress: bool = False,
+            on_eval: Callable[[dict], None] | None = None) -> dict:
+        """Train until ``config.max_steps`` (or ``steps`` more steps); returns the last metrics."""
+        from tqdm.auto import tqdm
+
+        config = self.config
+        stop = config.max_steps if steps is None else min(config.max_steps, self.step + steps)
+        bar = tqdm(total=stop, initial=self.step, desc="training", unit="step",
+                   disable=not progress or self.rank != 0)
+        metrics: dict = self.history[-1] if self.history else {}
+        smoothed = None
+        started = time.perf_counter()
+        for epoch, batch in self.batches():
+            if self.step >= stop:
+                break
+            loss = self.train_step(epoch, batch)
+            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+            bar.update(1)
+            postfix = {"loss": f"{smoothed:.3f}"}
+            if "cer" in metrics:
+                postfix["cer"] = f"{metrics['cer']:.3f}"
+            bar.set_postfix(postfix)
+            now = time.perf_counter()
+            self.wall_seconds += now - started
+            started = now
+            if self.valid and (self.step % config.eval_every == 0 or self.step == stop):
+                metrics = self.evaluate(loss=smoothed)
+                if on_eval:
+                    on_eval(metrics)
+            if self.step % config.checkpoint_every == 0 or self.step == stop:
+                self.save()
+        bar.close()
+        return metrics
+
+    def evaluate(self, loss: float | None = None) -> dict:
+        result = evaluate(self.model, self.valid, batch_size=self.config.eval_batch_size)
+        metrics = {"step": self.step, "loss": loss, "cer": result["cer"], "wer": result["wer"],
+                   "utterances": result["utterances"], "wall_seconds": round(self.wall_seconds, 1)}
+        self.history.append(metrics)
+        if self.rank == 0:
+            with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(metrics) + "\n")
+            if result["cer"] < self.best_cer:
+                self.best_cer = result["cer"]
+                save_checkpoint(self.run_dir / "best.safetensors", self.model, metadata=self.metadata())
+        return metrics
+
+
+def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: str | os.PathLike,
+          valid_utterances: Sequence[Utterance] = (), resume: bool = False,
+          feature_config: FeatureConfig | None = None, steps: int | None = None,
+          progress: bool = False, data_info: dict | None = None) -> tuple[ASRModel, dict]:
+    """Train (or resume) a preset on ``train_utterances``; returns (model, last metrics)."""
+    run_dir = Path(run_dir)
+    alphabet = Alphabet.default()
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.is_file():
+            raise InputError(f"{run_dir}: not a training run (config.json missing); drop --resume to start one")
+        stored = json.loads(config_path.read_text())
+        config = TrainConfig.from_dict(stored["train"])
+        feature_config = FeatureConfig.from_dict(stored["features"])
+    model = new_model(config.preset, alphabet, feature_config, seed=config.seed, batch_norm=config.batch_norm)
+    corpus = EncodedCorpus.load(train_utterances, alphabet, model.feature_config, progress=progress)
+    trainer = Trainer(model, config, run_dir, corpus, valid_utterances, data_info=data_info)
+    if resume:
+        trainer.load()
+    elif trainer.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_json(config_path, {"train": config.to_dict(), "features": model.feature_config.to_dict(),
+                                "data": data_info or {}})
+    metrics = trainer.run(steps=steps, progress=progress)
+    return model, metrics
+
+
+__all__ = [
+    "EncodedCorpus", "TrainConfig", "Trainer", "ctc_loss", "new_model",
+    "evaluate", "lr_factor", "spec_augment", "speed_perturb", "train", "transcribe_features",
+]

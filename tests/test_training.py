@@ -1,0 +1,155 @@
+"""CTC training on a tiny synthetic task: letters are tones, spaces are silence."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asr_introspect.audio import save_audio
+from asr_introspect.corpus import Utterance
+from asr_introspect.models import load_checkpoint
+from asr_introspect.training import TrainConfig, Trainer, EncodedCorpus, evaluate, new_model, train
+from asr_introspect.text import Alphabet
+
+SR = 16000
+TONES = {"a": 400.0, "b": 800.0, "c": 1500.0, "d": 2600.0}
+
+
+def tone_utterances(directory: Path, n: int, seed: int = 0) -> list[Utterance]:
+    """Utterances whose letters are 0.12 s tones and whose spaces are 0.08 s silences."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    utterances = []
+    for i in range(n):
+        words = ["".join(rng.choice(list(TONES), size=rng.integers(1, 4))) for _ in range(rng.integers(1, 4))]
+        text = " ".join(words)
+        pieces = [np.zeros(int(0.1 * SR))]
+        for ch in text:
+            if ch == " ":
+                pieces.append(np.zeros(int(0.08 * SR)))
+            else:
+                t = np.arange(int(0.12 * SR)) / SR
+                pieces.append(0.5 * np.sin(2 * np.pi * TONES[ch] * t) * np.hanning(len(t)))
+        pieces.append(np.zeros(int(0.1 * SR)))
+        audio = np.concatenate(pieces) + 0.003 * rng.standard_normal(sum(len(p) for p in pieces))
+        path = directory / f"tone-{i:03d}.wav"
+        save_audio(path, audio.astype(np.float32), SR)
+        utterances.append(Utterance(id=f"tone-{i:03d}", speaker="s0", audio_path=path, text=text,
+                                    duration=len(audio) / SR))
+    return utterances
+
+
+@pytest.fixture(scope="module")
+def tone_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tones")
+    return tone_utterances(root / "train", 48, seed=0), tone_utterances(root / "valid", 12, seed=1)
+
+
+def small_config(**kw) -> TrainConfig:
+    base = dict(preset="tiny", batch_size=8, max_steps=400, lr=3e-3, warmup_steps=30,
+                eval_every=10**9, checkpoint_every=10**9, speed_factors=(1.0,), noise_probability=0.0,
+                freq_masks=0, time_masks_per_second=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_ctc_training_drives_loss_and_cer_down(tone_corpus, tmp_path):
+    train_utts, valid_utts = tone_corpus
+    config = small_config()
+    model = new_model("tiny", Alphabet.default(), seed=0)
+    corpus = EncodedCorpus.load(train_utts, model.alphabet, model.feature_config)
+    trainer = Trainer(model, config, tmp_path / "run", corpus, valid_utts)
+    before = evaluate(model, valid_utts)["cer"]
+    losses = [trainer.train_step(0, batch) for batch in trainer.epoch_batches(0)]
+    first = float(np.mean(losses))
+    trainer.run()
+    later = [trainer.train_step(99, batch) for batch in trainer.epoch_batches(99)]
+    after = evaluate(model, valid_utts)
+    assert np.mean(later) < 0.3 * first, (first, np.mean(later))
+    assert after["cer"] < 0.25, after["examples"][:3]
+    assert after["cer"] < before
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tone_corpus, tmp_path):
+    train_utts, valid_utts = tone_corpus
+    config = small_config(max_steps=12, checkpoint_every=6, speed_factors=(0.9, 1.0, 1.1),
+                          noise_probability=0.5, freq_masks=2, time_masks_per_second=1.0)
+    alphabet = Alphabet.default()
+
+    def fresh(run: Path) -> Trainer:
+        model = new_model("tiny", alphabet, seed=3)
+        return Trainer(model, config, run, EncodedCorpus.load(train_utts, alphabet, model.feature_config))
+
+    def steps(trainer: Trainer, n: int) -> list[float]:
+        out = []
+        for epoch, batch in trainer.batches():
+            if len(out) == n:
+                break
+            out.append(trainer.train_step(epoch, batch))
+        return out
+
+    straight = steps(fresh(tmp_path / "a"), 12)
+    first = fresh(tmp_path / "b")
+    head = steps(first, 6)
+    first.save()
+    resumed = fresh(tmp_path / "b")
+    resumed.load()
+    assert resumed.step == 6
+    tail = steps(resumed, 6)
+    np.testing.assert_allclose(head + tail, straight, rtol=1e-5)
+
+
+def test_train_writes_checkpoints_that_load(tone_corpus, tmp_path):
+    train_utts, valid_utts = tone_corpus
+    config = small_config(max_steps=4, eval_every=4, checkpoint_every=2)
+    model, metrics = train(config, train_utts, tmp_path / "run", valid_utterances=valid_utts)
+    assert metrics["step"] == 4 and 0.0 <= metrics["cer"]
+    loaded, meta = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert meta["training"]["step"] == 4
+    for (name, a), b in zip(model.module.state_dict().items(), loaded.module.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 4
+    with pytest.raises(Exception, match="nothing to resume|not a training run"):
+        train(config, train_utts, tmp_path / "empty", resume=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_match_one(tone_corpus, tmp_path):
+    """Same global batch on 2 gloo processes gives the same weights as 1 process."""
+    train_utts, _ = tone_corpus
+    manifest = tmp_path / "train.jsonl"
+    from asr_introspect.corpus import save_manifest
+
+    save_manifest(train_utts, manifest)
+    common = ["--data", str(manifest), "--valid", str(manifest), "--preset", "tiny", "--no-batch-norm",
+              "--steps", "5", "--max-steps", "5", "--batch-size", "8", "--eval-every", "1000",
+              "--checkpoint-every", "5", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "asr_introspect.cli", "train", "--out", str(tmp_path / "one"),
+                          *common], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+                          "-m", "asr_introspect.cli", "train", "--out", str(tmp_path / "two"), *common],
+                         env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, _ = load_checkpoint(tmp_path / "one" / "model.safetensors")
+    b, meta = load_checkpoint(tmp_path / "two" / "model.safetensors")
+    assert meta["training"]["processes"] == 2
+    for (name, x), y in zip(a.module.state_dict().items(), b.module.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
