@@ -1,0 +1,397 @@
+"""Corpus reading, phone segments, manifests, splits and batching (no synthesizer needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr_introspect.corpus import (
+    PhoneSegment,
+    Utterance,
+    batch_plan,
+    iterate_batches,
+    load_corpus,
+    load_manifest,
+    parse_flite_segments,
+    read_librispeech,
+    read_textgrid,
+    save_manifest,
+    scan_librispeech,
+    split_by_speaker,
+    split_by_text,
+    write_textgrid,
+)
+from asr_introspect.corpus.text_sources import fortune_sentences, is_plain_sentence, split_sentences
+from asr_introspect.errors import CorpusError
+from asr_introspect.features import FeatureConfig, compute_features
+from asr_introspect.text import Alphabet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- LibriSpeech layout
+
+
+def test_read_librispeech_returns_the_fixture_exactly(tiny_corpus):
+    utts = read_librispeech(tiny_corpus.root)
+    assert utts == tiny_corpus.expected
+    assert {u.speaker for u in utts} == {"19", "84", "103"}
+    aligned = [u for u in utts if u.phones is not None]
+    assert [u.id for u in aligned] == ["19-198-0000", "19-227-0002"]
+    # the MFA "spn" interval is dropped (a gap); "sp" + "" merge into one silence
+    assert PhoneSegment("sil", 0.5, 0.6) in aligned[0].phones
+    assert all(seg.phone != "spn" for seg in aligned[1].phones)
+
+
+def test_wav_files_are_read_too(tiny_corpus_factory):
+    corpus = tiny_corpus_factory(audio_format="wav")
+    assert read_librispeech(corpus.root) == corpus.expected
+
+
+@pytest.mark.parametrize("layout", ["speaker", "mirror", "flat"])
+def test_textgrid_dir_in_mfa_layouts(tiny_corpus_factory, mfa_textgrids, tmp_path, layout):
+    corpus = tiny_corpus_factory(textgrids_beside_audio=False)
+    without = read_librispeech(corpus.root)
+    assert all(u.phones is None for u in without)
+    mfa_textgrids(tmp_path / "aligned", layout)
+    assert read_librispeech(corpus.root, textgrid_dir=tmp_path / "aligned") == corpus.expected
+
+
+def test_missing_directory_is_a_corpus_error(tmp_path):
+    with pytest.raises(CorpusError, match="not found"):
+        read_librispeech(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no utterances"):
+        read_librispeech(tmp_path / "empty")
+
+
+def test_missing_transcript_lines_and_audio_are_skipped_with_reasons(tiny_corpus_factory):
+    corpus = tiny_corpus_factory()
+    trans = corpus.root / "84" / "121" / "84-121.trans.txt"
+    lines = trans.read_text().splitlines()
+    trans.write_text("\n".join(l for l in lines if not l.startswith("84-121-0003"))
+                     + "\n84-121-0099 A LINE WITHOUT AUDIO\n")
+    (corpus.root / "103" / "1240" / "103-1240.trans.txt").unlink()
+    bad = corpus.root / "19" / "198" / "19-198.trans.txt"
+    bad.write_text(bad.read_text().replace("IT'S A TONE", "IT'S A TONE \u65e5\u672c"))
+
+    scan = scan_librispeech(corpus.root)
+    reasons = {s.id: s.reason for s in scan.skipped}
+    assert set(reasons) == {"84-121-0003", "84-121-0099", "103-1240-0005", "103-1240-0006", "19-198-0001"}
+    assert reasons["84-121-0003"].startswith("no transcript line")
+    assert reasons["84-121-0099"].startswith("transcript line without audio")
+    assert "103-1240.trans.txt" in reasons["103-1240-0005"]
+    assert reasons["19-198-0001"].startswith("bad transcript") and "19-198-0001" in reasons["19-198-0001"]
+    assert str(bad) in reasons["19-198-0001"]
+    assert [u.id for u in scan.utterances] == ["19-198-0000", "19-227-0002", "84-121-0004"]
+    assert scan.skipped_by_reason()["no transcript line"] == 3
+
+    with pytest.warns(UserWarning, match="5 item"):
+        assert len(read_librispeech(corpus.root)) == 3
+    with pytest.raises(CorpusError, match="5 item.*103-1240-0005: no transcript line"):
+        read_librispeech(corpus.root, strict=True)
+
+
+def test_index_librispeech_script_reports_skips(tiny_corpus_factory, mfa_textgrids, tmp_path):
+    corpus = tiny_corpus_factory(textgrids_beside_audio=False)
+    mfa_textgrids(tmp_path / "tg", "speaker")
+    (corpus.root / "19" / "198" / "19-198-0009.flac").write_bytes(b"")  # audio without a transcript line
+    proc = subprocess.run([sys.executable, str(REPO / "data_prep" / "index_librispeech.py"), str(corpus.root),
+                           "--textgrids", str(tmp_path / "tg"), "--json", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["utterances"] == 7 and report["with_phones"] == 2 and report["skipped"] == 1
+    assert report["skipped_items"][0]["id"] == "19-198-0009"
+    assert "skipped 1" in proc.stdout
+    assert load_manifest(report["manifest"]) == [
+        Utterance(u.id, u.speaker, u.audio_path.resolve(), u.text, u.phones, u.duration) for u in corpus.expected]
+    bad = subprocess.run([sys.executable, str(REPO / "data_prep" / "index_librispeech.py"), str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+# ---------------------------------------------------------------- TextGrids and flite segments
+
+SHORT_TEXTGRID = '''File type = "ooTextFile"
+Object class = "TextGrid"
+
+0
+0.9
+<exists>
+3
+"TextTier"
+"events"
+0
+0.9
+1
+0.45
+"click"
+"IntervalTier"
+"words"
+0
+0.9
+2
+0
+0.5
+"say ""hi"""
+0.5
+0.9
+""
+"IntervalTier"
+"phones"
+0
+0.9
+5
+0
+0.1
+""
+0.1
+0.3
+"HH"
+0.3
+0.5
+"AY1"
+0.5
+0.6
+"spn"
+0.6
+0.9
+"sil"
+'''
+
+EXPECTED_SHORT = [PhoneSegment("sil", 0.0, 0.1), PhoneSegment("hh", 0.1, 0.3), PhoneSegment("ay", 0.3, 0.5),
+                  PhoneSegment("sil", 0.6, 0.9)]
+
+
+def test_textgrid_short_format_utf8_and_utf16(tmp_path):
+    path = tmp_path / "short.TextGrid"
+    path.write_text(SHORT_TEXTGRID, encoding="utf-8")
+    assert read_textgrid(path) == EXPECTED_SHORT
+    path16 = tmp_path / "short16.TextGrid"
+    path16.write_bytes(SHORT_TEXTGRID.encode("utf-16"))
+    assert read_textgrid(path16) == EXPECTED_SHORT
+
+
+def test_textgrid_long_format_from_fixture(tiny_corpus):
+    expected = next(u for u in tiny_corpus.expected if u.id == "19-198-0000")
+    assert tuple(read_textgrid(tiny_corpus.root / "19" / "198" / "19-198-0000.TextGrid")) == expected.phones
+
+
+def test_textgrid_tier_choice(tmp_path):
+    body = SHORT_TEXTGRID.replace('"phones"', '"Speaker 1 - phones"')
+    (tmp_path / "a.TextGrid").write_text(body)
+    assert read_textgrid(tmp_path / "a.TextGrid") == EXPECTED_SHORT
+    body = SHORT_TEXTGRID.replace('"phones"', '"segments"')  # found by its ARPAbet labels
+    (tmp_path / "b.TextGrid").write_text(body)
+    assert read_textgrid(tmp_path / "b.TextGrid") == EXPECTED_SHORT
+    body = SHORT_TEXTGRID.replace('"phones"', '"tier"').replace('"AY1"', '"xyz"')
+    (tmp_path / "c.TextGrid").write_text(body)
+    with pytest.raises(CorpusError, match="c.TextGrid.*no phone tier"):
+        read_textgrid(tmp_path / "c.TextGrid")
+    body = SHORT_TEXTGRID.replace('"AY1"', '"Q9"')
+    (tmp_path / "d.TextGrid").write_text(body)
+    with pytest.raises(CorpusError, match="d.TextGrid.*'Q9'"):
+        read_textgrid(tmp_path / "d.TextGrid")
+    (tmp_path / "e.TextGrid").write_text("File type = \"ooTextFile\"\nObject class = \"TextGrid\"\n0\n")
+    with pytest.raises(CorpusError, match="e.TextGrid"):
+        read_textgrid(tmp_path / "e.TextGrid")
+
+
+def test_textgrid_write_read_round_trip(tmp_path):
+    segments = [PhoneSegment("sil", 0.0, 0.123456), PhoneSegment("dh", 0.123456, 0.2),
+                PhoneSegment("ah", 0.2, 0.31), PhoneSegment("k", 0.4, 0.55),  # a gap 0.31-0.4
+                PhoneSegment("sil", 0.55, 0.8)]
+    path = write_textgrid(tmp_path / "rt.TextGrid", segments, words=[("the", 0.123456, 0.31), ('"k"', 0.4, 0.55)],
+                          xmax=0.9)
+    text = path.read_text()
+    assert text.startswith('File type = "ooTextFile"') and 'name = "words"' in text and '"""k"""' in text
+    # the tail 0.8-0.9 is unlabeled as well
+    assert read_textgrid(path) == segments
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_parse_flite_segments():
+    segments = parse_flite_segments("pau:0.184 dh:0.236 ax:0.270 k:0.3\npau:0.5 \n")
+    assert segments == [PhoneSegment("sil", 0.0, 0.184), PhoneSegment("dh", 0.184, 0.236),
+                        PhoneSegment("ah", 0.236, 0.270), PhoneSegment("k", 0.270, 0.3),
+                        PhoneSegment("sil", 0.3, 0.5)]
+    assert parse_flite_segments("") == []
+    with pytest.raises(CorpusError, match="utt X.*'dh=0.2'"):
+        parse_flite_segments("pau:0.1 dh=0.2", source="utt X")
+    with pytest.raises(CorpusError, match="before its start"):
+        parse_flite_segments("pau:0.3 dh:0.2")
+    with pytest.raises(CorpusError, match="unknown flite phone"):
+        parse_flite_segments("pau:0.1 qq:0.2")
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def _resolved(utts):
+    return [Utterance(u.id, u.speaker, u.audio_path.resolve(), u.text, u.phones, u.duration) for u in utts]
+
+
+def test_manifest_round_trip_with_relative_paths(tiny_corpus, tmp_path):
+    path = save_manifest(tiny_corpus.expected, tmp_path / "m" / "manifest.jsonl")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == len(tiny_corpus.expected)
+    assert all(not Path(r["audio"]).is_absolute() for r in records)
+    assert load_manifest(path) == _resolved(tiny_corpus.expected)
+    with pytest.raises(CorpusError, match="line 2"):
+        (tmp_path / "bad.jsonl").write_text(path.read_text().splitlines()[0] + "\n{not json\n")
+        load_manifest(tmp_path / "bad.jsonl")
+
+
+def test_load_corpus_uses_a_fresh_manifest_and_rescans_a_stale_one(tiny_corpus_factory):
+    corpus = tiny_corpus_factory()
+    manifest = corpus.root / "manifest.jsonl"
+    marked = [Utterance(u.id, u.speaker, u.audio_path, "from the manifest", u.phones, u.duration)
+              for u in corpus.expected]
+    save_manifest(marked, manifest)
+    now = manifest.stat().st_mtime
+    os.utime(manifest, (now + 10, now + 10))
+    assert [u.text for u in load_corpus(corpus.root)] == ["from the manifest"] * len(marked)
+    assert load_corpus(manifest) == _resolved(marked)
+    trans = corpus.root / "84" / "121" / "84-121.trans.txt"
+    os.utime(trans, (now + 20, now + 20))  # a transcript newer than the manifest
+    assert load_corpus(corpus.root) == corpus.expected
+
+
+def test_load_corpus_on_a_directory_of_splits_names_them(tiny_corpus, tmp_path):
+    for split in ("train", "test_text"):
+        save_manifest(tiny_corpus.expected[:2], tmp_path / split / "manifest.jsonl")
+    with pytest.raises(CorpusError, match="test_text, train"):
+        load_corpus(tmp_path)
+    with pytest.raises(CorpusError, match="not found"):
+        load_corpus(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- splits
+
+
+def test_split_by_speaker_does_not_leak(tiny_corpus):
+    utts = tiny_corpus.expected
+    train, test = split_by_speaker(utts, fraction=0.34, seed=3)
+    assert {u.speaker for u in train}.isdisjoint({u.speaker for u in test})
+    assert sorted(u.id for u in train + test) == sorted(u.id for u in utts)
+    assert len({u.speaker for u in test}) == 1
+    assert split_by_speaker(utts, fraction=0.34, seed=3) == (train, test)
+    picks = {split_by_speaker(utts, fraction=0.34, seed=s)[1][0].speaker for s in range(20)}
+    assert len(picks) > 1
+    train, test = split_by_speaker(utts, held_out_speakers=["84"])
+    assert {u.speaker for u in test} == {"84"} and "84" not in {u.speaker for u in train}
+    with pytest.raises(CorpusError, match="nobody"):
+        split_by_speaker(utts, held_out_speakers=["nobody"])
+
+
+def test_split_by_text_keeps_each_text_on_one_side(tiny_corpus):
+    utts = tiny_corpus.expected
+    for seed in range(10):
+        train, test = split_by_text(utts, fraction=0.4, seed=seed)
+        assert {u.text for u in train}.isdisjoint({u.text for u in test})
+        assert sorted(u.id for u in train + test) == sorted(u.id for u in utts)
+        assert len({u.text for u in test}) == 2  # 40% of 5 distinct texts
+    # "hello world" has two utterances by different speakers: they move together
+    sides = [split_by_text(utts, 0.4, seed) for seed in range(40)]
+    assert any(sum(u.text == "hello world" for u in test) == 2 for _, test in sides)
+
+
+# ---------------------------------------------------------------- batching
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("bucket", [False, True])
+@pytest.mark.parametrize("max_frames", [None, 900])
+def test_batch_plan_uses_every_utterance_once(shuffle, bucket, max_frames):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(50, 400, size=203)
+    plan = batch_plan(frames, 8, shuffle=shuffle, seed=5, bucket=bucket, max_frames=max_frames, pool_batches=4)
+    flat = [i for b in plan for i in b]
+    assert sorted(flat) == list(range(203))
+    assert all(1 <= len(b) <= 8 for b in plan)
+    if max_frames is not None:
+        assert all(len(b) == 1 or len(b) * frames[b].max() <= max_frames for b in plan)
+    assert plan == batch_plan(frames, 8, shuffle=shuffle, seed=5, bucket=bucket, max_frames=max_frames,
+                              pool_batches=4)
+    if shuffle:
+        assert plan != batch_plan(frames, 8, shuffle=True, seed=6, bucket=bucket, max_frames=max_frames,
+                                  pool_batches=4)
+        assert plan != batch_plan(frames, 8, shuffle=True, seed=5, bucket=bucket, max_frames=max_frames,
+                                  pool_batches=4, epoch=1)
+    if bucket:  # bucketed batches hold similar lengths: less padding than the given order
+        padded = sum(len(b) * frames[b].max() for b in plan)
+        plain = sum(len(b) * frames[b].max() for b in batch_plan(frames, 8, bucket=False, max_frames=max_frames))
+        assert padded < plain
+    if not shuffle and not bucket and max_frames is None:
+        assert flat == list(range(203))
+
+
+def test_iterate_batches_pads_and_encodes(tiny_corpus):
+    config = FeatureConfig.small()
+    alphabet = Alphabet.default()
+    utts = tiny_corpus.expected
+    batches = list(iterate_batches(utts, config, alphabet, batch_size=3, shuffle=True, seed=1))
+    assert sorted(u.id for b in batches for u in b.utterances) == sorted(u.id for u in utts)
+    again = list(iterate_batches(utts, config, alphabet, batch_size=3, shuffle=True, seed=1))
+    assert [[u.id for u in b.utterances] for b in batches] == [[u.id for u in b.utterances] for b in again]
+    for batch in batches:
+        n = len(batch)
+        assert batch.features.dtype == torch.float32 and batch.features.shape[:2] == (n, config.n_mels)
+        assert batch.feature_lengths.dtype == torch.int64 and batch.targets.dtype == torch.int64
+        assert batch.features.shape[2] == int(batch.feature_lengths.max())
+        for row, utt in enumerate(batch.utterances):
+            t = int(batch.feature_lengths[row])
+            assert t == config.frames(int(round(utt.duration * config.sample_rate)))
+            assert torch.all(batch.features[row, :, t:] == 0)
+            ids = alphabet.encode(utt.text)
+            assert int(batch.target_lengths[row]) == len(ids)
+            assert batch.targets[row, :len(ids)].tolist() == ids
+            assert torch.all(batch.targets[row, len(ids):] == 0)
+            data, rate = sf.read(str(utt.audio_path), dtype="float32")
+            single = compute_features(torch.from_numpy(data), config)
+            assert torch.allclose(batch.features[row, :, :t], single, atol=1e-4)
+
+
+def test_iterate_batches_max_frames_and_order(tiny_corpus):
+    config = FeatureConfig.small()
+    utts = tiny_corpus.expected
+    longest = max(config.frames(int(round(u.duration * config.sample_rate))) for u in utts)
+    batches = list(iterate_batches(utts, config, Alphabet.default(), batch_size=7, max_frames=longest))
+    assert all(b.features.shape[0] * b.features.shape[2] <= longest for b in batches)
+    assert [u.id for b in batches for u in b.utterances] == [u.id for u in sorted(utts, key=lambda u: u.duration)]
+    plain = list(iterate_batches(utts, config, Alphabet.default(), batch_size=7, bucket=False))
+    assert len(plain) == 1 and [u.id for u in plain[0].utterances] == [u.id for u in utts]
+
+
+# ---------------------------------------------------------------- text sources
+
+
+def test_sentence_filter_and_split():
+    assert split_sentences("Mr. Smith went home. He slept! Did he?") == ["Mr. Smith went home.", "He slept!",
+                                                                          "Did he?"]
+    assert is_plain_sentence("A sinking ship gathers no moss.")
+    assert not is_plain_sentence("Mr. Smith went home.")  # abbreviation
+    assert not is_plain_sentence("IBM makes big computers.")  # acronym
+    assert not is_plain_sentence("He has 2 dogs and a cat.")  # digits
+    assert not is_plain_sentence("Too short.")
+    assert not is_plain_sentence("She said \"no\" to that idea.")  # quotes
+    assert not is_plain_sentence("Lower case l is here.")  # letter name
+    assert not is_plain_sentence("no capital at the start.")
+
+
+def test_fortune_sentences_from_a_file(tmp_path):
+    path = tmp_path / "fort"
+    path.write_text("A banker is a fellow who lends you his umbrella.  It rains.\n\t\t-- Mark Twain\n%\n"
+                    "A banker is a fellow who lends you his UMBRELLA.\n%\nSee 42 ways to do it right now.\n"
+                    "%\nWake now my merry lads!\n")
+    assert fortune_sentences(files=[path]) == ["A banker is a fellow who lends you his umbrella.",
+                                               "Wake now my merry lads!"]
