@@ -59,7 +59,7 @@ def forced_align(log_probs: torch.Tensor, targets: Sequence[int], blank: int = 0
             f"{who}transcript needs at least {needed} output frames ({len(targets)} letters + "
             f"repeats) but the audio gives {n_frames} (check the transcript belongs to the audio, "
             "or use a longer clip)")
-    path, _ = AF.forced_align(log_probs[None].float().cpu(), torch.as_tensor([list(targets)]),
+    path, _ = AF.forced_align(log_probs[None].float().cpu().contiguous(), torch.as_tensor([list(targets)]),
                               blank=blank)
     return path[0].numpy().astype(np.int64)
 

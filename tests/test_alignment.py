@@ -123,3 +123,58 @@ def test_estimate_shift_measures_a_planted_delay():
     # an utterance without phones is skipped, not fatal
     bare = Utterance("v", "s", "v.flac", "the cat sat")
     assert estimate_shift([UtteranceAlignment(bare, path, path, spans, 200)], fm, fc, "conv11").utterances_skipped == 1
+
+
+def _noise_corpus(tmp_path, texts):
+    from asr_introspect.audio import save_audio
+
+    rng = np.random.default_rng(0)
+    utts = []
+    for i, text in enumerate(texts):
+        path = tmp_path / f"n{i}.wav"
+        seconds = 0.6 + 0.25 * i
+        save_audio(path, (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
+        phones = (PhoneSegment("sil", 0.0, 0.2), PhoneSegment("ae", 0.2, seconds))
+        utts.append(Utterance(f"n{i}", "s", path, text, phones=phones, duration=seconds))
+    return utts
+
+
+def test_align_corpus_emits_one_span_per_character(tmp_path):
+    from asr_introspect.alignment import align_corpus
+
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    utts = _noise_corpus(tmp_path, ["a b", "hello", "a cab", "ll"])
+    alignments = list(align_corpus(model, utts, batch_size=3))
+    assert [a.utterance.id for a in alignments] == [u.id for u in utts]
+    for a in alignments:
+        targets = model.alphabet.encode(a.utterance.text)
+        assert [s.token for s in a.spans] == targets
+        assert len(a.frame_tokens) == int(model.output_lengths(a.n_input_frames))
+        assert np.isfinite(a.log_prob)
+
+
+def test_align_cli_writes_labels_and_shift_report(tmp_path):
+    import json
+
+    from asr_introspect.cli import main
+    from asr_introspect.corpus import save_manifest
+    from asr_introspect.io import load_npz
+    from asr_introspect.models import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", model)
+    utts = _noise_corpus(tmp_path, ["a b", "hello", "a cab"]) + \
+        [Utterance("long", "s", tmp_path / "n0.wav", "this transcript is far too long for the clip")]
+    save_manifest(utts, tmp_path / "manifest.jsonl")
+    code = main(["align", "--model", str(ckpt), "--data", str(tmp_path / "manifest.jsonl"),
+                 "--out", str(tmp_path / "out"), "--layers", "input,conv5", "--quiet", "--json"])
+    assert code == 0
+    labels = load_npz(tmp_path / "out" / "labels.npz")
+    assert labels["ids"].tolist() == ["n0", "n1", "n2"]
+    offsets = labels["offsets@input"]
+    assert len(offsets) == 4 and offsets[-1] == len(labels["phones@input"])
+    assert len(labels["letters_forced@conv5"]) == labels["offsets@conv5"][-1]
+    report = json.loads((tmp_path / "out" / "shift.json").read_text())
+    assert report["skipped"] == ["long"]
