@@ -453,8 +453,14 @@ class Trainer:
 def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: str | os.PathLike,
           valid_utterances: Sequence[Utterance] = (), resume: bool = False,
           feature_config: FeatureConfig | None = None, steps: int | None = None,
-          progress: bool = False, data_info: dict | None = None) -> tuple[ASRModel, dict]:
-    """Train (or resume) a preset on ``train_utterances``; returns (model, last metrics)."""
+          progress: bool = False, data_info: dict | None = None,
+          extend_to: int | None = None) -> tuple[ASRModel, dict]:
+    """Train (or resume) a preset on ``train_utterances``; returns (model, last metrics).
+
+    On resume the stored settings win; ``extend_to`` lengthens the schedule to
+    that many steps (the cosine decay is recomputed, so the learning rate
+    rises again: a warm restart, not an exact continuation).
+    """
     run_dir = Path(run_dir)
     alphabet = Alphabet.default()
     config_path = run_dir / "config.json"
@@ -463,6 +469,9 @@ def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: s
             raise InputError(f"{run_dir}: not a training run (config.json missing); drop --resume to start one")
         stored = json.loads(config_path.read_text())
         config = TrainConfig.from_dict(stored["train"])
+        if extend_to is not None:  # a longer schedule for a finished run (documented restart)
+            config.max_steps = max(int(extend_to), config.max_steps)
+            save_json(config_path, {**stored, "train": config.to_dict()})
         feature_config = FeatureConfig.from_dict(stored["features"])
     model = new_model(config.preset, alphabet, feature_config, seed=config.seed, batch_norm=config.batch_norm)
     corpus = EncodedCorpus.load(train_utterances, alphabet, model.feature_config, progress=progress)

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="small", help="small | speechless | tiny")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many more steps")
-    parser.add_argument("--max-steps", type=int, default=None, help="length of the schedule")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="length of the schedule (with --resume: extend a run's schedule)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--warmup-steps", type=int, default=None)
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> dict:
     data_info = {"train": str(args.data), "valid": str(args.valid) if args.valid else "5% of texts",
                  "train_utterances": len(train_utts), "valid_utterances": len(valid)}
     _, metrics = train(config, train_utts, args.out, valid_utterances=valid, resume=args.resume,
-                       steps=args.steps, progress=progress_enabled(args), data_info=data_info)
+                       steps=args.steps, progress=progress_enabled(args), data_info=data_info,
+                       extend_to=args.max_steps if args.resume else None)
     return {"run": str(args.out), "model": str(Path(args.out) / "model.safetensors"),
             **{k: metrics.get(k) for k in ("step", "loss", "cer", "wer")}}
