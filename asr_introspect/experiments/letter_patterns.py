@@ -1,0 +1,66 @@
+"""(d) Letter- and phoneme-averaged input windows before and after subtracting the all-letter average."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from asr_introspect.experiments.common import Section, model_data_flags, run_subcommand
+
+
+@dataclass
+class Settings:
+    source: str = "predicted"        # letters from the model's greedy predictions (the original work)
+    frames: str = "all"
+    shift_correction: str = "none"   # or "auto" (measured lag) or an integer
+    sonify: bool = True
+    limit: int | None = None
+
+
+def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
+        progress: bool = False) -> Section:
+    settings = settings or Settings()
+    out = Path(out)
+    common = model_data_flags(model, data) + ["--frames", settings.frames, "--out", str(out)]
+    if not progress:
+        common.append("--quiet")
+    if not settings.sonify:
+        common.append("--no-audio")
+    if settings.limit:
+        common += ["--limit", str(settings.limit)]
+    letters = run_subcommand(["patterns", "--by", "letter", "--source", settings.source,
+                              "--shift-correction", str(settings.shift_correction), *common])
+    phones = run_subcommand(["patterns", "--by", "phoneme", *common])
+    figures = [
+        {"path": out / "letter_before_after.png",
+         "caption": "Per-letter averages of the input window around each predicted letter (top) and the same "
+                    "after subtracting the average over all letters (bottom)."},
+        {"path": out / "phoneme_before_after.png",
+         "caption": "The same for phonemes, from the phone segments of the corpus."},
+        {"path": out / "phoneme_centroids.png",
+         "caption": "Spectral centroid of each phoneme's subtracted pattern at the aligned frame."},
+    ]
+    audio = []
+    for by in ("letter", "phoneme"):
+        for name in ("s", "a", "e") if by == "letter" else ("s", "sh", "aa", "iy"):
+            for path in sorted((out / "audio").glob(f"{by}*{name}.wav")) if (out / "audio").is_dir() else []:
+                audio.append({"path": path, "caption": f"{by} {name}: subtracted pattern, sonified"})
+                break
+    numbers = {
+        "letter windows": letters.get("windows"), "letters with windows": letters.get("labels"),
+        "phoneme windows": phones.get("windows"), "phonemes with windows": phones.get("labels"),
+        "window (input frames)": letters.get("window"),
+        "fricative centroids above all vowel centroids": phones.get("fricatives_above_all_vowels"),
+    }
+    centroids = phones.get("spectral_centroid_hz", {})
+    for name in ("s", "sh", "z", "f", "aa", "iy", "uw"):
+        if centroids.get(name) is not None:
+            numbers[f"centroid {name} (Hz)"] = centroids[name]
+    text = ("Each panel averages the input window (the receptive field of one output frame) centred on every "
+            "frame the model labels with that letter, over the whole corpus. Before subtraction the averages "
+            "look alike: what dominates is being a letter at all. After subtracting the average over all "
+            "frames of all letters, letter-specific patterns remain; they are not spectrograms any more but "
+            "show which time-frequency regions distinguish a letter. Phoneme patterns behave as phonetics "
+            "says: fricatives carry energy high in frequency, vowels low.")
+    return Section("patterns", "Letter- and phoneme-averaged inputs", text,
+                   [f for f in figures if Path(f["path"]).is_file()], numbers, audio)
