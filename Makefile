@@ -2,14 +2,15 @@
 # Everything the project needs on a fresh Debian machine with Python 3.11 is
 # installed here: the virtualenv, torch/torchaudio (versions that resolve from
 # this workplace's local wheels), the package with its dev extra, and, when
-# running as root, the Debian packages flite, espeak-ng and fortunes.
+# running as root, the Debian packages flite, espeak-ng, fortunes and chromium
+# (the report's browser test).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchaudio==2.11.0
-DEBS   := flite espeak-ng fortunes fortunes-min
+DEBS   := flite espeak-ng fortunes fortunes-min chromium
 OUT    ?= out/demo
 
 .PHONY: setup system-packages demo test bench clean
