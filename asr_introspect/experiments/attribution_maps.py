@@ -27,6 +27,9 @@ class Settings:
     check_frames: int = 8             # letter frames used for the randomization and faithfulness numbers
     seed: int = 0
 
+#: small settings for smoke tests (``asr-introspect demo --fast``)
+FAST = Settings(check_frames=3)
+
 
 def _example(model, utterances, settings):
     """(utterance, features, frame, letter index): a frame confidently predicted as a letter."""

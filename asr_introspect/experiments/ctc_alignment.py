@@ -23,6 +23,9 @@ class Settings:
     example_max_seconds: float = 3.5   # the example utterance: the first with phones this short or shorter
     limit: int | None = None           # only the first N utterances
 
+#: small settings for smoke tests (``asr-introspect demo --fast``)
+FAST = Settings()
+
 
 def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
         progress: bool = False) -> Section:

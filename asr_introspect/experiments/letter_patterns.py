@@ -16,6 +16,9 @@ class Settings:
     sonify: bool = True
     limit: int | None = None
 
+#: small settings for smoke tests (``asr-introspect demo --fast``)
+FAST = Settings(sonify=False)
+
 
 def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
         progress: bool = False) -> Section:

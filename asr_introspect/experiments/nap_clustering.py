@@ -17,6 +17,9 @@ class Settings:
     metric: str = "euclidean"
     limit: int | None = None
 
+#: small settings for smoke tests (``asr-introspect demo --fast``)
+FAST = Settings()
+
 
 def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
         progress: bool = False) -> Section:
