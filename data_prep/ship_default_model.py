@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model, meta = load_checkpoint(args.run / f"{args.checkpoint}.safetensors")
+    model.module.half().float()  # evaluate exactly the fp16 weights that ship
     evaluation = {}
     for name, path in (("held-out text", args.test_text), ("held-out speaker", args.test_speaker),
                        ("shipped evaluation corpus", args.eval_corpus)):

@@ -1,0 +1,37 @@
+"""The shipped default model and evaluation corpus: present, within budget, and as good as stated."""
+
+from __future__ import annotations
+
+import pytest
+
+from asr_introspect.corpus import load_corpus
+from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL
+from asr_introspect.models import load_checkpoint, read_checkpoint_info
+
+
+def test_shipped_files_exist_within_budget():
+    assert DEFAULT_MODEL.is_file(), "the default model must ship inside the package"
+    assert DEFAULT_MODEL.stat().st_size <= 15e6
+    corpus_bytes = sum(p.stat().st_size for p in DEFAULT_CORPUS.rglob("*") if p.is_file())
+    assert corpus_bytes <= 10e6
+
+
+def test_shipped_corpus_has_phone_segments_and_held_out_text():
+    utterances = load_corpus(DEFAULT_CORPUS)
+    assert len(utterances) >= 150
+    assert all(u.phones for u in utterances)
+    assert all(str(u.audio_path).endswith(".flac") for u in utterances)
+    card = read_checkpoint_info(DEFAULT_MODEL)["metadata"]["model_card"]
+    assert card["evaluation"]["shipped evaluation corpus"]["utterances"] == len(utterances)
+
+
+def test_shipped_model_reaches_its_stated_error_rate():
+    from asr_introspect.training import evaluate
+
+    model, metadata = load_checkpoint(DEFAULT_MODEL)
+    stated = metadata["metrics"]
+    result = evaluate(model, load_corpus(DEFAULT_CORPUS), batch_size=32)
+    # fp16 weights, measured at packaging time on the same corpus: equal up to rounding
+    assert result["cer"] == pytest.approx(stated["cer"], abs=0.005)
+    assert result["wer"] == pytest.approx(stated["wer"], abs=0.01)
+    assert result["cer"] < 0.6, "a trained model, far from the all-blank plateau"
