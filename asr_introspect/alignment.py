@@ -190,6 +190,7 @@ class UtteranceAlignment:
     spans: list[TokenSpan]
     n_input_frames: int
     log_prob: float = field(default=float("nan"))
+    features: np.ndarray | None = None   # (F, T_in) the model's input, with ``keep_features``
 
     def letters(self, source: str = "forced", mode: str = "spike") -> np.ndarray:
         """(T_out,) letter labels from the forced alignment or the greedy prediction."""
@@ -200,12 +201,13 @@ class UtteranceAlignment:
 
 
 def align_corpus(model, utterances: Sequence, batch_size: int = 16, progress: bool = False,
-                 skip_errors: bool = False) -> Iterator[UtteranceAlignment]:
+                 skip_errors: bool = False, keep_features: bool = False) -> Iterator[UtteranceAlignment]:
     """Forced-align every utterance's transcript to the model's output frames.
 
     Batches run padding-exactly (see :mod:`asr_introspect.hooks`). With
     ``skip_errors`` an utterance that cannot be aligned is skipped instead of
-    raising :class:`AlignmentError`.
+    raising :class:`AlignmentError`; with ``keep_features`` each alignment
+    carries the features the model saw, so the corpus is featurized once.
     """
     from asr_introspect.hooks import stream_activations
 
@@ -214,7 +216,7 @@ def align_corpus(model, utterances: Sequence, batch_size: int = 16, progress: bo
         log_probs = F.log_softmax(batch.logits.float(), dim=1)
         for b, utt in enumerate(batch.utterances):
             n_out = int(batch.out_lengths[b])
-            lp = log_probs[b, :, :n_out].T  # (T_out, C)
+            lp = log_probs[b, :, :n_out].T.contiguous()  # (T_out, C)
             targets = alphabet.encode(utt.text, utterance_id=utt.id)
             try:
                 path = forced_align(lp, targets, blank=alphabet.blank, utterance_id=utt.id)
@@ -223,8 +225,11 @@ def align_corpus(model, utterances: Sequence, batch_size: int = 16, progress: bo
                     continue
                 raise
             score = float(lp[torch.arange(n_out), torch.as_tensor(path)].sum())
+            n_in = int(batch.feature_lengths[b])
+            features = (np.ascontiguousarray(batch.features[b, :, :n_in].numpy(), dtype=np.float32)
+                        if keep_features else None)
             yield UtteranceAlignment(utt, path, greedy_path(batch.logits[b, :, :n_out]),
-                                     token_spans(path, alphabet.blank), int(batch.feature_lengths[b]), score)
+                                     token_spans(path, alphabet.blank), n_in, score, features)
 
 
 # ---------------------------------------------------------------------------

@@ -776,32 +776,11 @@ def aligned_features(model, utterances: Sequence, batch_size: int = 16, progress
     transcript cannot be aligned are skipped (``skip_errors``) or raise
     :class:`errors.AlignmentError`.
     """
-    import torch
-    import torch.nn.functional as F
+    from asr_introspect.alignment import align_corpus
 
-    from asr_introspect.alignment import UtteranceAlignment, forced_align, greedy_path, token_spans
-    from asr_introspect.errors import AlignmentError
-    from asr_introspect.hooks import stream_activations
-
-    alphabet = model.alphabet
-    for batch in stream_activations(model, list(utterances), layers=[], batch_size=batch_size,
-                                    progress=progress):
-        log_probs = F.log_softmax(batch.logits.float(), dim=1)
-        features = batch.features.numpy()
-        for b, utt in enumerate(batch.utterances):
-            n_out, n_in = int(batch.out_lengths[b]), int(batch.feature_lengths[b])
-            lp = log_probs[b, :, :n_out].T.contiguous()  # (T_out, C)
-            targets = alphabet.encode(utt.text, utterance_id=utt.id)
-            try:
-                path = forced_align(lp, targets, blank=alphabet.blank, utterance_id=utt.id)
-            except AlignmentError:
-                if skip_errors:
-                    continue
-                raise
-            score = float(lp[torch.arange(n_out), torch.as_tensor(path)].sum())
-            alignment = UtteranceAlignment(utt, path, greedy_path(batch.logits[b, :, :n_out]),
-                                           token_spans(path, alphabet.blank), n_in, score)
-            yield alignment, np.ascontiguousarray(features[b, :, :n_in], dtype=np.float32)
+    for alignment in align_corpus(model, list(utterances), batch_size=batch_size, progress=progress,
+                                  skip_errors=skip_errors, keep_features=True):
+        yield alignment, alignment.features
 
 
 # ---------------------------------------------------------------------------
