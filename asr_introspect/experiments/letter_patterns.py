@@ -14,6 +14,8 @@ class Settings:
     frames: str = "all"
     shift_correction: str = "none"   # or "auto" (measured lag) or an integer
     sonify: bool = True
+    sonify_letters: tuple[str, ...] = ("s", "a", "e")
+    sonify_phonemes: tuple[str, ...] = ("s", "sh", "aa", "iy")
     limit: int | None = None
 
 #: small settings for smoke tests (``asr-introspect demo --fast``)
@@ -27,8 +29,7 @@ def run(out: Path, model: Path | None = None, data: Path | None = None, settings
     common = model_data_flags(model, data) + ["--frames", settings.frames, "--out", str(out)]
     if not progress:
         common.append("--quiet")
-    if not settings.sonify:
-        common.append("--no-audio")
+    common.append("--no-audio")  # only the patterns the report plays are sonified, below
     if settings.limit:
         common += ["--limit", str(settings.limit)]
     letters = run_subcommand(["patterns", "--by", "letter", "--source", settings.source,
@@ -44,11 +45,15 @@ def run(out: Path, model: Path | None = None, data: Path | None = None, settings
          "caption": "Spectral centroid of each phoneme's subtracted pattern at the aligned frame."},
     ]
     audio = []
-    for by in ("letter", "phoneme"):
-        for name in ("s", "a", "e") if by == "letter" else ("s", "sh", "aa", "iy"):
-            for path in sorted((out / "audio").glob(f"{by}*{name}.wav")) if (out / "audio").is_dir() else []:
-                audio.append({"path": path, "caption": f"{by} {name}: subtracted pattern, sonified"})
-                break
+    if settings.sonify:
+        from asr_introspect.patterns import PatternResult, save_sonifications
+
+        for by, labels in (("letter", settings.sonify_letters), ("phoneme", settings.sonify_phonemes)):
+            result = PatternResult.load(out / f"patterns_{by}.npz")
+            present = [name for name in labels if name in result.names
+                       and result.counts[list(result.names).index(name)] > 0]
+            for name, path in zip(present, save_sonifications(result, out / "audio", "subtract", labels=present)):
+                audio.append({"path": path, "caption": f"{by} '{name}': the subtracted pattern, sonified"})
     numbers = {
         "letter windows": letters.get("windows"), "letters with windows": letters.get("labels"),
         "phoneme windows": phones.get("windows"), "phonemes with windows": phones.get("labels"),
