@@ -1,0 +1,52 @@
+"""The command-line contract: one JSON object as the last stdout line with --json; exit 2 + one line on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from asr_introspect.cli import main
+from asr_introspect.models import build_model, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", build_model("tiny").eval())
+
+
+def test_eval_prints_one_json_object_last(tiny_ckpt, tiny_corpus, capsys):
+    assert main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--json", "--quiet"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(last)
+    assert summary["utterances"] == len(tiny_corpus.expected)
+    assert 0.0 <= summary["cer"] and 0.0 <= summary["wer"]
+
+
+def test_transcribe_json(tiny_ckpt, tiny_corpus, capsys):
+    audio = str(tiny_corpus.expected[0].audio_path)
+    assert main(["transcribe", "--model", str(tiny_ckpt), audio, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["transcripts"][0]["audio"] == audio
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["transcribe", "{ckpt}", "/nonexistent/clip.wav"], "/nonexistent/clip.wav"),
+    (["eval", "--data", "/nonexistent/corpus"], "/nonexistent/corpus"),
+    (["align", "--data", "{corpus}", "--out", "{tmp}/a", "--layers", "conv99"], "conv99"),
+    (["eval", "--model", "{tmp}/missing.safetensors", "--data", "{corpus}"], "missing.safetensors"),
+])
+def test_bad_input_exits_2_with_one_line(argv, fragment, tiny_ckpt, tiny_corpus, tmp_path):
+    argv = [a.format(ckpt=tiny_ckpt, corpus=tiny_corpus.root, tmp=tmp_path) for a in argv]
+    if argv[0] == "transcribe":
+        argv = ["transcribe", "--model", argv[1], argv[2]]
+    elif "--model" not in argv:
+        argv += ["--model", str(tiny_ckpt)]
+    proc = subprocess.run([sys.executable, "-m", "asr_introspect.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
