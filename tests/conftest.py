@@ -164,6 +164,17 @@ def mfa_textgrids():
     return write_mfa_textgrids
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions run faster on one torch thread (and do not fight other processes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip tests marked ``flite`` when the flite binary is absent."""
     if shutil.which("flite") is not None:

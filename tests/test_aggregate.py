@@ -446,7 +446,7 @@ def test_window_stats_chunks_and_merge(case, border, cut):
 def test_window_stats_streaming_utterances_roundtrip(tmp_path):
     rng = np.random.default_rng(7)
     stats = WindowStats(3, 4, 6, border="pad")
-    all_feats, all_centers, all_labels, offset = [], [], [], 0
+    all_feats, all_centers, all_labels = [], [], []
     for n_frames in (7, 30, 12):
         feats = rng.standard_normal((4, n_frames)).astype(np.float32)
         centers = rng.integers(0, n_frames, 5)

@@ -17,7 +17,6 @@ from asr_introspect.alignment import (
 )
 from asr_introspect.corpus import PhoneSegment, Utterance
 from asr_introspect.errors import AlignmentError
-from asr_introspect.features import FeatureConfig
 from asr_introspect.models import build_model
 from asr_introspect.text import PHONES, Alphabet
 

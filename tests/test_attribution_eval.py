@@ -16,19 +16,12 @@ from asr_introspect.attribution import attribute, conv_stack
 from asr_introspect.attribution.evaluation import (
     auc, faithfulness, perturbation_curves, randomization_test, randomize_stack, rank_correlation,
 )
-from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL
+from asr_introspect.defaults import DEFAULT_CORPUS
 from asr_introspect.models import build_model
-
-requires_shipped = pytest.mark.skipif(not DEFAULT_MODEL.is_file() or not DEFAULT_CORPUS.is_dir(),
-                                      reason="the shipped default model / evaluation corpus is not installed")
+from shipped import requires_shipped
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_model(seed: int = 0):

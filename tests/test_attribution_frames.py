@@ -16,13 +16,7 @@ from asr_introspect.attribution.frames import select_frames, select_targets
 from asr_introspect.errors import InputError
 from asr_introspect.models import build_model, save_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_model(seed: int = 0, dtype=torch.float64):

@@ -17,23 +17,15 @@ import torch
 from torch import nn
 
 from asr_introspect import featvis as fv
-from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL
 from asr_introspect.errors import InputError
 from asr_introspect.features import FeatureConfig
 from asr_introspect.hooks import ActivationRecorder
 from asr_introspect.models import build_model, save_checkpoint, wrap_conv_model
 from asr_introspect.text import Alphabet
-
-requires_shipped = pytest.mark.skipif(not DEFAULT_MODEL.is_file() or not DEFAULT_CORPUS.is_dir(),
-                                      reason="the shipped default model/corpus are not installed")
+from shipped import requires_shipped
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,8 @@ from asr_introspect.attribution import METHODS, attribute, relu_backward
 from asr_introspect.models import build_model
 
 captum_attr = pytest.importorskip("captum.attr")
-pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 FRAMES = [0, 1, 31, 57, 58]

@@ -20,15 +20,7 @@ from zennit import composites as zcomp  # noqa: E402
 from zennit import rules as zrules  # noqa: E402
 from zennit.attribution import Gradient  # noqa: E402
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run faster on one thread (and do not fight the other test processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FRAMES = [0, 1, 2, 30, 56, 57, 58]  # both borders (padding inside the receptive field) and the middle

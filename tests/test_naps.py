@@ -12,7 +12,6 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from asr_introspect.aggregate import GroupStats
-from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL
 from asr_introspect.naps import (
     LINKAGES,
     METRICS,
@@ -30,9 +29,7 @@ from asr_introspect.naps import (
     pairwise_distances,
     phoneme_groups,
 )
-
-requires_shipped = pytest.mark.skipif(not DEFAULT_MODEL.is_file() or not DEFAULT_CORPUS.is_dir(),
-                                      reason="the shipped default model/corpus are not there yet")
+from shipped import requires_shipped
 
 
 # ---------------------------------------------------------------------------
@@ -183,7 +180,6 @@ def test_clustering_recovers_planted_groups_exactly():
 def test_quality_scores_planted_phonetic_categories():
     vowels, stops, fricatives = ["aa", "iy", "uw", "eh"], ["p", "t", "k", "b"], ["s", "f", "z", "sh"]
     groups = vowels + stops + fricatives
-    manner = np.repeat([0, 1, 2], 4)
     values, labels, _ = _planted(n_groups=12, n_clusters=3, loud=0, seed=1)
     # _planted assigns cluster g % 3; relabel the frames so cluster k = manner k
     order = np.concatenate([np.flatnonzero(np.arange(12) % 3 == k) for k in range(3)])

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL
 from asr_introspect.features import FeatureConfig, mel_frequencies
 from asr_introspect.models import build_model
 from asr_introspect.patterns import (
@@ -23,11 +22,8 @@ from asr_introspect.patterns import (
     vowel_fricative_centroids,
 )
 from asr_introspect.text import PHONE_TO_INDEX, PHONES, Alphabet
+from shipped import requires_shipped
 
-requires_shipped = pytest.mark.skipif(
-    not DEFAULT_MODEL.is_file() or not DEFAULT_CORPUS.is_dir(),
-    reason="the shipped default model / evaluation corpus are not built yet",
-)
 
 CLOSE = dict(rtol=1e-10, atol=1e-10)
 
