@@ -54,6 +54,10 @@ def card_markdown(card: dict) -> str:
 |---|---|---|---|
 {rows}
 
+Checkpoint selection: the weights with the lowest greedy CER on the first 200 held-out-text
+utterances, evaluated every {t['config']['eval_every']} steps; the held-out-text rows are therefore
+slightly optimistic, the held-out-speaker set was never used for any choice.
+
 `held-out text`: sentences never seen in training, by the training speakers;
 `held-out speaker`: a flite voice/speed/pitch configuration never seen in training;
 `shipped evaluation corpus`: `asr_introspect/data/eval_corpus` (a held-out-text subset with phone
