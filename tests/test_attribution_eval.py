@@ -10,30 +10,21 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
-from torch import nn
 
 from asr_introspect.attribution import attribute, conv_stack
 from asr_introspect.attribution.evaluation import (
     auc, faithfulness, perturbation_curves, randomization_test, randomize_stack, rank_correlation,
 )
 from asr_introspect.defaults import DEFAULT_CORPUS
-from asr_introspect.models import build_model
 from shipped import requires_shipped
+from planted import planted_model as _planted
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_model(seed: int = 0):
-    torch.manual_seed(seed)
-    model = build_model("tiny")
-    for m in model.module.modules():
-        if isinstance(m, nn.BatchNorm1d):
-            m.running_mean.normal_(0.0, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.bias.data.normal_(0.0, 0.3)
-    model.module.eval().double()
-    return model
+    return _planted(seed, bn_bias_std=0.3)
 
 
 def features(n: int = 110, seed: int = 1) -> torch.Tensor:

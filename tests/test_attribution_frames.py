@@ -9,28 +9,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from torch import nn
 
 from asr_introspect.attribution import CropGeometry, attribute, conv_stack, crop_logits
 from asr_introspect.attribution.frames import select_frames, select_targets
 from asr_introspect.errors import InputError
 from asr_introspect.models import build_model, save_checkpoint
+from planted import planted_model as _planted
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_model(seed: int = 0, dtype=torch.float64):
-    torch.manual_seed(seed)
-    model = build_model("tiny")
-    for m in model.module.modules():
-        if isinstance(m, nn.BatchNorm1d):
-            m.running_mean.normal_(0.0, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.bias.data.normal_(0.0, 0.3)
-        if isinstance(m, nn.Conv1d):
-            m.bias.data.normal_(0.0, 0.2)
-    model.module.eval().to(dtype)
-    return model
+    return _planted(seed, bn_bias_std=0.3, conv_bias_std=0.2, dtype=dtype)
 
 
 def features(n: int, seed: int = 1, dtype=torch.float64) -> torch.Tensor:

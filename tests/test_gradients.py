@@ -8,10 +8,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from asr_introspect.attribution import METHODS, attribute, relu_backward
-from asr_introspect.models import build_model
+from planted import planted_model as _planted
 
 captum_attr = pytest.importorskip("captum.attr")
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning"),
@@ -23,17 +22,7 @@ T_IN = 117  # odd: the last frames' receptive fields end inside the right paddin
 
 
 def planted_model(seed: int = 0):
-    torch.manual_seed(seed)
-    model = build_model("tiny")
-    for m in model.module.modules():
-        if isinstance(m, nn.BatchNorm1d):
-            m.running_mean.normal_(0.0, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.bias.data.normal_(0.0, 0.2)
-        if isinstance(m, nn.Conv1d):
-            m.bias.data.normal_(0.0, 0.1)
-    model.module.eval().double()
-    return model
+    return _planted(seed, bn_bias_std=0.2, conv_bias_std=0.1)
 
 
 def features(seed: int = 1) -> torch.Tensor:
