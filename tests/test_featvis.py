@@ -475,3 +475,23 @@ def test_relative_weights_make_penalties_independent_of_the_objective_scale(tiny
     absolute = fv.render(tiny, 10 * objective, param="raw", regularizers=regs, steps=25, seed=0,
                          relative_weights=False)
     assert not np.allclose(absolute.features, ten.features, atol=1e-3)
+
+
+def test_a_unit_that_is_off_at_the_start_is_still_driven_on(planted):
+    """A detector whose bias keeps it off for the small random start: the redirected ReLU
+    gets it moving, and the penalty weights are scaled by that (redirected) push, not by
+    the zero gradient of a unit that is off."""
+    model, template = planted
+    net = model.module
+    bias = net[0].bias.detach().clone()
+    try:
+        with torch.no_grad():
+            net[0].bias[DETECTOR] = -2.0
+        zeros = np.zeros((N_MELS, 2 * KERNEL), dtype=np.float32)
+        assert fv.evaluate_objective(model, f"conv1:{DETECTOR}", zeros) == 0.0
+        result = fv.render(model, f"conv1:{DETECTOR}", param="fourier", regularizers="weak", steps=64, seed=0)
+    finally:
+        with torch.no_grad():
+            net[0].bias.copy_(bias)
+    assert 0.0 < result.settings["penalty_scale"] < 0.5
+    assert result.objective > 1.0, result.trace[::8]

@@ -332,7 +332,8 @@ def render(model: "ASRModel", objective: Objective | str, param: str | Parameter
             penalties = [(reg.weight, reg.penalty(features)) for reg in active]
             penalties = [(w, p) for w, p in penalties if p is not None]
             if step == 0 and relative_weights and penalties and value.requires_grad:
-                (grad,) = torch.autograd.grad(value, features, retain_graph=True, allow_unused=True)
+                # the push the optimizer sees: d(-value), which a redirected ReLU lets through
+                (grad,) = torch.autograd.grad(-value, features, retain_graph=True, allow_unused=True)
                 rms = float(grad.square().mean().sqrt()) if grad is not None else 0.0
                 scale = rms if rms > 0 and math.isfinite(rms) else 1.0
             loss = -value
