@@ -450,20 +450,57 @@ class Trainer:
         return metrics
 
 
+def _file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_weights(source: ASRModel, model: ASRModel, path: str | os.PathLike, config: TrainConfig) -> None:
+    """Load ``source``'s weights (any dtype) into the fresh ``model``; a clear error if they do not fit."""
+    if source.alphabet.symbols != model.alphabet.symbols:
+        raise InputError(f"{path}: its alphabet differs from the training alphabet; it cannot be fine-tuned here")
+    theirs, ours = source.module.state_dict(), model.module.state_dict()
+    mismatched = sorted(k for k in set(theirs) | set(ours)
+                        if k not in theirs or k not in ours or theirs[k].shape != ours[k].shape)
+    if mismatched:
+        raise InputError(f"{path}: its layers do not match preset {config.preset!r} "
+                         f"(batch_norm={config.batch_norm}): {', '.join(mismatched[:4])}; "
+                         "pass the --preset (and --no-batch-norm) the checkpoint was trained with")
+    with torch.no_grad():
+        for name, tensor in ours.items():
+            tensor.copy_(theirs[name].to(tensor.dtype))
+
+
 def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: str | os.PathLike,
           valid_utterances: Sequence[Utterance] = (), resume: bool = False,
           feature_config: FeatureConfig | None = None, steps: int | None = None,
           progress: bool = False, data_info: dict | None = None,
-          extend_to: int | None = None) -> tuple[ASRModel, dict]:
+          extend_to: int | None = None, init_from: str | os.PathLike | None = None) -> tuple[ASRModel, dict]:
     """Train (or resume) a preset on ``train_utterances``; returns (model, last metrics).
 
     On resume the stored settings win; ``extend_to`` lengthens the schedule to
     that many steps (the cosine decay is recomputed, so the learning rate
     rises again: a warm restart, not an exact continuation).
+
+    ``init_from``: start a new run from the weights of a checkpoint of the same
+    architecture (fine-tuning): fresh optimizer and schedule, the checkpoint's
+    feature configuration; the run's metadata records the source and its sha256.
     """
     run_dir = Path(run_dir)
     alphabet = Alphabet.default()
     config_path = run_dir / "config.json"
+    if resume and init_from is not None:
+        raise InputError("--init starts a new run and --resume continues one: give only one of them")
+    source = None
+    if init_from is not None:
+        source, source_meta = load_checkpoint(init_from)
+        feature_config = source.feature_config
+        data_info = {**(data_info or {}), "init_from": str(init_from),
+                     "init_sha256": _file_sha256(init_from),
+                     "init_step": (source_meta.get("training") or {}).get("step")}
     if resume:
         if not config_path.is_file():
             raise InputError(f"{run_dir}: not a training run (config.json missing); drop --resume to start one")
@@ -474,6 +511,8 @@ def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: s
             save_json(config_path, {**stored, "train": config.to_dict()})
         feature_config = FeatureConfig.from_dict(stored["features"])
     model = new_model(config.preset, alphabet, feature_config, seed=config.seed, batch_norm=config.batch_norm)
+    if source is not None:
+        _copy_weights(source, model, init_from, config)
     corpus = EncodedCorpus.load(train_utterances, alphabet, model.feature_config, progress=progress)
     trainer = Trainer(model, config, run_dir, corpus, valid_utterances, data_info=data_info)
     if resume:

@@ -124,6 +124,22 @@ def test_train_writes_checkpoints_that_load(tone_corpus, tmp_path):
         train(config, train_utts, tmp_path / "empty", resume=True)
 
 
+def test_init_starts_from_a_checkpoint_and_rejects_other_architectures(tone_corpus, tmp_path):
+    train_utts, valid_utts = tone_corpus
+    first, _ = train(small_config(max_steps=3), train_utts, tmp_path / "first")
+    source = tmp_path / "first" / "model.safetensors"
+    # zero steps: the new run's weights are the checkpoint's, not a fresh initialization
+    model, _ = train(small_config(max_steps=0, seed=7), train_utts, tmp_path / "tuned", init_from=source)
+    for (name, a), b in zip(first.module.state_dict().items(), model.module.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert config["data"]["init_from"] == str(source) and len(config["data"]["init_sha256"]) == 64
+    with pytest.raises(Exception, match="do not match preset 'small'"):
+        train(small_config(preset="small", max_steps=0), train_utts, tmp_path / "bad", init_from=source)
+    with pytest.raises(Exception, match="only one of them"):
+        train(small_config(), train_utts, tmp_path / "first", resume=True, init_from=source)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="validation corpus; default: 5%% of the training texts held out")
     parser.add_argument("--preset", default="small", help="small | speechless | tiny")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",
+                        help="start from these weights (same preset), e.g. to fine-tune the default model")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many more steps")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="length of the schedule (with --resume: extend a run's schedule)")
@@ -58,6 +60,6 @@ def run(args: argparse.Namespace) -> dict:
                  "train_utterances": len(train_utts), "valid_utterances": len(valid)}
     _, metrics = train(config, train_utts, args.out, valid_utterances=valid, resume=args.resume,
                        steps=args.steps, progress=progress_enabled(args), data_info=data_info,
-                       extend_to=args.max_steps if args.resume else None)
+                       extend_to=args.max_steps if args.resume else None, init_from=args.init)
     return {"run": str(args.out), "model": str(Path(args.out) / "model.safetensors"),
             **{k: metrics.get(k) for k in ("step", "loss", "cer", "wer")}}
