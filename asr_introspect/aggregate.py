@@ -7,8 +7,12 @@ Two kernels aggregate frames by an integer label (``-1`` = ignore):
 - :func:`windowed_sums`: per-group sums of the ``(F, W)`` input window centred
   on each labelled frame of ``features: (F, T)``.
 
-Accumulation is in float64 whatever the input precision. The kernels are
-``numba.njit(parallel=True, cache=True, fastmath=False)``: the first call in a
+Totals are float64. ``group_stats`` first sums each group's frames in the
+input dtype in runs of at most 16 frames (for float32 input, an error of at
+most 16 * 2**-24 of those frames' absolute sum: the precision of the data
+itself; float64 input stays float64 throughout); ``windowed_sums`` adds in
+float64. The kernels are ``numba.njit(parallel=True, cache=True)`` (fastmath
+only to fuse multiply-adds): the first call in a
 fresh environment compiles them (1-5 s per kernel and input dtype on 2 cores,
 see benchmarks/README.md); later processes load the compiled code from the
 on-disk cache (``__pycache__``, or ``NUMBA_CACHE_DIR``) in a fraction of a
@@ -19,7 +23,7 @@ Numba's thread pool (``numba.set_num_threads`` controls it).
 a whole corpus: ``update`` chunk by chunk, ``merge`` two accumulators, and
 ``all_reduce`` across processes with ``torch.distributed`` (launched by
 ``torchrun``; gloo on CPU). Because every statistic is a sum, any split of the
-frames gives the same result up to float64 rounding.
+frames gives the same result up to the rounding of the float32 partials.
 """
 
 from __future__ import annotations
@@ -111,177 +115,115 @@ def _use_parallel(work: int) -> bool:
     return numba.get_num_threads() > 1 and work >= _PARALLEL_MIN_WORK
 
 
-# Frames per block of the unweighted group kernel: about 512 KB of input rows,
-# so a block stays in the per-core L2 cache between the two passes over it.
-_BLOCK_BYTES = 1 << 19
-
-
-def _block_rows(values: np.ndarray) -> int:
-    row_bytes = max(1, values.shape[1] * values.itemsize)
-    return int(min(4096, max(64, _BLOCK_BYTES // row_bytes)))
-
-
 # ---------------------------------------------------------------------------
 # kernels
 #
 # group_stats: each thread gets one contiguous chunk of frames and its own
-# (G, N) float64 buffers (no races); the caller sums the (n_chunks, ...) parts.
+# (G, N) float64 totals (no races); the caller sums the (n_chunks, ...) parts.
 #
-# Adding every frame straight into its group's row of the buffers is bound by
-# the read-modify-write of 2 x N float64 per frame (the buffers live in L2 for
-# 70 groups x 256 neurons), not by reading the input: about a third of the
-# memory-read speed. So the unweighted kernel works in blocks of frames:
-# pass 1 counts the labels and reads each labelled row once in order (pulling
-# the block into cache at streaming speed); a counting sort lists the block's
-# frames group by group; pass 2 adds up to 8 frames of a group at a time
-# (float64, pairwise) before touching the group's buffer row once. The weighted
-# kernel keeps the simple frame-by-frame loop. In both, nothing but the inner
-# loop over neurons sits in the innermost loop: a count update or a branch
-# there stops LLVM from vectorizing it.
+# Adding every float32 frame straight into float64 totals costs a conversion
+# and two float64 read-modify-writes per value: about twice the time of reading
+# the input (measured: 2.2x the plain-sum read bound; a version that sorted
+# blocks of frames by group to add 8 at a time still took 1.8-2.2x). So each
+# thread first sums a group's frames in the input's dtype, into a (G, N)
+# staging row that stays in cache and vectorizes 8-wide, and adds the staged
+# partial to the float64 totals after every _STAGE_FRAMES frames of that group
+# (and at the end). Each partial is a float32 sum of at most 16 terms, with an
+# error of at most 16 * 2**-24 of the sum of their absolute values (the
+# precision of float32 data itself); everything above the partials is float64.
+# Float64 input is staged in float64. Nothing but the loop over neurons sits in
+# the innermost loops: a count update or a branch there stops vectorization.
+
+_STAGE_FRAMES = 16
 
 
-@numba.njit(cache=True, fastmath=False, inline="always")
-def _add1(r0, srow, qrow):  # pragma: no cover - compiled
+@numba.njit(cache=True, fastmath={"contract"}, inline="always")
+def _flush(stage_s, stage_q, srow, qrow):  # pragma: no cover - compiled
+    """Add a group's staged partial sums (N,) to its float64 totals (N,) and clear them."""
     for j in range(srow.shape[0]):
-        v0 = np.float64(r0[j])
-        srow[j] += v0
-        qrow[j] += v0 * v0
+        srow[j] += np.float64(stage_s[j])
+        qrow[j] += np.float64(stage_q[j])
+        stage_s[j] = 0
+        stage_q[j] = 0
 
 
-@numba.njit(cache=True, fastmath=False, inline="always")
-def _add2(r0, r1, srow, qrow):  # pragma: no cover - compiled
-    for j in range(srow.shape[0]):
-        v0 = np.float64(r0[j])
-        v1 = np.float64(r1[j])
-        srow[j] += v0 + v1
-        qrow[j] += v0 * v0 + v1 * v1
+@numba.njit(cache=True, fastmath={"contract"})
+def _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts):  # pragma: no cover - compiled
+    """Flush every group with staged frames (at the end of a chunk)."""
+    for g in range(staged.shape[0]):
+        if staged[g] > 0:
+            _flush(stage_s[g], stage_q[g], sums[g], sums_sq[g])
+            counts[g] += staged[g]
+            staged[g] = 0
 
 
-@numba.njit(cache=True, fastmath=False, inline="always")
-def _add4(r0, r1, r2, r3, srow, qrow):  # pragma: no cover - compiled
-    for j in range(srow.shape[0]):
-        v0 = np.float64(r0[j])
-        v1 = np.float64(r1[j])
-        v2 = np.float64(r2[j])
-        v3 = np.float64(r3[j])
-        srow[j] += (v0 + v1) + (v2 + v3)
-        qrow[j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
-
-
-@numba.njit(cache=True, fastmath=False, inline="always")
-def _add8(r0, r1, r2, r3, r4, r5, r6, r7, srow, qrow):  # pragma: no cover - compiled
-    for j in range(srow.shape[0]):
-        v0 = np.float64(r0[j])
-        v1 = np.float64(r1[j])
-        v2 = np.float64(r2[j])
-        v3 = np.float64(r3[j])
-        v4 = np.float64(r4[j])
-        v5 = np.float64(r5[j])
-        v6 = np.float64(r6[j])
-        v7 = np.float64(r7[j])
-        srow[j] += ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))
-        qrow[j] += ((v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)) + ((v4 * v4 + v5 * v5) + (v6 * v6 + v7 * v7))
-
-
-@numba.njit(cache=True, fastmath=False)
-def _accumulate(values, labels, start, stop, sums, sums_sq, counts, block):  # pragma: no cover - compiled
-    """Add frames [start, stop) into sums/sums_sq (G, N) and counts (G,), ``block`` frames at a time."""
+@numba.njit(cache=True, fastmath={"contract"})
+def _accumulate(values, labels, start, stop, sums, sums_sq, counts):  # pragma: no cover - compiled
+    """Add frames [start, stop) of values (T, N) into sums/sums_sq (G, N) float64 and counts (G,)."""
     n_groups, n_feat = sums.shape
-    line = max(1, 64 // values.itemsize)  # elements per cache line
-    order = np.empty(block, dtype=np.int64)
-    offsets = np.zeros(n_groups + 1, dtype=np.int64)
-    fill = np.zeros(n_groups, dtype=np.int64)
-    touch = np.zeros(n_feat // line + 1, dtype=values.dtype)
-    for b0 in range(start, stop, block):
-        b1 = min(stop, b0 + block)
-        # pass 1: count, and read each labelled row in order (one element per cache line)
-        offsets[:] = 0
-        for t in range(b0, b1):
-            g = labels[t]
-            if g >= 0:
-                offsets[g + 1] += 1
-                row = values[t]
-                k = 0
-                for j in range(0, n_feat, line):
-                    touch[k] += row[j]
-                    k += 1
-        for g in range(n_groups):
-            counts[g] += offsets[g + 1]
-            offsets[g + 1] += offsets[g]
-            fill[g] = offsets[g]
-        for t in range(b0, b1):
-            g = labels[t]
-            if g >= 0:
-                order[fill[g]] = t
-                fill[g] += 1
-        # pass 2: group by group, up to 8 frames per update of the group's row
-        for g in range(n_groups):
-            i = offsets[g]
-            hi = offsets[g + 1]
-            srow = sums[g]
-            qrow = sums_sq[g]
-            while i + 8 <= hi:
-                _add8(
-                    values[order[i]], values[order[i + 1]], values[order[i + 2]], values[order[i + 3]],
-                    values[order[i + 4]], values[order[i + 5]], values[order[i + 6]], values[order[i + 7]],
-                    srow, qrow,
-                )
-                i += 8
-            if i + 4 <= hi:
-                _add4(values[order[i]], values[order[i + 1]], values[order[i + 2]], values[order[i + 3]], srow, qrow)
-                i += 4
-            if i + 2 <= hi:
-                _add2(values[order[i]], values[order[i + 1]], srow, qrow)
-                i += 2
-            if i < hi:
-                _add1(values[order[i]], srow, qrow)
-    return touch.sum()  # keeps the touching reads alive
-
-
-@numba.njit(cache=True, fastmath=False)
-def _accumulate_weighted(values, labels, weights, start, stop, sums, sums_sq, counts, weight_sums):  # pragma: no cover
-    """Frame by frame, adds w_t x_t and w_t x_t**2 (G, N), counts and weight sums (G,)."""
-    n_feat = values.shape[1]
-    for t in range(start, stop):
-        if labels[t] >= 0:
-            counts[labels[t]] += 1
-            weight_sums[labels[t]] += weights[t]
+    stage_s = np.zeros((n_groups, n_feat), dtype=values.dtype)
+    stage_q = np.zeros((n_groups, n_feat), dtype=values.dtype)
+    staged = np.zeros(n_groups, dtype=np.int64)
     for t in range(start, stop):
         g = labels[t]
         if g < 0:
             continue
         row = values[t]
-        srow = sums[g]
-        qrow = sums_sq[g]
-        w = weights[t]
+        ps = stage_s[g]
+        pq = stage_q[g]
         for j in range(n_feat):
-            v = np.float64(row[j])
-            srow[j] += w * v
-            qrow[j] += w * v * v
+            v = row[j]
+            ps[j] += v
+            pq[j] += v * v
+        staged[g] += 1
+        if staged[g] == _STAGE_FRAMES:
+            _flush(ps, pq, sums[g], sums_sq[g])
+            counts[g] += _STAGE_FRAMES
+            staged[g] = 0
+    _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _group_stats_parallel(values, labels, parts_sums, parts_sq, parts_counts, block):  # pragma: no cover - compiled
+@numba.njit(cache=True, fastmath={"contract"})
+def _accumulate_weighted(values, labels, weights, start, stop, sums, sums_sq, counts, weight_sums):  # pragma: no cover
+    """As :func:`_accumulate` with w_t x_t and w_t x_t**2, and the weights w (T,) summed into weight_sums (G,)."""
+    n_groups, n_feat = sums.shape
+    stage_s = np.zeros((n_groups, n_feat), dtype=values.dtype)
+    stage_q = np.zeros((n_groups, n_feat), dtype=values.dtype)
+    staged = np.zeros(n_groups, dtype=np.int64)
+    for t in range(start, stop):
+        g = labels[t]
+        if g < 0:
+            continue
+        row = values[t]
+        ps = stage_s[g]
+        pq = stage_q[g]
+        w = weights[t]
+        weight_sums[g] += np.float64(w)
+        for j in range(n_feat):
+            wv = w * row[j]
+            ps[j] += wv
+            pq[j] += wv * row[j]
+        staged[g] += 1
+        if staged[g] == _STAGE_FRAMES:
+            _flush(ps, pq, sums[g], sums_sq[g])
+            counts[g] += _STAGE_FRAMES
+            staged[g] = 0
+    _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts)
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _group_stats_parallel(values, labels, weights, parts_sums, parts_sq, parts_counts, parts_w):  # pragma: no cover
     n_chunks = parts_sums.shape[0]
     n_frames = values.shape[0]
     step = (n_frames + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
         start = min(n_frames, c * step)
         stop = min(n_frames, start + step)
-        _accumulate(values, labels, start, stop, parts_sums[c], parts_sq[c], parts_counts[c], block)
-
-
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _group_stats_weighted_parallel(values, labels, weights, parts_sums, parts_sq, parts_counts, parts_w):  # pragma: no cover
-    n_chunks = parts_sums.shape[0]
-    n_frames = values.shape[0]
-    step = (n_frames + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        start = min(n_frames, c * step)
-        stop = min(n_frames, start + step)
-        _accumulate_weighted(
-            values, labels, weights, start, stop, parts_sums[c], parts_sq[c], parts_counts[c], parts_w[c]
-        )
+        if weights.shape[0] > 0:
+            _accumulate_weighted(values, labels, weights, start, stop, parts_sums[c], parts_sq[c], parts_counts[c],
+                                 parts_w[c])
+        else:
+            _accumulate(values, labels, start, stop, parts_sums[c], parts_sq[c], parts_counts[c])
 
 
 # windowed sums: a plan (counts, valid columns, windows sorted by group) is made
@@ -389,13 +331,18 @@ def group_stats(values, labels, n_groups: int, weights=None):
 
     values: (T, N) float32 (float64 accepted; copied if not C-contiguous);
     labels: (T,) int in [-1, n_groups), -1 = frame ignored;
-    weights: optional (T,) per-frame weights w_t (e.g. gradients for GradNAPs).
+    weights: optional (T,) per-frame weights w_t (e.g. gradients for GradNAPs), used in
+    the dtype of ``values``.
 
     Returns ``(sums (G, N) float64, sums_sq (G, N) float64, counts (G,) int64)``;
     with ``weights`` also ``weight_sums (G,) float64`` as a 4th element, and
     then ``sums = sum_t w_t x_t`` and ``sums_sq = sum_t w_t x_t**2`` (counts
     stay plain frame counts). ``T = 0`` gives zeros. Raises ``ValueError`` for
     labels outside [-1, n_groups) or mismatched shapes.
+
+    Precision: float64 totals of float32 partial sums over at most 16 frames of a
+    group (error at most ``16 * 2**-24`` times the sum of the absolute values
+    added); pass float64 ``values`` for float64 throughout (about 1.5x slower).
     """
     out = _group_stats(values, labels, n_groups, weights)
     return out if weights is not None else out[:3]
@@ -420,39 +367,33 @@ def _group_stats_into(values, labels, weights, sums, sums_sq, counts, weight_sum
         raise ValueError(f"values must have shape (T, {sums.shape[1]}), got {values.shape}")
     labels = _int_array(labels, n_frames, "labels")
     _check_labels(labels, n_groups)
+    w = np.empty(0, dtype=values.dtype)  # empty: unweighted
     if weights is not None:
         w = _as_numpy(weights)
         if w.ndim != 1 or w.shape[0] != n_frames:
             raise ValueError(f"weights must have shape ({n_frames},), got {w.shape}")
-        w = np.ascontiguousarray(w, dtype=np.float64)
+        w = np.ascontiguousarray(w, dtype=values.dtype)
     if n_frames == 0 or n_groups == 0:
         return
     n_chunks = numba.get_num_threads() if _use_parallel(n_frames * n_feat) else 1
     n_chunks = max(1, min(n_chunks, n_frames))
-    if n_chunks == 1:  # serial: straight into the caller's arrays
-        if weights is None:
-            c = np.zeros(n_groups, dtype=np.int64)
-            _accumulate(values, labels, 0, n_frames, sums, sums_sq, c, _block_rows(values))
-            counts += c
-            weight_sums += c
-        else:
-            _accumulate_weighted(values, labels, w, 0, n_frames, sums, sums_sq, counts, weight_sums)
-        return
-    ps = np.zeros((n_chunks, n_groups, n_feat))
-    pq = np.zeros((n_chunks, n_groups, n_feat))
-    pc = np.zeros((n_chunks, n_groups), dtype=np.int64)
-    if weights is None:
-        _group_stats_parallel(values, labels, ps, pq, pc, _block_rows(values))
+    before = counts.copy()
+    if n_chunks == 1 and weights is None:  # serial: straight into the caller's arrays
+        _accumulate(values, labels, 0, n_frames, sums, sums_sq, counts)
+    elif n_chunks == 1:
+        _accumulate_weighted(values, labels, w, 0, n_frames, sums, sums_sq, counts, weight_sums)
     else:
+        ps = np.zeros((n_chunks, n_groups, n_feat))
+        pq = np.zeros((n_chunks, n_groups, n_feat))
+        pc = np.zeros((n_chunks, n_groups), dtype=np.int64)
         pw = np.zeros((n_chunks, n_groups))
-        _group_stats_weighted_parallel(values, labels, w, ps, pq, pc, pw)
+        _group_stats_parallel(values, labels, w, ps, pq, pc, pw)
+        sums += ps.sum(axis=0)
+        sums_sq += pq.sum(axis=0)
+        counts += pc.sum(axis=0)
         weight_sums += pw.sum(axis=0)
-    sums += ps.sum(axis=0)
-    sums_sq += pq.sum(axis=0)
-    c = pc.sum(axis=0)
-    counts += c
-    if weights is None:
-        weight_sums += c
+    if weights is None:  # unit weights
+        weight_sums += counts - before
 
 
 def _check_border(border: str) -> str:

@@ -506,6 +506,7 @@ def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: s
             raise InputError(f"{run_dir}: not a training run (config.json missing); drop --resume to start one")
         stored = json.loads(config_path.read_text())
         config = TrainConfig.from_dict(stored["train"])
+        data_info = {**stored.get("data", {}), **(data_info or {})}  # keeps e.g. init_from
         if extend_to is not None:  # a longer schedule for a finished run (documented restart)
             config.max_steps = max(int(extend_to), config.max_steps)
             save_json(config_path, {**stored, "train": config.to_dict()})

@@ -237,7 +237,7 @@ def test_normalization_math():
 
 def test_standardize_uses_statistics_over_all_frames():
     rng = np.random.default_rng(3)
-    values = (rng.standard_normal((500, 5)) * [1, 2, 3, 4, 5] + [0, 1, 2, 3, 4]).astype(np.float32)
+    values = rng.standard_normal((500, 5)) * [1, 2, 3, 4, 5] + [0, 1, 2, 3, 4]  # float64: exact formulas
     labels = rng.integers(-1, 4, 500)  # -1 frames: in no group, but still frames of the corpus
     naps = _naps_from_frames(values, labels, list("abcd"), chunks=4)
     mean, var = naps.frame_stats("L")

@@ -134,6 +134,11 @@ def test_init_starts_from_a_checkpoint_and_rejects_other_architectures(tone_corp
         torch.testing.assert_close(a, b, msg=name)
     config = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert config["data"]["init_from"] == str(source) and len(config["data"]["init_sha256"]) == 64
+    # the source stays in the checkpoints' metadata after a resume
+    train(small_config(max_steps=1), train_utts, tmp_path / "tuned1", init_from=source)
+    train(small_config(max_steps=1), train_utts, tmp_path / "tuned1", resume=True, extend_to=2)
+    _, meta = load_checkpoint(tmp_path / "tuned1" / "model.safetensors")
+    assert meta["training"]["step"] == 2 and meta["training"]["data"]["init_from"] == str(source)
     with pytest.raises(Exception, match="do not match preset 'small'"):
         train(small_config(preset="small", max_steps=0), train_utts, tmp_path / "bad", init_from=source)
     with pytest.raises(Exception, match="only one of them"):
