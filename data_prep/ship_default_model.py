@@ -27,10 +27,27 @@ from asr_introspect.models import count_parameters, load_checkpoint, save_checkp
 from asr_introspect.training import evaluate
 
 
+def _stage_line(t: dict) -> str:
+    """One training stage: steps, batch, schedule, data, wall time."""
+    c, d = t["config"], t["data"]
+    hours = f" ({d['train_hours']:.1f} h)" if d.get("train_hours") else ""
+    return (f"{t['step']} steps of batch {c['batch_size']} on {d.get('train_utterances')} utterances{hours} "
+            f"(`{d.get('train')}`), AdamW peak lr {c['lr']}, warm-up {c['warmup_steps']} steps then cosine "
+            f"decay over {c['max_steps']} steps; {t['wall_seconds'] / 3600:.2f} h wall time on 2 CPU cores")
+
+
 def card_markdown(card: dict) -> str:
     t = card["training"]
     rows = "\n".join(f"| {name} | {m['utterances']} | {m['cer']:.3f} | {m['wer']:.3f} |"
                      for name, m in card["evaluation"].items())
+    stages = card.get("earlier_stages", [])
+    if stages:
+        lines = [f"  {i + 1}. {_stage_line(s)};" for i, s in enumerate(stages)]
+        lines.append(f"  {len(stages) + 1}. fine-tuning from stage {len(stages)} (`train --init`): {_stage_line(t)}.")
+        total = sum(s["wall_seconds"] for s in stages) + t["wall_seconds"]
+        training = "- Training, in stages:\n" + "\n".join(lines) + f"\n\n  Total wall time {total / 3600:.2f} h."
+    else:
+        training = f"- Training: {_stage_line(t)}."
     return f"""# Model card: the shipped default model
 
 - Architecture: Wav2Letter-style 1D ConvNet, preset `{card['preset']}` (11 Conv1d layers conv1..conv11,
@@ -39,14 +56,11 @@ def card_markdown(card: dict) -> str:
   hop {card['features']['hop_length']} samples ({1000 * card['features']['hop_length'] / card['features']['sample_rate']:.0f} ms), z-normalized per utterance.
 - Output: 29 classes (CTC blank, space, apostrophe, a-z), one frame every
   {card['output_frame_ms']:.0f} ms; receptive field {card['receptive_field']} input frames.
-- Training data: {t['data'].get('train_utterances')} utterances of synthesized speech
-  (flite voices kal, kal16, awb, rms, slt and espeak-ng voices with speed/pitch variants; sentences
-  from the Debian fortunes), see `{t['data'].get('train')}`; augmentation: speed perturbation
+- Training data: synthesized speech (flite voices kal, kal16, awb, rms, slt and espeak-ng voices
+  with speed/pitch variants; sentences from the Debian fortunes); augmentation: speed perturbation
   {t['config']['speed_factors']}, white noise (p={t['config']['noise_probability']}),
   SpecAugment-style masking.
-- Training: {t['step']} steps of batch {t['config']['batch_size']}, AdamW peak lr {t['config']['lr']},
-  warm-up {t['config']['warmup_steps']} steps then cosine decay over {t['config']['max_steps']} steps;
-  {t['wall_seconds'] / 3600:.2f} h wall time on 2 CPU cores.
+{training}
 
 ## Greedy CTC error rates
 
@@ -91,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                        ("shipped evaluation corpus", args.eval_corpus)):
         result = evaluate(model, load_corpus(path), progress=True)
         evaluation[name] = {k: result[k] for k in ("cer", "wer", "utterances")}
+    data = meta["training"]["data"]
+    if Path(data.get("train", "")).exists():
+        data["train_hours"] = sum(u.duration for u in load_corpus(data["train"])) / 3600
+    earlier = []
+    if data.get("init_from") and Path(data["init_from"]).is_file():
+        _, init_meta = load_checkpoint(data["init_from"])
+        init_card = init_meta.get("model_card", {})
+        earlier = [*init_card.get("earlier_stages", []), init_card.get("training") or init_meta["training"]]
     fm = model.frame_map
     card = {
         "preset": model.model_config.get("config", {}).get("preset", "small"),
@@ -99,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "receptive_field": model.receptive_field,
         "output_frame_ms": 1000 * fm.layer(model.output_layer).stride * model.feature_config.frame_seconds,
         "training": meta["training"],
+        "earlier_stages": earlier,
         "evaluation": evaluation,
         "command": args.command,
     }
