@@ -23,8 +23,13 @@ import torch
 
 from asr_introspect.corpus import load_corpus
 from asr_introspect.io import write_text_atomic
-from asr_introspect.models import count_parameters, load_checkpoint, save_checkpoint
+from asr_introspect.models import count_parameters, load_checkpoint, quantize_int8, save_checkpoint
 from asr_introspect.training import evaluate
+
+
+_STORAGE = {"float16": "float16",
+            "int8": "int8 with one float32 scale per output channel (biases and BatchNorm in float16); "
+                    "the error rates below are those of these rounded weights"}
 
 
 def _stage_line(t: dict) -> str:
@@ -51,7 +56,8 @@ def card_markdown(card: dict) -> str:
     return f"""# Model card: the shipped default model
 
 - Architecture: Wav2Letter-style 1D ConvNet, preset `{card['preset']}` (11 Conv1d layers conv1..conv11,
-  BatchNorm after each hidden convolution, ReLU), {card['parameters']:,} parameters, stored in fp16.
+  BatchNorm after each hidden convolution, ReLU), {card['parameters']:,} parameters, stored in
+  {_STORAGE[card.get('dtype', 'float16')]}.
 - Input: {card['features']['n_mels']} log-mel bands, {card['features']['sample_rate']} Hz audio,
   hop {card['features']['hop_length']} samples ({1000 * card['features']['hop_length'] / card['features']['sample_rate']:.0f} ms), z-normalized per utterance.
 - Output: 29 classes (CTC blank, space, apostrophe, a-z), one frame every
@@ -96,10 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-corpus", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", default="", help="the training command, for the card")
+    parser.add_argument("--dtype", default="int8", choices=("int8", "float16"),
+                        help="weights as shipped (default int8: half of float16, per-channel scales)")
     args = parser.parse_args(argv)
 
     model, meta = load_checkpoint(args.run / f"{args.checkpoint}.safetensors")
-    model.module.half().float()  # evaluate exactly the fp16 weights that ship
+    dtype = {"int8": torch.int8, "float16": torch.float16}[args.dtype]
+    if dtype == torch.int8:  # evaluate exactly the weights that ship
+        quantize_int8(model.module)
+    else:
+        model.module.half().float()
     evaluation = {}
     for name, path in (("held-out text", args.test_text), ("held-out speaker", args.test_speaker),
                        ("shipped evaluation corpus", args.eval_corpus)):
@@ -117,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     card = {
         "preset": model.model_config.get("config", {}).get("preset", "small"),
         "parameters": count_parameters(model.module),
+        "dtype": args.dtype,
         "features": model.feature_config.to_dict(),
         "receptive_field": model.receptive_field,
         "output_frame_ms": 1000 * fm.layer(model.output_layer).stride * model.feature_config.frame_seconds,
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     metadata = {**meta, "model_card": card,
                 "metrics": {"cer": evaluation["shipped evaluation corpus"]["cer"],
                             "wer": evaluation["shipped evaluation corpus"]["wer"]}}
-    save_checkpoint(args.out / "default_model.safetensors", model, metadata=metadata, dtype=torch.float16)
+    save_checkpoint(args.out / "default_model.safetensors", model, metadata=metadata, dtype=dtype)
     write_text_atomic(args.out / "MODEL_CARD.md", card_markdown(card))
     print(json.dumps({"evaluation": evaluation, "path": str(args.out / "default_model.safetensors")}))
     return 0

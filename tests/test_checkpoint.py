@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from asr_introspect.errors import CheckpointError
@@ -19,11 +20,12 @@ from asr_introspect.models import (
     ASRModel,
     build_model,
     load_checkpoint,
+    quantize_int8,
     read_checkpoint_info,
     save_checkpoint,
     wrap_conv_model,
 )
-from asr_introspect.models.checkpoint import HEADER_KEY
+from asr_introspect.models.checkpoint import HEADER_KEY, tensor_sha256
 from asr_introspect.text import Alphabet
 
 METADATA = {"training": {"steps": 12, "preset": "tiny"}, "metrics": {"cer": 0.42, "wer": 0.9}}
@@ -92,6 +94,36 @@ def test_round_trip_fp16(saved, tmp_path: Path) -> None:
     reference = logits(model, x)
     scale = reference.abs().max().item()
     torch.testing.assert_close(logits(loaded, x), reference, rtol=0, atol=0.02 * scale)
+
+
+def test_round_trip_int8(saved, tmp_path: Path) -> None:
+    path32, model = saved
+    path8 = save_checkpoint(tmp_path / "int8.safetensors", model, METADATA, dtype=torch.int8)
+    assert path8.stat().st_size < 0.35 * path32.stat().st_size
+    loaded, metadata = load_checkpoint(path8)
+    assert metadata == METADATA and read_checkpoint_info(path8)["dtype"] == "int8"
+    # the file loads to exactly what quantize_int8 computes, so a model can be evaluated as shipped
+    expected = quantize_int8(copy.deepcopy(model.module)).state_dict()
+    for key, value in loaded.module.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+        if value.dim() >= 2:  # per-output-channel rounding: at most half a step of that channel's scale
+            w = model.module.state_dict()[key]
+            step = w.abs().reshape(len(w), -1).amax(dim=1) / 127
+            assert ((value - w).abs().reshape(len(w), -1).amax(dim=1) <= step / 2 + 1e-7).all(), key
+    x = torch.randn(2, 64, 55)
+    reference = logits(model, x)
+    assert (logits(loaded, x) - reference).norm() < 0.1 * reference.norm()  # random tiny model: ~5 %
+    # a scale that does not fit its int8 tensor is rejected with the file's name
+    with safe_open(str(path8), framework="pt") as f:
+        header = json.loads(f.metadata()[HEADER_KEY])
+    tensors = load_file(str(path8))
+    name = next(k for k in tensors if k.endswith("@scale"))
+    tensors[name] = tensors[name][:-1]
+    header["tensor_sha256"] = tensor_sha256(tensors)
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata={HEADER_KEY: json.dumps(header)})
+    with pytest.raises(CheckpointError, match=r"bad.safetensors: .*@scale does not belong"):
+        load_checkpoint(bad)
 
 
 def test_round_trip_custom_module(tmp_path: Path) -> None:

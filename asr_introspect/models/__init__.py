@@ -16,6 +16,7 @@ from asr_introspect.models.asr_model import ASRModel, build_model
 from asr_introspect.models.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
+    quantize_int8,
     read_checkpoint_info,
     save_checkpoint,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "load_checkpoint",
     "preset",
     "PRESETS",
+    "quantize_int8",
     "read_checkpoint_info",
     "save_checkpoint",
     "TorchaudioWav2LetterLogits",

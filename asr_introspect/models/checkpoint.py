@@ -1,8 +1,8 @@
 """Checkpoints: safetensors weights + one JSON config in the header; never pickle.
 
 File layout: a plain safetensors file holding the module's ``state_dict``
-(parameters and buffers, e.g. BatchNorm running statistics) in float32 or
-float16, whose header metadata has one key, ``"asr_introspect"``, a JSON string::
+(parameters and buffers, e.g. BatchNorm running statistics) in float32,
+float16 or int8, whose header metadata has one key, ``"asr_introspect"``, a JSON string::
 
     {"format": "asr-introspect-checkpoint", "format_version": 1,
      "model": {"architecture": "wav2letter", "config": {...}},   # how to rebuild the module
@@ -17,6 +17,13 @@ atomically. Loading uses ``safetensors.safe_open`` only and raises
 :class:`~asr_introspect.errors.CheckpointError` naming the file for anything
 missing, truncated, altered or inconsistent. float16 files are upcast to the
 module's dtype (float32) on load.
+
+int8 files (half the size of float16, for shipping) quantize every weight with
+two or more dimensions symmetrically per output channel (dim 0): the file holds
+``name`` as int8 in [-127, 127] and ``name@scale`` (float32, one per output
+channel), and the weight is ``int8 * scale``; 1-D tensors (biases, BatchNorm)
+are stored in float16. :func:`quantize_int8` gives the weights such a file
+loads to, so a model can be evaluated exactly as it will ship.
 """
 
 from __future__ import annotations
@@ -35,13 +42,38 @@ from asr_introspect.io import to_json, write_bytes_atomic
 from asr_introspect.models.asr_model import ASRModel
 from asr_introspect.models.frame_map import FrameMap
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_info", "FORMAT_NAME",
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_info", "quantize_int8", "FORMAT_NAME",
            "FORMAT_VERSION", "HEADER_KEY"]
 
 FORMAT_NAME = "asr-introspect-checkpoint"
 FORMAT_VERSION = 1
 HEADER_KEY = "asr_introspect"
-_DTYPES = {torch.float32: "float32", torch.float16: "float16"}
+_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.int8: "int8"}
+SCALE_SUFFIX = "@scale"  # never part of a PyTorch state_dict key
+
+
+def _int8_parts(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: (q int8 like weight, scale float32 (C_out,))."""
+    w = weight.detach().float()
+    scale = w.abs().reshape(len(w), -1).amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / scale.view(-1, *([1] * (w.dim() - 1)))).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def _dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * scale.float().view(-1, *([1] * (q.dim() - 1)))
+
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """Round ``module``'s weights in place to what an int8 checkpoint stores (see the module doc)."""
+    with torch.no_grad():
+        for name, value in module.state_dict().items():
+            if value.is_floating_point() and value.dim() >= 2:
+                value.copy_(_dequantize(*_int8_parts(value)).to(value.dtype))
+            elif value.is_floating_point():
+                value.copy_(value.half().to(value.dtype))
+    return module
 
 
 def _library_version() -> str:
@@ -65,7 +97,7 @@ def tensor_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
 
 def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapping[str, Any] | None = None,
                     dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``asr_model`` (weights in ``dtype``: float32 or float16) and its config to ``path``.
+    """Write ``asr_model`` (weights in ``dtype``: float32, float16 or int8) and its config to ``path``.
 
     ``metadata`` (JSON-able: training info, metrics, ...) comes back from
     :func:`load_checkpoint`. Returns the path.
@@ -73,12 +105,14 @@ def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapp
     from safetensors.torch import save
 
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
+        raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.int8, got {dtype}")
     tensors: dict[str, torch.Tensor] = {}
     for name, value in asr_model.module.state_dict().items():
         t = value.detach().cpu()
-        if t.is_floating_point():
-            t = t.to(dtype)
+        if t.is_floating_point() and dtype == torch.int8 and t.dim() >= 2:
+            t, tensors[name + SCALE_SUFFIX] = _int8_parts(t)
+        elif t.is_floating_point():
+            t = t.to(torch.float16 if dtype == torch.int8 else dtype)
         tensors[name] = t.contiguous().clone()
     config = {
         "format": FORMAT_NAME,
@@ -186,6 +220,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: the weights do not match their sha256 (the file was altered "
                               f"or corrupted): save or copy it again")
     model = _build(path, config, module)
+    scales = {k[: -len(SCALE_SUFFIX)]: tensors.pop(k) for k in list(tensors) if k.endswith(SCALE_SUFFIX)}
+    for name, scale in scales.items():
+        q = tensors.get(name)
+        if q is None or q.dtype != torch.int8 or scale.shape != (len(q),):
+            raise CheckpointError(f"{path}: {name}{SCALE_SUFFIX} does not belong to an int8 tensor {name!r} "
+                                  "with one scale per output channel: the file is inconsistent, re-save the model")
+        tensors[name] = _dequantize(q, scale)
 
     expected = model.module.state_dict()
     missing = sorted(set(expected) - set(tensors))
