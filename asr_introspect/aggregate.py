@@ -147,6 +147,24 @@ def _flush(stage_s, stage_q, srow, qrow):  # pragma: no cover - compiled
         stage_q[j] = 0
 
 
+@numba.njit(cache=True, inline="always")
+def _new_stage(values, n_groups):  # pragma: no cover - compiled
+    """Per-thread staging: partial sums and squares (G, N) in the input dtype, frames staged (G,)."""
+    n_feat = values.shape[1]
+    return (np.zeros((n_groups, n_feat), dtype=values.dtype), np.zeros((n_groups, n_feat), dtype=values.dtype),
+            np.zeros(n_groups, dtype=np.int64))
+
+
+@numba.njit(cache=True, fastmath={"contract"}, inline="always")
+def _staged_one(g, staged, ps, pq, sums, sums_sq, counts):  # pragma: no cover - compiled
+    """Count one more staged frame of group g; flush its partial after _STAGE_FRAMES frames."""
+    staged[g] += 1
+    if staged[g] == _STAGE_FRAMES:
+        _flush(ps, pq, sums[g], sums_sq[g])
+        counts[g] += _STAGE_FRAMES
+        staged[g] = 0
+
+
 @numba.njit(cache=True, fastmath={"contract"})
 def _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts):  # pragma: no cover - compiled
     """Flush every group with staged frames (at the end of a chunk)."""
@@ -160,10 +178,8 @@ def _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts):  # pragma: no c
 @numba.njit(cache=True, fastmath={"contract"})
 def _accumulate(values, labels, start, stop, sums, sums_sq, counts):  # pragma: no cover - compiled
     """Add frames [start, stop) of values (T, N) into sums/sums_sq (G, N) float64 and counts (G,)."""
-    n_groups, n_feat = sums.shape
-    stage_s = np.zeros((n_groups, n_feat), dtype=values.dtype)
-    stage_q = np.zeros((n_groups, n_feat), dtype=values.dtype)
-    staged = np.zeros(n_groups, dtype=np.int64)
+    n_feat = values.shape[1]
+    stage_s, stage_q, staged = _new_stage(values, sums.shape[0])
     for t in range(start, stop):
         g = labels[t]
         if g < 0:
@@ -175,21 +191,15 @@ def _accumulate(values, labels, start, stop, sums, sums_sq, counts):  # pragma: 
             v = row[j]
             ps[j] += v
             pq[j] += v * v
-        staged[g] += 1
-        if staged[g] == _STAGE_FRAMES:
-            _flush(ps, pq, sums[g], sums_sq[g])
-            counts[g] += _STAGE_FRAMES
-            staged[g] = 0
+        _staged_one(g, staged, ps, pq, sums, sums_sq, counts)
     _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts)
 
 
 @numba.njit(cache=True, fastmath={"contract"})
 def _accumulate_weighted(values, labels, weights, start, stop, sums, sums_sq, counts, weight_sums):  # pragma: no cover
     """As :func:`_accumulate` with w_t x_t and w_t x_t**2, and the weights w (T,) summed into weight_sums (G,)."""
-    n_groups, n_feat = sums.shape
-    stage_s = np.zeros((n_groups, n_feat), dtype=values.dtype)
-    stage_q = np.zeros((n_groups, n_feat), dtype=values.dtype)
-    staged = np.zeros(n_groups, dtype=np.int64)
+    n_feat = values.shape[1]
+    stage_s, stage_q, staged = _new_stage(values, sums.shape[0])
     for t in range(start, stop):
         g = labels[t]
         if g < 0:
@@ -203,11 +213,7 @@ def _accumulate_weighted(values, labels, weights, start, stop, sums, sums_sq, co
             wv = w * row[j]
             ps[j] += wv
             pq[j] += wv * row[j]
-        staged[g] += 1
-        if staged[g] == _STAGE_FRAMES:
-            _flush(ps, pq, sums[g], sums_sq[g])
-            counts[g] += _STAGE_FRAMES
-            staged[g] = 0
+        _staged_one(g, staged, ps, pq, sums, sums_sq, counts)
     _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import asr_introspect.aggregate as new
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_aggregate import _read_sum  # noqa: E402
+from bench_aggregate import _read_sum, one_thread  # noqa: E402
 
 OLD_COMMIT = "94b499b"
 
@@ -50,16 +50,6 @@ def main() -> None:
             for a in range(0, n_frames, size):
                 acc.update(values[a:a + size], labels[a:a + size])
             return acc
-        return run
-
-    def one_thread(fn):
-        def run():
-            before = numba.get_num_threads()
-            numba.set_num_threads(1)
-            try:
-                return fn()
-            finally:
-                numba.set_num_threads(before)
         return run
 
     with tempfile.TemporaryDirectory() as tmp:

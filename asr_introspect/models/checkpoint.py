@@ -68,7 +68,7 @@ def _dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 def quantize_int8(module: nn.Module) -> nn.Module:
     """Round ``module``'s weights in place to what an int8 checkpoint stores (see the module doc)."""
     with torch.no_grad():
-        for name, value in module.state_dict().items():
+        for value in module.state_dict().values():
             if value.is_floating_point() and value.dim() >= 2:
                 value.copy_(_dequantize(*_int8_parts(value)).to(value.dtype))
             elif value.is_floating_point():
