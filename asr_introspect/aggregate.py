@@ -8,9 +8,9 @@ Two kernels aggregate frames by an integer label (``-1`` = ignore):
   on each labelled frame of ``features: (F, T)``.
 
 Totals are float64. ``group_stats`` first sums each group's frames in the
-input dtype in runs of at most 16 frames (for float32 input, an error of at
-most 16 * 2**-24 of those frames' absolute sum: the precision of the data
-itself; float64 input stays float64 throughout); ``windowed_sums`` adds in
+input dtype in runs of at most 64 frames (for float32 input, an error of at
+most 64 * 2**-24, about 4e-6, of those frames' absolute sum; float64 input
+stays float64 throughout); ``windowed_sums`` adds in
 float64. The kernels are ``numba.njit(parallel=True, cache=True)`` (fastmath
 only to fuse multiply-adds): the first call in a
 fresh environment compiles them (1-5 s per kernel and input dtype on 2 cores,
@@ -28,6 +28,7 @@ frames gives the same result up to the rounding of the float32 partials.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NamedTuple
 
 import numba
@@ -119,22 +120,24 @@ def _use_parallel(work: int) -> bool:
 # kernels
 #
 # group_stats: each thread gets one contiguous chunk of frames and its own
-# (G, N) float64 totals (no races); the caller sums the (n_chunks, ...) parts.
+# (G, N) float64 totals (no races); the kernel then adds these parts together.
 #
 # Adding every float32 frame straight into float64 totals costs a conversion
 # and two float64 read-modify-writes per value: about twice the time of reading
 # the input (measured: 2.2x the plain-sum read bound; a version that sorted
 # blocks of frames by group to add 8 at a time still took 1.8-2.2x). So each
-# thread first sums a group's frames in the input's dtype, into a (G, N)
-# staging row that stays in cache and vectorizes 8-wide, and adds the staged
+# thread first sums a group's frames in the input's dtype, into (G, N)
+# staging arrays that stay in cache and vectorize 8-wide, and adds the staged
 # partial to the float64 totals after every _STAGE_FRAMES frames of that group
-# (and at the end). Each partial is a float32 sum of at most 16 terms, with an
-# error of at most 16 * 2**-24 of the sum of their absolute values (the
-# precision of float32 data itself); everything above the partials is float64.
+# (and at the end). Each partial is a float32 sum of at most 64 terms, with an
+# error of at most 64 * 2**-24 (4e-6) of the sum of their absolute values;
+# everything above the partials is float64, so the error does not grow with the
+# corpus. Flushing every 64 frames instead of every 16 is worth about 10%
+# (benchmarks/README.md).
 # Float64 input is staged in float64. Nothing but the loop over neurons sits in
 # the innermost loops: a count update or a branch there stops vectorization.
 
-_STAGE_FRAMES = 16
+_STAGE_FRAMES = 64
 
 
 @numba.njit(cache=True, fastmath={"contract"}, inline="always")
@@ -149,7 +152,7 @@ def _flush(stage_s, stage_q, srow, qrow):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, inline="always")
 def _new_stage(values, n_groups):  # pragma: no cover - compiled
-    """Per-thread staging: partial sums and squares (G, N) in the input dtype, frames staged (G,)."""
+    """Per-thread staging: partial sums and squares, each (G, N) in the input dtype, frames staged (G,)."""
     n_feat = values.shape[1]
     return (np.zeros((n_groups, n_feat), dtype=values.dtype), np.zeros((n_groups, n_feat), dtype=values.dtype),
             np.zeros(n_groups, dtype=np.int64))
@@ -218,18 +221,57 @@ def _accumulate_weighted(values, labels, weights, start, stop, sums, sums_sq, co
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _group_stats_parallel(values, labels, weights, parts_sums, parts_sq, parts_counts, parts_w):  # pragma: no cover
+def _group_stats_parallel(values, labels, weights, sums, sums_sq, counts, weight_sums,
+                          parts_sums, parts_sq, parts_counts, parts_w):  # pragma: no cover - compiled
+    """One chunk of frames per thread into its own zeroed parts, then the parts added to the totals.
+
+    parts_* are scratch arrays (n_chunks, G, N), (n_chunks, G, N), (n_chunks, G),
+    (n_chunks, G) of any content; weights empty means unweighted.
+    """
     n_chunks = parts_sums.shape[0]
     n_frames = values.shape[0]
     step = (n_frames + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
+        ps, pq, pc, pw = parts_sums[c], parts_sq[c], parts_counts[c], parts_w[c]
+        ps[:] = 0
+        pq[:] = 0
+        pc[:] = 0
+        pw[:] = 0
         start = min(n_frames, c * step)
         stop = min(n_frames, start + step)
         if weights.shape[0] > 0:
-            _accumulate_weighted(values, labels, weights, start, stop, parts_sums[c], parts_sq[c], parts_counts[c],
-                                 parts_w[c])
+            _accumulate_weighted(values, labels, weights, start, stop, ps, pq, pc, pw)
         else:
-            _accumulate(values, labels, start, stop, parts_sums[c], parts_sq[c], parts_counts[c])
+            _accumulate(values, labels, start, stop, ps, pq, pc)
+    for c in range(n_chunks):
+        for g in range(sums.shape[0]):
+            counts[g] += parts_counts[c, g]
+            weight_sums[g] += parts_w[c, g]
+            for j in range(sums.shape[1]):
+                sums[g, j] += parts_sums[c, g, j]
+                sums_sq[g, j] += parts_sq[c, g, j]
+
+
+# Scratch for the per-thread parts, kept between calls (per Python thread and
+# shape, at most _SCRATCH_SHAPES shapes): a fresh (n_chunks, G, N) float64 array
+# is mapped page by page on first write, and on this machine that cost about
+# 2 ms per call, as much as the kernel itself takes for 20,000 frames x 256
+# neurons (GroupStats.update in benchmarks/bench_aggregate.py).
+_scratch = threading.local()
+_SCRATCH_SHAPES = 32
+
+
+def _parts(n_chunks: int, n_groups: int, n_feat: int) -> tuple[np.ndarray, ...]:
+    cache = getattr(_scratch, "parts", None)
+    if cache is None:
+        cache = _scratch.parts = {}
+    key = (n_chunks, n_groups, n_feat)
+    if key not in cache:
+        if len(cache) >= _SCRATCH_SHAPES:
+            cache.clear()
+        cache[key] = (np.empty((n_chunks, n_groups, n_feat)), np.empty((n_chunks, n_groups, n_feat)),
+                      np.empty((n_chunks, n_groups), dtype=np.int64), np.empty((n_chunks, n_groups)))
+    return cache[key]
 
 
 # windowed sums: a plan (counts, valid columns, windows sorted by group) is made
@@ -346,9 +388,9 @@ def group_stats(values, labels, n_groups: int, weights=None):
     stay plain frame counts). ``T = 0`` gives zeros. Raises ``ValueError`` for
     labels outside [-1, n_groups) or mismatched shapes.
 
-    Precision: float64 totals of float32 partial sums over at most 16 frames of a
-    group (error at most ``16 * 2**-24`` times the sum of the absolute values
-    added); pass float64 ``values`` for float64 throughout (about 1.5x slower).
+    Precision: float64 totals of float32 partial sums over at most 64 frames of a
+    group (error at most ``64 * 2**-24`` times the sum of the absolute values
+    added); pass float64 ``values`` for float64 throughout (about 2x slower).
     """
     out = _group_stats(values, labels, n_groups, weights)
     return out if weights is not None else out[:3]
@@ -389,15 +431,8 @@ def _group_stats_into(values, labels, weights, sums, sums_sq, counts, weight_sum
     elif n_chunks == 1:
         _accumulate_weighted(values, labels, w, 0, n_frames, sums, sums_sq, counts, weight_sums)
     else:
-        ps = np.zeros((n_chunks, n_groups, n_feat))
-        pq = np.zeros((n_chunks, n_groups, n_feat))
-        pc = np.zeros((n_chunks, n_groups), dtype=np.int64)
-        pw = np.zeros((n_chunks, n_groups))
-        _group_stats_parallel(values, labels, w, ps, pq, pc, pw)
-        sums += ps.sum(axis=0)
-        sums_sq += pq.sum(axis=0)
-        counts += pc.sum(axis=0)
-        weight_sums += pw.sum(axis=0)
+        _group_stats_parallel(values, labels, w, sums, sums_sq, counts, weight_sums,
+                              *_parts(n_chunks, n_groups, n_feat))
     if weights is None:  # unit weights
         weight_sums += counts - before
 

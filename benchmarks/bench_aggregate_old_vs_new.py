@@ -1,5 +1,5 @@
 """The previous group_stats kernel (sorted blocks, float64 adds; commit 94b499b) against the
-current one (float32 partials of <= 16 frames), in one process, with the plain-sum read bound.
+current one (float32 partials of <= 64 frames), in one process, with the plain-sum read bound.
 
 Needs the git history (the old kernel is read with ``git show``). Usage::
 

@@ -186,6 +186,22 @@ def test_group_stats_edge_cases():
     assert s.shape == (0, 3) and c.shape == (0,)
 
 
+def test_parallel_scratch_is_cleared_between_calls_and_shapes():
+    # the per-thread parts are reused between calls (no fresh pages per update):
+    # stale partial sums from an earlier call, of this or another shape, must not leak in
+    rng = np.random.default_rng(7)
+    with kernel_path("parallel"):
+        for n_groups, n_feat, weighted in [(5, 8, False), (3, 4, True), (5, 8, True), (5, 8, False), (3, 4, False)]:
+            values = rng.standard_normal((50, n_feat)).astype(np.float64)
+            labels = rng.integers(-1, n_groups, 50)
+            weights = rng.random(50) if weighted else None
+            acc = GroupStats(n_groups, n_feat).update(values, labels, weights)
+            want = ref_group_stats(values, labels, n_groups, weights)
+            np.testing.assert_allclose(acc.sums, want[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(acc.sums_sq, want[1], rtol=1e-12, atol=1e-12)
+            np.testing.assert_array_equal(acc.counts, want[2])
+
+
 def test_group_stats_partials_are_float32_and_totals_float64():
     K = aggregate._STAGE_FRAMES
     # 2**24 + 1 is not representable in float32: the float64 totals keep every unit
