@@ -20,12 +20,14 @@ from asr_introspect.models import (
     ASRModel,
     build_model,
     load_checkpoint,
+    NF4,
     quantize_int8,
+    quantize_nf4,
     read_checkpoint_info,
     save_checkpoint,
     wrap_conv_model,
 )
-from asr_introspect.models.checkpoint import HEADER_KEY, tensor_sha256
+from asr_introspect.models.checkpoint import HEADER_KEY, NF4_LEVELS, _nf4_dequantize, _nf4_parts, tensor_sha256
 from asr_introspect.text import Alphabet
 
 METADATA = {"training": {"steps": 12, "preset": "tiny"}, "metrics": {"cer": 0.42, "wer": 0.9}}
@@ -124,6 +126,63 @@ def test_round_trip_int8(saved, tmp_path: Path) -> None:
     save_file(tensors, str(bad), metadata={HEADER_KEY: json.dumps(header)})
     with pytest.raises(CheckpointError, match=r"bad.safetensors: .*@scale does not belong"):
         load_checkpoint(bad)
+
+
+def test_nf4_codes_are_the_nearest_level_per_group() -> None:
+    torch.manual_seed(3)
+    w = torch.randn(3, 5, 13)  # 65 weights per channel: an odd count and a 1-weight last group
+    w[1, :, :] = 0.0  # an all-zero channel stays zero
+    packed, scale = _nf4_parts(w)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 33) and scale.shape == (3, 2)
+    got = _nf4_dequantize(packed, scale, tuple(w.shape))
+    flat = w.reshape(3, -1)
+    for c in range(3):
+        for g in range(2):
+            x = flat[c, 64 * g : 64 * (g + 1)]
+            s = scale[c, g].float()
+            assert s == (x.abs().max().half().float() if x.abs().max() > 0 else 1.0)
+            nearest = NF4_LEVELS[(x[:, None] / s - NF4_LEVELS).abs().argmin(dim=1)] * s
+            torch.testing.assert_close(got.reshape(3, -1)[c, 64 * g : 64 * (g + 1)], nearest, rtol=0, atol=1e-6)
+    assert not got[1].any()
+    # the NF4 levels: 16 ascending values in [-1, 1] with an exact 0 (QLoRA's table)
+    assert NF4_LEVELS.shape == (16,) and (NF4_LEVELS.diff() > 0).all() and 0.0 in NF4_LEVELS
+    torch.testing.assert_close(NF4_LEVELS[[0, 6, 8, 14, 15]], torch.tensor([-1.0, -0.0911, 0.0796, 0.7230, 1.0]),
+                               rtol=0, atol=1e-4)
+
+
+def test_round_trip_nf4(saved, tmp_path: Path) -> None:
+    path32, model = saved
+    path4 = save_checkpoint(tmp_path / "nf4.safetensors", model, METADATA, dtype=NF4)
+    path8 = save_checkpoint(tmp_path / "int8.safetensors", model, METADATA, dtype=torch.int8)
+    assert path4.stat().st_size < 0.7 * path8.stat().st_size  # the tiny model's header and biases weigh in
+    loaded, metadata = load_checkpoint(path4)
+    info = read_checkpoint_info(path4)
+    assert metadata == METADATA and info["dtype"] == "nf4" and info["nf4"]["group_size"] == 64
+    # the file loads to exactly what quantize_nf4 computes, so a model can be evaluated as shipped
+    expected = quantize_nf4(copy.deepcopy(model.module)).state_dict()
+    for key, value in loaded.module.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+        if value.dim() >= 2:  # at most half the widest level gap (-1 to -0.696) times the largest |w|
+            w = model.module.state_dict()[key]
+            bound = 0.152 * w.abs().reshape(len(w), -1).amax(dim=1) * 1.001 + 1e-7
+            assert ((value - w).abs().reshape(len(w), -1).amax(dim=1) <= bound).all(), key
+    # (the accuracy cost is measured on the trained model: data_prep/ship_default_model.py --dtype nf4)
+    with pytest.raises(ValueError, match="dtype must be"):
+        save_checkpoint(tmp_path / "x.safetensors", model, dtype="int4")
+    # codes that do not fit the model's weight, or a missing level table: rejected with the file's name
+    tensors = load_file(str(path4))
+    name = next(k for k in tensors if k.endswith("@scale"))
+    tensors[name] = tensors[name][:, :-1].contiguous()
+    with safe_open(str(path4), framework="pt") as f:
+        header = json.loads(f.metadata()[HEADER_KEY])
+    header["tensor_sha256"] = tensor_sha256(tensors)
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata={HEADER_KEY: json.dumps(header)})
+    with pytest.raises(CheckpointError, match=r"bad.safetensors: .*@scale does not belong to nf4 codes"):
+        load_checkpoint(bad)
+    no_levels = rewrite_header(path4, tmp_path / "no_levels.safetensors", lambda c: c.pop("nf4"))
+    with pytest.raises(CheckpointError, match=r"no_levels.safetensors: the nf4 levels"):
+        load_checkpoint(no_levels)
 
 
 def test_round_trip_custom_module(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from asr_introspect.models.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
     quantize_int8,
+    quantize_nf4,
+    NF4,
     read_checkpoint_info,
     save_checkpoint,
 )
@@ -45,6 +47,8 @@ __all__ = [
     "preset",
     "PRESETS",
     "quantize_int8",
+    "quantize_nf4",
+    "NF4",
     "read_checkpoint_info",
     "save_checkpoint",
     "TorchaudioWav2LetterLogits",

@@ -2,7 +2,7 @@
 
 File layout: a plain safetensors file holding the module's ``state_dict``
 (parameters and buffers, e.g. BatchNorm running statistics) in float32,
-float16 or int8, whose header metadata has one key, ``"asr_introspect"``, a JSON string::
+float16, int8 or nf4, whose header metadata has one key, ``"asr_introspect"``, a JSON string::
 
     {"format": "asr-introspect-checkpoint", "format_version": 1,
      "model": {"architecture": "wav2letter", "config": {...}},   # how to rebuild the module
@@ -24,6 +24,15 @@ two or more dimensions symmetrically per output channel (dim 0): the file holds
 channel), and the weight is ``int8 * scale``; 1-D tensors (biases, BatchNorm)
 are stored in float16. :func:`quantize_int8` gives the weights such a file
 loads to, so a model can be evaluated exactly as it will ship.
+
+nf4 files (a quarter of float16) store 4-bit NormalFloat codes (Dettmers et al.
+2023, QLoRA): each output channel's weights, flattened, are cut into groups of
+64; a group's float16 ``name@scale`` is its largest absolute value, and each
+weight is the nearest of 16 levels in [-1, 1] (quantiles of a standard normal,
+with an exact 0) times that scale. ``name`` holds the codes two per byte
+(uint8, ``(C_out, ceil(n / 2))`` for ``n`` weights per channel); the header
+records the levels and the group size (``"nf4": {...}``). 1-D tensors are
+float16. :func:`quantize_nf4` gives the weights such a file loads to.
 """
 
 from __future__ import annotations
@@ -42,14 +51,31 @@ from asr_introspect.io import to_json, write_bytes_atomic
 from asr_introspect.models.asr_model import ASRModel
 from asr_introspect.models.frame_map import FrameMap
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_info", "quantize_int8", "FORMAT_NAME",
-           "FORMAT_VERSION", "HEADER_KEY"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_info", "quantize_int8", "quantize_nf4",
+           "NF4", "FORMAT_NAME", "FORMAT_VERSION", "HEADER_KEY"]
 
 FORMAT_NAME = "asr-introspect-checkpoint"
 FORMAT_VERSION = 1
 HEADER_KEY = "asr_introspect"
-_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.int8: "int8"}
+NF4 = "nf4"  # save_checkpoint(..., dtype=NF4): 4-bit NormalFloat codes, see the module doc
+_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.int8: "int8", NF4: "nf4"}
 SCALE_SUFFIX = "@scale"  # never part of a PyTorch state_dict key
+NF4_GROUP_SIZE = 64
+
+
+def _nf4_levels() -> torch.Tensor:
+    """The 16 NF4 levels, ascending in [-1, 1]: 8 positive and 7 negative normal quantiles, and 0."""
+    from statistics import NormalDist
+
+    inv = NormalDist().inv_cdf
+    top = 0.5 * ((1 - 1 / 30) + (1 - 1 / 32))  # outermost quantile, as in QLoRA
+    positive = [inv(top - i * (top - 0.5) / 8) for i in range(8)]
+    negative = [-inv(top - i * (top - 0.5) / 7) for i in range(7)]
+    levels = torch.tensor(sorted(positive + negative + [0.0]), dtype=torch.float64)
+    return (levels / levels.abs().max()).float()
+
+
+NF4_LEVELS = _nf4_levels()
 
 
 def _int8_parts(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,15 +91,55 @@ def _dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale.float().view(-1, *([1] * (q.dim() - 1)))
 
 
-def quantize_int8(module: nn.Module) -> nn.Module:
-    """Round ``module``'s weights in place to what an int8 checkpoint stores (see the module doc)."""
+def _nf4_groups(flat: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(C_out, n) -> (C_out, ceil(n / group_size), group_size), zero-padded."""
+    pad = -flat.shape[1] % group_size
+    return torch.nn.functional.pad(flat, (0, pad)).reshape(len(flat), -1, group_size)
+
+
+def _nf4_parts(weight: torch.Tensor, group_size: int = NF4_GROUP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """(packed codes uint8 (C_out, ceil(n / 2)), scales float16 (C_out, ceil(n / group_size)))."""
+    flat = weight.detach().float().reshape(len(weight), -1)
+    n = flat.shape[1]
+    groups = _nf4_groups(flat, group_size)
+    scale = groups.abs().amax(dim=2).half()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    midpoints = (NF4_LEVELS[1:] + NF4_LEVELS[:-1]) / 2
+    codes = torch.bucketize(groups / scale.float().unsqueeze(2), midpoints).reshape(len(flat), -1)[:, :n]
+    codes = torch.nn.functional.pad(codes, (0, n % 2)).to(torch.uint8)
+    return codes[:, 0::2] | (codes[:, 1::2] << 4), scale
+
+
+def _nf4_dequantize(packed: torch.Tensor, scale: torch.Tensor, shape: tuple[int, ...],
+                    levels: torch.Tensor = NF4_LEVELS, group_size: int = NF4_GROUP_SIZE) -> torch.Tensor:
+    """float32 weight of ``shape`` from :func:`_nf4_parts`' output."""
+    codes = torch.stack([packed & 15, packed >> 4], dim=2).reshape(len(packed), -1).long()
+    n = 1
+    for size in shape[1:]:
+        n *= size
+    values = levels[codes[:, :n]]
+    groups = _nf4_groups(values, group_size) * scale.float().unsqueeze(2)
+    return groups.reshape(len(values), -1)[:, :n].reshape(shape)
+
+
+def _quantize(module: nn.Module, round_weight) -> nn.Module:
     with torch.no_grad():
         for value in module.state_dict().values():
             if value.is_floating_point() and value.dim() >= 2:
-                value.copy_(_dequantize(*_int8_parts(value)).to(value.dtype))
+                value.copy_(round_weight(value).to(value.dtype))
             elif value.is_floating_point():
                 value.copy_(value.half().to(value.dtype))
     return module
+
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """Round ``module``'s weights in place to what an int8 checkpoint stores (see the module doc)."""
+    return _quantize(module, lambda w: _dequantize(*_int8_parts(w)))
+
+
+def quantize_nf4(module: nn.Module) -> nn.Module:
+    """Round ``module``'s weights in place to what an nf4 checkpoint stores (see the module doc)."""
+    return _quantize(module, lambda w: _nf4_dequantize(*_nf4_parts(w), tuple(w.shape)))
 
 
 def _library_version() -> str:
@@ -96,23 +162,24 @@ def tensor_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapping[str, Any] | None = None,
-                    dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``asr_model`` (weights in ``dtype``: float32, float16 or int8) and its config to ``path``.
+                    dtype: torch.dtype | str = torch.float32) -> Path:
+    """Write ``asr_model`` (weights in ``dtype``: torch.float32, float16, int8 or ``NF4``) and its config.
 
     ``metadata`` (JSON-able: training info, metrics, ...) comes back from
     :func:`load_checkpoint`. Returns the path.
     """
     from safetensors.torch import save
 
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.int8, got {dtype}")
+    if not isinstance(dtype, (torch.dtype, str)) or dtype not in _DTYPES:
+        raise ValueError(f"dtype must be torch.float32, torch.float16, torch.int8 or {NF4!r}, got {dtype!r}")
+    quantized = {torch.int8: _int8_parts, NF4: _nf4_parts}.get(dtype)
     tensors: dict[str, torch.Tensor] = {}
     for name, value in asr_model.module.state_dict().items():
         t = value.detach().cpu()
-        if t.is_floating_point() and dtype == torch.int8 and t.dim() >= 2:
-            t, tensors[name + SCALE_SUFFIX] = _int8_parts(t)
+        if t.is_floating_point() and quantized is not None and t.dim() >= 2:
+            t, tensors[name + SCALE_SUFFIX] = quantized(t)
         elif t.is_floating_point():
-            t = t.to(torch.float16 if dtype == torch.int8 else dtype)
+            t = t.to(torch.float16 if quantized is not None else dtype)
         tensors[name] = t.contiguous().clone()
     config = {
         "format": FORMAT_NAME,
@@ -126,6 +193,7 @@ def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapp
         "n_features": asr_model.n_features,
         "n_classes": asr_model.n_classes,
         "dtype": _DTYPES[dtype],
+        **({"nf4": {"levels": NF4_LEVELS.tolist(), "group_size": NF4_GROUP_SIZE}} if dtype == NF4 else {}),
         "tensor_sha256": tensor_sha256(tensors),
         "library_version": _library_version(),
         "metadata": dict(metadata) if metadata is not None else {},
@@ -207,6 +275,31 @@ def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRM
                               f"the file was edited or written by another tool: re-save the model") from exc
 
 
+def _dequantize_stored(path: Path, config: dict[str, Any], name: str, q: torch.Tensor | None,
+                       scale: torch.Tensor, like: torch.Tensor | None) -> torch.Tensor:
+    """The float32 weight ``name`` from its int8 or nf4 codes and ``name@scale``; CheckpointError if they do not fit."""
+    def inconsistent(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {name}{SCALE_SUFFIX} does not belong to {what}: the file is "
+                               "inconsistent, re-save the model")
+
+    if config.get("dtype") == "nf4":
+        try:
+            levels = torch.tensor(config["nf4"]["levels"], dtype=torch.float32)
+            group_size = int(config["nf4"]["group_size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: the nf4 levels or group size are missing from the config "
+                                  f"({exc}): re-save the model") from exc
+        if like is None or q is None or q.dtype != torch.uint8 or levels.shape != (16,) or group_size < 1:
+            raise inconsistent(f"nf4 codes {name!r} of a weight of this model")
+        n = like[0].numel()
+        if q.shape != (len(like), (n + 1) // 2) or scale.shape != (len(like), -(-n // group_size)):
+            raise inconsistent(f"nf4 codes {name!r} for a weight of shape {tuple(like.shape)}")
+        return _nf4_dequantize(q, scale, tuple(like.shape), levels, group_size)
+    if q is None or q.dtype != torch.int8 or scale.shape != (len(q),):
+        raise inconsistent(f"an int8 tensor {name!r} with one scale per output channel")
+    return _dequantize(q, scale)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     module: nn.Module | None = None) -> tuple[ASRModel, dict[str, Any]]:
     """(ASRModel in eval mode on ``map_location``, the metadata dict given to save_checkpoint).
@@ -220,15 +313,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: the weights do not match their sha256 (the file was altered "
                               f"or corrupted): save or copy it again")
     model = _build(path, config, module)
+    expected = model.module.state_dict()
     scales = {k[: -len(SCALE_SUFFIX)]: tensors.pop(k) for k in list(tensors) if k.endswith(SCALE_SUFFIX)}
     for name, scale in scales.items():
-        q = tensors.get(name)
-        if q is None or q.dtype != torch.int8 or scale.shape != (len(q),):
-            raise CheckpointError(f"{path}: {name}{SCALE_SUFFIX} does not belong to an int8 tensor {name!r} "
-                                  "with one scale per output channel: the file is inconsistent, re-save the model")
-        tensors[name] = _dequantize(q, scale)
+        tensors[name] = _dequantize_stored(path, config, name, tensors.get(name), scale, expected.get(name))
 
-    expected = model.module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
