@@ -9,8 +9,9 @@ reach an accumulator (they are masked out, see :class:`ActivationBatch`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -72,6 +73,18 @@ class ActivationBatch:
     out_lengths: torch.Tensor
     activations: dict[str, torch.Tensor]
     lengths: dict[str, torch.Tensor]
+    _padded: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def padded_frames(self, name: str) -> np.ndarray:
+        """Every frame of the padded batch, frames-major: (B * T_layer, channels) float32 NumPy,
+        C-contiguous (frame b*T + t is utterance b, frame t; padding included). Computed once
+        per layer and shared by everything that aggregates this batch (e.g. letter and
+        phoneme NAPs in one pass); treat it as read-only."""
+        if name not in self._padded:
+            acts = self.activations[name].detach().to("cpu", torch.float32).numpy()
+            B, C, T = acts.shape
+            self._padded[name] = np.ascontiguousarray(acts.transpose(0, 2, 1)).reshape(B * T, C)
+        return self._padded[name]
 
     def mask(self, name: str) -> torch.Tensor:
         """(B, T_layer) bool: True on valid (non-padded) frames of layer ``name``."""

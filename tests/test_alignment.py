@@ -78,6 +78,26 @@ def test_transfer_and_time_axes_agree_with_the_frame_map():
     assert np.all(np.diff(on_input) >= 0)
 
 
+def test_transfer_labels_follow_the_frame_map_rule_between_every_pair_of_axes():
+    fm = build_model("tiny").frame_map
+    axes = ["input", *fm.names]
+    for n_in in (1, 37, 301):
+        for source in axes:
+            n_source = int(fm.output_length(source, n_in))
+            labels = np.arange(n_source) * 10 + 3
+            for target in axes:
+                n_target = int(fm.output_length(target, n_in))
+                got = transfer_labels(labels, fm, source, target, n_in) if n_source else None
+                if not n_source or not n_target:
+                    continue
+                centers = fm.center(target, np.arange(n_target)) if target != "input" else np.arange(n_target)
+                if source == "input":
+                    want = np.clip(np.floor(np.asarray(centers, float) + 0.5).astype(int), 0, n_source - 1)
+                else:
+                    want = np.atleast_1d(fm.layer_frame_of_input(source, centers, T_in=n_in))
+                assert got.tolist() == labels[want].tolist(), (n_in, source, target)
+
+
 def test_shift_labels():
     x = np.array([1, 2, 3, 4])
     assert shift_labels(x, 1).tolist() == [-1, 1, 2, 3]

@@ -192,6 +192,11 @@ def test_output_length_types_and_round_trip() -> None:
     tensor = fmap.output_length("d", torch.arange(0, 30))
     array = fmap.output_length("d", np.arange(0, 30))
     assert tensor.tolist() == ints == array.tolist()
+    # batch-sized CPU tensors use the memoized ints; long ones the vectorized formula: same lengths, same dtype
+    small = fmap.output_length("c", torch.arange(0, 30, dtype=torch.int32))
+    assert small.dtype == torch.int32 and small.tolist() == fmap.output_length("c", np.arange(0, 30)).tolist()
+    big = fmap.output_length("c", torch.arange(0, 1500))
+    assert big.tolist() == fmap.output_length("c", np.arange(0, 1500)).tolist()
     assert ints[0] == 0  # nothing in, nothing out, despite the padding
     assert ints[29] > 0
     again = FrameMap.from_dict(fmap.to_dict())

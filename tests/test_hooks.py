@@ -84,5 +84,11 @@ def test_stream_activations_visits_each_utterance_once_with_masks(tiny, tmp_path
         assert mask.shape == batch.activations["conv9"].shape[::2]
         assert torch.all(batch.activations["conv9"][~mask[:, None, :].expand_as(batch.activations["conv9"])] == 0)
         assert batch.frames("conv9").shape[0] == int(batch.lengths["conv9"].sum())
+        # padded frames-major copy: frame b*T + t is utterance b, frame t; made once per layer
+        padded = batch.padded_frames("conv9")
+        B, C, T = batch.activations["conv9"].shape
+        assert padded.shape == (B * T, C) and padded.dtype == np.float32 and padded.flags.c_contiguous
+        np.testing.assert_array_equal(padded.reshape(B, T, C).transpose(0, 2, 1), batch.activations["conv9"].numpy())
+        assert batch.padded_frames("conv9") is padded
         seen += [u.id for u in batch.utterances]
     assert sorted(seen) == [u.id for u in utts]
