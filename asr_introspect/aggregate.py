@@ -254,9 +254,9 @@ def _group_stats_parallel(values, labels, weights, sums, sums_sq, counts, weight
 
 # Scratch for the per-thread parts, kept between calls (per Python thread and
 # shape, at most _SCRATCH_SHAPES shapes): a fresh (n_chunks, G, N) float64 array
-# is mapped page by page on first write, and on this machine that cost about
-# 2 ms per call, as much as the kernel itself takes for 20,000 frames x 256
-# neurons (GroupStats.update in benchmarks/bench_aggregate.py).
+# is mapped page by page on first write, which on this VM cost about as much as
+# the kernel itself for updates of a few thousand frames (the streamed
+# GroupStats.update rows of benchmarks/bench_aggregate_old_vs_new.py).
 _scratch = threading.local()
 _SCRATCH_SHAPES = 32
 
