@@ -27,6 +27,15 @@ def test_eval_prints_one_json_object_last(tiny_ckpt, tiny_corpus, capsys):
     assert 0.0 <= summary["cer"] and 0.0 <= summary["wer"]
 
 
+def test_eval_speakers_selects_utterances(tiny_ckpt, tiny_corpus, capsys):
+    speaker = tiny_corpus.expected[0].speaker
+    assert main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--json", "--quiet",
+                 "--speakers", speaker]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["speakers"] == speaker
+    assert summary["utterances"] == sum(u.speaker == speaker for u in tiny_corpus.expected) < len(tiny_corpus.expected)
+
+
 def test_transcribe_json(tiny_ckpt, tiny_corpus, capsys):
     audio = str(tiny_corpus.expected[0].audio_path)
     assert main(["transcribe", "--model", str(tiny_ckpt), audio, "--json"]) == 0
@@ -39,6 +48,7 @@ def test_transcribe_json(tiny_ckpt, tiny_corpus, capsys):
     (["eval", "--data", "/nonexistent/corpus"], "/nonexistent/corpus"),
     (["align", "--data", "{corpus}", "--out", "{tmp}/a", "--layers", "conv99"], "conv99"),
     (["eval", "--model", "{tmp}/missing.safetensors", "--data", "{corpus}"], "missing.safetensors"),
+    (["eval", "--data", "{corpus}", "--speakers", "nobody*"], "no speaker matches 'nobody*'"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, fragment, tiny_ckpt, tiny_corpus, tmp_path):
     argv = [a.format(ckpt=tiny_ckpt, corpus=tiny_corpus.root, tmp=tmp_path) for a in argv]

@@ -27,6 +27,7 @@ from asr_introspect.corpus import (
     scan_librispeech,
     split_by_speaker,
     split_by_text,
+    filter_speakers,
     write_textgrid,
 )
 from asr_introspect.corpus.text_sources import fortune_sentences, is_plain_sentence, split_sentences
@@ -303,6 +304,23 @@ def test_split_by_text_keeps_each_text_on_one_side(tiny_corpus):
     # "hello world" has two utterances by different speakers: they move together
     sides = [split_by_text(utts, 0.4, seed) for seed in range(40)]
     assert any(sum(u.text == "hello world" for u in test) == 2 for _, test in sides)
+
+
+def test_filter_speakers_by_glob(tiny_corpus):
+    utts = tiny_corpus.expected
+    speakers = sorted({u.speaker for u in utts})
+    assert len(speakers) >= 2
+    first = speakers[0]
+    kept = filter_speakers(utts, first)
+    assert kept == [u for u in utts if u.speaker == first]  # order kept
+    both = filter_speakers(utts, f"{speakers[0]}, {speakers[1]}")
+    assert {u.speaker for u in both} == set(speakers[:2])
+    assert filter_speakers(utts, ["*"]) == list(utts)
+    assert {u.speaker for u in filter_speakers(utts, first[:1] + "*")} == {s for s in speakers if s[0] == first[0]}
+    with pytest.raises(CorpusError, match=r"my/corpus: no speaker matches 'nobody\*'.*check the pattern"):
+        filter_speakers(utts, "nobody*", source="my/corpus")
+    with pytest.raises(ValueError, match="at least one"):
+        filter_speakers(utts, " , ")
 
 
 # ---------------------------------------------------------------- batching

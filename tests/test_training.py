@@ -151,6 +151,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_train_cli_speakers_selects_training_and_validation_utterances(tone_corpus, tmp_path):
+    import dataclasses
+
+    from asr_introspect.cli import main
+    from asr_introspect.corpus import save_manifest
+
+    train_utts, valid_utts = tone_corpus
+
+    def relabel(utts):
+        return [dataclasses.replace(u, speaker=f"voice_{i % 3}") for i, u in enumerate(utts)]
+
+    save_manifest(relabel(train_utts), tmp_path / "train.jsonl")
+    save_manifest(relabel(valid_utts), tmp_path / "valid.jsonl")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "train.jsonl"), "--valid", str(tmp_path / "valid.jsonl"),
+                 "--speakers", "voice_0,voice_2", "--preset", "tiny", "--steps", "1", "--max-steps", "1",
+                 "--batch-size", "4", "--eval-every", "1000", "--checkpoint-every", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["speakers"] == "voice_0,voice_2"
+    assert data["train_utterances"] == sum(i % 3 != 1 for i in range(len(train_utts)))
+    assert data["valid_utterances"] == sum(i % 3 != 1 for i in range(len(valid_utts)))
+
+
 @pytest.mark.slow
 def test_two_torchrun_processes_match_one(tone_corpus, tmp_path):
     """Same global batch on 2 gloo processes gives the same weights as 1 process."""

@@ -13,6 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(parser, model=True, data=True)
     parser.add_argument("--out", default=None, help="optional JSON file with per-utterance transcripts")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--speakers", default=None, metavar="PATTERNS",
+                        help="only these speakers: comma-separated globs, e.g. 'flite_slt*,flite_awb*'")
     parser.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     set_runner(parser, run)
 
@@ -22,11 +24,16 @@ def run(args: argparse.Namespace) -> dict:
     from asr_introspect.training import evaluate
 
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
+    if args.speakers:
+        from asr_introspect.corpus import filter_speakers
+
+        utterances = filter_speakers(utterances, args.speakers, source=str(data_path))
     if args.limit is not None:
         utterances = utterances[: args.limit]
     result = evaluate(model, utterances, batch_size=args.batch_size, progress=progress_enabled(args))
     summary = {"cer": round(result["cer"], 4), "wer": round(result["wer"], 4),
-               "utterances": result["utterances"], "model": str(model_path), "data": str(data_path)}
+               "utterances": result["utterances"], "model": str(model_path), "data": str(data_path),
+               **({"speakers": args.speakers} if args.speakers else {})}
     if args.out:
         save_json(args.out, {**summary, "examples": result["examples"]})
         summary["transcripts"] = str(args.out)

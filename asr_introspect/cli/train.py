@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="training corpus (LibriSpeech layout or manifest)")
     parser.add_argument("--valid", type=Path, default=None,
                         help="validation corpus; default: 5%% of the training texts held out")
+    parser.add_argument("--speakers", default=None, metavar="PATTERNS",
+                        help="train and validate only on these speakers: comma-separated globs, e.g. 'flite_*'")
     parser.add_argument("--preset", default="small", help="small | speechless | tiny")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",
@@ -35,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from asr_introspect.corpus import load_corpus, split_by_text
+    from asr_introspect.corpus import filter_speakers, load_corpus, split_by_text
     from asr_introspect.training import TrainConfig, train
 
     config = TrainConfig(preset=args.preset)
@@ -51,13 +53,18 @@ def run(args: argparse.Namespace) -> dict:
         config.speed_factors, config.noise_probability = (1.0,), 0.0
         config.freq_masks, config.time_masks_per_second = 0, 0.0
     utterances = load_corpus(args.data, progress=progress_enabled(args))
+    if args.speakers:
+        utterances = filter_speakers(utterances, args.speakers, source=str(args.data))
     if args.valid is not None:
         valid = load_corpus(args.valid)
+        if args.speakers:
+            valid = filter_speakers(valid, args.speakers, source=str(args.valid))
         train_utts = utterances
     else:
         train_utts, valid = split_by_text(utterances, fraction=0.05, seed=config.seed)
     data_info = {"train": str(args.data), "valid": str(args.valid) if args.valid else "5% of texts",
-                 "train_utterances": len(train_utts), "valid_utterances": len(valid)}
+                 "train_utterances": len(train_utts), "valid_utterances": len(valid),
+                 **({"speakers": args.speakers} if args.speakers else {})}
     _, metrics = train(config, train_utts, args.out, valid_utterances=valid, resume=args.resume,
                        steps=args.steps, progress=progress_enabled(args), data_info=data_info,
                        extend_to=args.max_steps if args.resume else None, init_from=args.init)

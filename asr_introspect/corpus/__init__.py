@@ -4,7 +4,7 @@ splits, batching and speech synthesis (``synth``)."""
 from .batching import Batch, batch_plan, iterate_batches, utterance_durations
 from .librispeech import CorpusScan, Skipped, load_corpus, read_librispeech, scan_librispeech
 from .manifest import load_manifest, save_manifest
-from .splits import split_by_speaker, split_by_text
+from .splits import filter_speakers, split_by_speaker, split_by_text
 from .synth import SpeakerConfig, select_speakers, synthesize_corpus
 from .text_sources import fortune_sentences, read_text_sentences
 from .textgrid import parse_textgrid, read_textgrid, write_textgrid
@@ -19,6 +19,7 @@ __all__ = [
     "Utterance",
     "batch_plan",
     "iterate_batches",
+    "filter_speakers",
     "fortune_sentences",
     "load_corpus",
     "load_manifest",

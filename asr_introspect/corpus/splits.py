@@ -1,7 +1,9 @@
-"""Held-out splits that do not leak: by speaker and by text (deterministic for a seed)."""
+"""Held-out splits that do not leak: by speaker and by text (deterministic for a seed);
+selecting speakers by name pattern."""
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Collection, Sequence
 
 import numpy as np
@@ -10,7 +12,7 @@ from asr_introspect.errors import CorpusError
 
 from .utterance import Utterance
 
-__all__ = ["split_by_speaker", "split_by_text"]
+__all__ = ["filter_speakers", "split_by_speaker", "split_by_text"]
 
 
 def _count(fraction: float, n: int, what: str) -> int:
@@ -66,3 +68,24 @@ def split_by_text(utterances: Sequence[Utterance], fraction: float = 0.1,
     train = [u for u in utterances if u.text not in held]
     test = [u for u in utterances if u.text in held]
     return train, test
+
+
+def filter_speakers(utterances: Sequence[Utterance], patterns: str | Sequence[str],
+                    source: str = "corpus") -> list[Utterance]:
+    """The utterances whose speaker matches any of ``patterns`` (shell globs, e.g.
+    ``"flite_*"``; a string may list several, comma-separated). Order is preserved.
+
+    Raises CorpusError naming ``source`` when nothing matches.
+    """
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",")]
+    patterns = [p for p in patterns if p]
+    if not patterns:
+        raise ValueError("give at least one speaker pattern, e.g. 'flite_*'")
+    kept = [u for u in utterances if any(fnmatchcase(u.speaker, p) for p in patterns)]
+    if not kept:
+        speakers = sorted({u.speaker for u in utterances})
+        shown = ", ".join(speakers[:8]) + (", ..." if len(speakers) > 8 else "")
+        raise CorpusError(f"{source}: no speaker matches {','.join(patterns)!r} "
+                          f"({len(speakers)} speakers: {shown or 'none'}); check the pattern")
+    return kept
