@@ -36,6 +36,25 @@ def test_eval_speakers_selects_utterances(tiny_ckpt, tiny_corpus, capsys):
     assert summary["utterances"] == sum(u.speaker == speaker for u in tiny_corpus.expected) < len(tiny_corpus.expected)
 
 
+def test_eval_out_has_per_speaker_rates(tiny_ckpt, tiny_corpus, tmp_path, capsys):
+    from asr_introspect.decoding import error_rates
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--quiet",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    speakers = {u.speaker for u in tiny_corpus.expected}
+    assert set(report["per_speaker"]) == speakers
+    assert sum(r["utterances"] for r in report["per_speaker"].values()) == report["utterances"]
+    cers = [r["cer"] for r in report["per_speaker"].values()]
+    assert cers == sorted(cers, reverse=True)  # worst first
+    speaker_of = {u.id: u.speaker for u in tiny_corpus.expected}
+    for spk, rates in report["per_speaker"].items():
+        mine = [e for e in report["examples"] if speaker_of[e["id"]] == spk]
+        cer, wer = error_rates([e["reference"] for e in mine], [e["hypothesis"] for e in mine])
+        assert rates == {"cer": round(cer, 4), "wer": round(wer, 4), "utterances": len(mine)}
+
+
 def test_transcribe_json(tiny_ckpt, tiny_corpus, capsys):
     audio = str(tiny_corpus.expected[0].audio_path)
     assert main(["transcribe", "--model", str(tiny_ckpt), audio, "--json"]) == 0

@@ -11,7 +11,8 @@ from asr_introspect.io import save_json
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="greedy CER/WER of a model on a corpus")
     add_common(parser, model=True, data=True)
-    parser.add_argument("--out", default=None, help="optional JSON file with per-utterance transcripts")
+    parser.add_argument("--out", default=None,
+                        help="optional JSON file with per-speaker error rates and per-utterance transcripts")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--speakers", default=None, metavar="PATTERNS",
                         help="only these speakers: comma-separated globs, e.g. 'flite_slt*,flite_awb*'")
@@ -35,6 +36,22 @@ def run(args: argparse.Namespace) -> dict:
                "utterances": result["utterances"], "model": str(model_path), "data": str(data_path),
                **({"speakers": args.speakers} if args.speakers else {})}
     if args.out:
-        save_json(args.out, {**summary, "examples": result["examples"]})
+        save_json(args.out, {**summary, "per_speaker": per_speaker_rates(utterances, result["examples"]),
+                             "examples": result["examples"]})
         summary["transcripts"] = str(args.out)
     return summary
+
+
+def per_speaker_rates(utterances, examples: list[dict]) -> dict[str, dict]:
+    """{speaker: {"cer", "wer", "utterances"}} from evaluate()'s examples, worst CER first."""
+    from asr_introspect.decoding import error_rates
+
+    speaker_of = {u.id: u.speaker for u in utterances}
+    pairs: dict[str, tuple[list[str], list[str]]] = {}
+    for e in examples:
+        refs, hyps = pairs.setdefault(speaker_of[e["id"]], ([], []))
+        refs.append(e["reference"])
+        hyps.append(e["hypothesis"])
+    rates = {spk: (*error_rates(refs, hyps), len(refs)) for spk, (refs, hyps) in pairs.items()}
+    return {spk: {"cer": round(cer, 4), "wer": round(wer, 4), "utterances": n}
+            for spk, (cer, wer, n) in sorted(rates.items(), key=lambda kv: (-kv[1][0], kv[0]))}
