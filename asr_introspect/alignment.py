@@ -149,19 +149,15 @@ def transfer_labels(labels: np.ndarray, frame_map, source: str, target: str, n_i
 
     labels: (T_source,) -> (T_target,) for an input of ``n_input_frames`` frames.
     """
-    # the same rule as frame_map.layer_frame_of_input(source, frame_map.center(target, t)), in one
-    # expression: it runs for every utterance and layer of a NAP pass
     labels = np.asarray(labels)
     n_target = int(frame_map.output_length(target, n_input_frames))
-    g_t, g_s = frame_map.layer(target), frame_map.layer(source)
-    centers = g_t.offset + (g_t.receptive_field - 1) / 2.0 + g_t.stride * np.arange(n_target, dtype=np.float64)
-    x = (centers - g_s.offset - (g_s.receptive_field - 1) / 2.0) / g_s.stride
-    last = len(labels) - 1
-    if source != "input":
-        last = min(last, int(frame_map.output_length(source, n_input_frames)) - 1)
-    index = np.floor(x + 0.5).astype(np.int64)
-    np.clip(index, 0, max(last, 0), out=index)
-    return labels[index]
+    centers = frame_map.center(target, np.arange(n_target)) if target != "input" \
+        else np.arange(n_target, dtype=np.float64)
+    if source == "input":
+        index = np.floor(np.asarray(centers) + 0.5).astype(np.int64)
+    else:
+        index = np.asarray(frame_map.layer_frame_of_input(source, centers, T_in=n_input_frames))
+    return labels[np.clip(index, 0, len(labels) - 1)]
 
 
 def shift_labels(labels: np.ndarray, frames: int, fill: int = -1) -> np.ndarray:

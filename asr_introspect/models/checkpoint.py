@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -114,9 +115,7 @@ def _nf4_dequantize(packed: torch.Tensor, scale: torch.Tensor, shape: tuple[int,
                     levels: torch.Tensor = NF4_LEVELS, group_size: int = NF4_GROUP_SIZE) -> torch.Tensor:
     """float32 weight of ``shape`` from :func:`_nf4_parts`' output."""
     codes = torch.stack([packed & 15, packed >> 4], dim=2).reshape(len(packed), -1).long()
-    n = 1
-    for size in shape[1:]:
-        n *= size
+    n = math.prod(shape[1:])
     values = levels[codes[:, :n]]
     groups = _nf4_groups(values, group_size) * scale.float().unsqueeze(2)
     return groups.reshape(len(values), -1)[:, :n].reshape(shape)
