@@ -37,7 +37,7 @@ from asr_introspect.corpus import Utterance, batch_plan
 from asr_introspect.decoding import error_rates, greedy_decode
 from asr_introspect.errors import InputError
 from asr_introspect.features import FeatureConfig, compute_features
-from asr_introspect.io import atomic_path, save_json
+from asr_introspect.io import atomic_path, file_sha256, save_json
 from asr_introspect.models import ASRModel, build_model, load_checkpoint, save_checkpoint
 from asr_introspect.text import Alphabet
 
@@ -450,14 +450,6 @@ class Trainer:
         return metrics
 
 
-def _file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _copy_weights(source: ASRModel, model: ASRModel, path: str | os.PathLike, config: TrainConfig) -> None:
     """Load ``source``'s weights (any dtype) into the fresh ``model``; a clear error if they do not fit."""
     if source.alphabet.symbols != model.alphabet.symbols:
@@ -499,7 +491,7 @@ def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: s
         source, source_meta = load_checkpoint(init_from)
         feature_config = source.feature_config
         data_info = {**(data_info or {}), "init_from": str(init_from),
-                     "init_sha256": _file_sha256(init_from),
+                     "init_sha256": file_sha256(init_from),
                      "init_step": (source_meta.get("training") or {}).get("step")}
     if resume:
         if not config_path.is_file():

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Package a trained run as the shipped default model, with its model card.
 
-Evaluates the run's checkpoint on the held-out-text split, the held-out-speaker
-split and the shipped evaluation corpus, then writes an fp16 safetensors file
-whose metadata carries the model card, and ``MODEL_CARD.md`` beside it.
+Evaluates the run's checkpoint, rounded as it will ship, on the held-out-text
+split (and on each voice family in it), the held-out-speaker split and the
+shipped evaluation corpus, then writes the safetensors file whose metadata
+carries the model card (every training stage, followed back through
+``--init`` checkpoints), and ``MODEL_CARD.md`` beside it.
 
 Example (the command that made ``asr_introspect/data/default_model.safetensors``)::
 
@@ -17,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-from asr_introspect.corpus import load_corpus
-from asr_introspect.io import write_text_atomic
+from asr_introspect.corpus import filter_speakers, load_corpus
+from asr_introspect.io import file_sha256, write_text_atomic
 from asr_introspect.models import NF4, count_parameters, load_checkpoint, quantize_int8, quantize_nf4, save_checkpoint
 from asr_introspect.training import evaluate
 
@@ -34,13 +37,81 @@ _STORAGE = {"float16": "float16",
                    "(biases and BatchNorm in float16); the error rates below are those of these rounded weights"}
 
 
+def _augmentation(c: dict) -> str:
+    """A training config's augmentation in words."""
+    parts = []
+    if [f for f in c.get("speed_factors", [1.0]) if f != 1.0]:
+        parts.append("speed perturbation x" + "/".join(f"{f:g}" for f in c["speed_factors"]))
+    if c.get("noise_probability", 0) > 0:
+        lo, hi = c["noise_snr_db"]
+        parts.append(f"white noise (p={c['noise_probability']:g}, {lo:g}-{hi:g} dB SNR)")
+    if c.get("freq_masks", 0) > 0 or c.get("time_masks_per_second", 0) > 0:
+        parts.append(f"SpecAugment-style masking ({c['freq_masks']} frequency masks of at most "
+                     f"{c['freq_mask_width']} bands, {c['time_masks_per_second']:g} time masks per second "
+                     f"of at most {c['time_mask_width']} frames)")
+    return ", ".join(parts) if parts else "no augmentation"
+
+
 def _stage_line(t: dict) -> str:
-    """One training stage: steps, batch, schedule, data, wall time."""
+    """One training stage: steps, batch, schedule, data, augmentation, wall time."""
     c, d = t["config"], t["data"]
     hours = f" ({d['train_hours']:.1f} h)" if d.get("train_hours") else ""
+    speakers = f", speakers `{d['speakers']}`" if d.get("speakers") else ""
     return (f"{t['step']} steps of batch {c['batch_size']} on {d.get('train_utterances')} utterances{hours} "
-            f"(`{d.get('train')}`), AdamW peak lr {c['lr']}, warm-up {c['warmup_steps']} steps then cosine "
-            f"decay over {c['max_steps']} steps; {t['wall_seconds'] / 3600:.2f} h wall time on 2 CPU cores")
+            f"(`{d.get('train')}`{speakers}), AdamW peak lr {c['lr']}, warm-up {c['warmup_steps']} steps then "
+            f"cosine decay over {c['max_steps']} steps; {_augmentation(c)}; "
+            f"{t['wall_seconds'] / 3600:.2f} h wall time on 2 CPU cores")
+
+
+def train_hours(data: dict) -> float | None:
+    """Hours of speech a stage trained on (its ``train`` corpus, ``speakers`` applied).
+
+    None when the corpus is not here or no longer has the stage's number of
+    utterances (the path was reused for another corpus).
+    """
+    if not Path(data.get("train", "")).exists():
+        return None
+    utterances = load_corpus(data["train"])
+    if data.get("speakers"):
+        utterances = filter_speakers(utterances, data["speakers"], source=data["train"])
+    if len(utterances) != data.get("train_utterances"):
+        return None
+    return sum(u.duration for u in utterances) / 3600
+
+
+def earlier_stages(data: dict, max_stages: int = 32) -> list[dict]:
+    """The training records of the stages before a run (its ``data`` record), oldest first.
+
+    Follows ``init_from`` back through training checkpoints until one carries a
+    model card (a shipped model: its ``earlier_stages`` and ``training`` end the
+    chain). A missing file, or one whose sha256 is not the recorded
+    ``init_sha256``, ends the chain with a warning on stderr.
+    """
+    stages: list[dict] = []
+    while (path := data.get("init_from")) and len(stages) < max_stages:
+        if not Path(path).is_file():
+            print(f"warning: {path} (the weights this stage started from) is gone; "
+                  f"the card lists only the {len(stages) + 1} last stage(s)", file=sys.stderr)
+            break
+        if data.get("init_sha256") and file_sha256(path) != data["init_sha256"]:
+            print(f"warning: {path} is not the file this stage started from (sha256 differs); "
+                  f"the card lists only the {len(stages) + 1} last stage(s)", file=sys.stderr)
+            break
+        _, meta = load_checkpoint(path)
+        card = meta.get("model_card")
+        if card:
+            return [*card.get("earlier_stages", []), card["training"], *stages]
+        stages.insert(0, meta["training"])
+        data = meta["training"].get("data", {})
+    return stages
+
+
+def voice_families(utterances) -> dict[str, list]:
+    """Utterances grouped by the speaker name's first field (``flite``, ``espeak``, ...)."""
+    families = defaultdict(list)
+    for u in utterances:
+        families[u.speaker.split("_")[0]].append(u)
+    return dict(sorted(families.items()))
 
 
 def card_markdown(card: dict) -> str:
@@ -65,9 +136,8 @@ def card_markdown(card: dict) -> str:
 - Output: 29 classes (CTC blank, space, apostrophe, a-z), one frame every
   {card['output_frame_ms']:.0f} ms; receptive field {card['receptive_field']} input frames.
 - Training data: synthesized speech (flite voices kal, kal16, awb, rms, slt and espeak-ng voices
-  with speed/pitch variants; sentences from the Debian fortunes); augmentation: speed perturbation
-  {t['config']['speed_factors']}, white noise (p={t['config']['noise_probability']}),
-  SpecAugment-style masking.
+  with speed/pitch variants; sentences from the Debian fortunes); each stage below names the
+  speakers it used and its augmentation.
 {training}
 
 ## Greedy CTC error rates
@@ -117,19 +187,21 @@ def main(argv: list[str] | None = None) -> int:
         quantize_int8(model.module)
     else:
         model.module.half().float()
+    sets = {"held-out text": load_corpus(args.test_text)}
+    families = voice_families(sets["held-out text"])
+    if len(families) > 1:  # e.g. a model fine-tuned on flite voices only, and what it forgot
+        sets.update({f"held-out text, {name} voices": utts for name, utts in families.items()})
+    sets["held-out speaker"] = load_corpus(args.test_speaker)
+    sets["shipped evaluation corpus"] = load_corpus(args.eval_corpus)
     evaluation = {}
-    for name, path in (("held-out text", args.test_text), ("held-out speaker", args.test_speaker),
-                       ("shipped evaluation corpus", args.eval_corpus)):
-        result = evaluate(model, load_corpus(path), progress=True)
+    for name, utterances in sets.items():
+        result = evaluate(model, utterances, progress=True)
         evaluation[name] = {k: result[k] for k in ("cer", "wer", "utterances")}
     data = meta["training"]["data"]
-    if Path(data.get("train", "")).exists():
-        data["train_hours"] = sum(u.duration for u in load_corpus(data["train"])) / 3600
-    earlier = []
-    if data.get("init_from") and Path(data["init_from"]).is_file():
-        _, init_meta = load_checkpoint(data["init_from"])
-        init_card = init_meta.get("model_card", {})
-        earlier = [*init_card.get("earlier_stages", []), init_card.get("training") or init_meta["training"]]
+    earlier = earlier_stages(data)
+    for stage in [*earlier, meta["training"]]:
+        if not stage["data"].get("train_hours") and (hours := train_hours(stage["data"])):
+            stage["data"]["train_hours"] = hours
     fm = model.frame_map
     card = {
         "preset": model.model_config.get("config", {}).get("preset", "small"),

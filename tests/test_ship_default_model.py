@@ -1,0 +1,108 @@
+"""data_prep/ship_default_model.py: the card lists every training stage, evaluates what ships."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from asr_introspect.corpus import load_corpus
+from asr_introspect.io import file_sha256
+from asr_introspect.models import build_model, load_checkpoint, read_checkpoint_info, save_checkpoint
+from asr_introspect.training import TrainConfig, evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ship():
+    spec = importlib.util.spec_from_file_location("ship_default_model", REPO / "data_prep" / "ship_default_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage(step: int, data: dict, augment: bool = True) -> dict:
+    """A training record as ``Trainer.metadata()`` writes it."""
+    config = TrainConfig(preset="tiny", max_steps=step, batch_size=4)
+    if not augment:
+        config = replace(config, speed_factors=(1.0,), noise_probability=0.0, freq_masks=0, time_masks_per_second=0.0)
+    return {"config": config.to_dict(), "step": step, "wall_seconds": 36.0 * step, "processes": 1, "data": data}
+
+
+def save(path: Path, seed: int, metadata: dict) -> Path:
+    torch.manual_seed(seed)
+    save_checkpoint(path, build_model("tiny"), metadata=metadata)
+    return path
+
+
+def chain(tmp_path: Path, corpus_root: Path) -> tuple[Path, list[dict]]:
+    """shipped model A (with a card naming one earlier stage) -> training checkpoint B -> run C."""
+    train = {"train": str(corpus_root), "train_utterances": 7}
+    t0, ta = stage(10, dict(train)), stage(20, dict(train))
+    a = save(tmp_path / "a.safetensors", 0, {"training": ta, "model_card": {"training": ta, "earlier_stages": [t0]}})
+    tb = stage(30, {**train, "init_from": str(a), "init_sha256": file_sha256(a)})
+    b = save(tmp_path / "b.safetensors", 1, {"training": tb})
+    tc = stage(40, {"train": str(corpus_root), "train_utterances": 5, "speakers": "19,84",
+                    "init_from": str(b), "init_sha256": file_sha256(b)}, augment=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    save(run / "best.safetensors", 2, {"training": tc, "metrics": {}})
+    return run, [t0, ta, tb, tc]
+
+
+def test_card_lists_every_stage_and_states_the_error_rate_of_the_shipped_weights(ship, tiny_corpus, tmp_path, capsys):
+    run, (t0, ta, tb, tc) = chain(tmp_path, tiny_corpus.root)
+    out = tmp_path / "out"
+    out.mkdir()
+    root = str(tiny_corpus.root)
+    assert ship.main(["--run", str(run), "--test-text", root, "--test-speaker", root, "--eval-corpus", root,
+                      "--out", str(out), "--command", "asr-introspect train ..."]) == 0
+
+    assert read_checkpoint_info(out / "default_model.safetensors")["dtype"] == "nf4"
+    model, meta = load_checkpoint(out / "default_model.safetensors")
+    card = meta["model_card"]
+    assert [s["step"] for s in card["earlier_stages"]] == [10, 20, 30]
+    assert card["training"]["step"] == 40
+    # hours only where the corpus on disk still has the stage's utterances (speakers 19 and 84: 5)
+    assert card["training"]["data"]["train_hours"] == pytest.approx(
+        sum(u.duration for u in load_corpus(root) if u.speaker in ("19", "84")) / 3600)
+    assert all(s["data"].get("train_hours") for s in card["earlier_stages"])
+    # the stated rate is that of the weights as stored (nf4), on the evaluation corpus
+    assert meta["metrics"]["cer"] == pytest.approx(evaluate(model, load_corpus(root))["cer"], abs=1e-9)
+    # one row per voice family (the speaker name's first field) when the held-out text mixes several
+    assert set(card["evaluation"]) == {"held-out text", "held-out text, 103 voices", "held-out text, 19 voices",
+                                       "held-out text, 84 voices", "held-out speaker", "shipped evaluation corpus"}
+    assert card["evaluation"]["held-out text, 19 voices"]["utterances"] == 3
+
+    text = (out / "MODEL_CARD.md").read_text()
+    assert "  4. fine-tuning from stage 3 (`train --init`): 40 steps" in text
+    assert "speakers `19,84`" in text and "no augmentation" in text
+    assert "speed perturbation x0.9/1/1.1" in text and "white noise (p=0.5, 10-40 dB SNR)" in text
+    assert "Total wall time 1.00 h." in text
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["path"] == str(out / "default_model.safetensors")
+
+
+def test_history_stops_at_a_replaced_or_missing_checkpoint(ship, tiny_corpus, tmp_path, capsys):
+    run, (_t0, _ta, tb, tc) = chain(tmp_path, tiny_corpus.root)
+    assert [s["step"] for s in ship.earlier_stages(tc["data"])] == [10, 20, 30]
+
+    save(tmp_path / "b.safetensors", 5, {"training": tb})  # B overwritten by other weights
+    assert ship.earlier_stages(tc["data"]) == []
+    assert "b.safetensors is not the file this stage started from" in capsys.readouterr().err
+
+    (tmp_path / "a.safetensors").unlink()
+    assert [s["step"] for s in ship.earlier_stages(tb["data"])] == []
+    assert "a.safetensors (the weights this stage started from) is gone" in capsys.readouterr().err
+
+
+def test_train_hours_only_for_the_corpus_the_stage_used(ship, tiny_corpus):
+    root = str(tiny_corpus.root)
+    assert ship.train_hours({"train": root, "train_utterances": 7}) == pytest.approx(
+        sum(u.duration for u in load_corpus(root)) / 3600)
+    assert ship.train_hours({"train": root, "train_utterances": 3960}) is None  # path reused for another corpus
+    assert ship.train_hours({"train": root + "/missing", "train_utterances": 7}) is None
