@@ -34,7 +34,8 @@ _STORAGE = {"float16": "float16",
             "int8": "int8 with one float32 scale per output channel (biases and BatchNorm in float16); "
                     "the error rates below are those of these rounded weights",
             "nf4": "4-bit NormalFloat codes with one float16 scale per 64 weights of an output channel "
-                   "(biases and BatchNorm in float16); the error rates below are those of these rounded weights"}
+                   "(the output layer in int8 with one float32 scale per class; biases and BatchNorm in "
+                   "float16); the error rates below are those of these rounded weights"}
 
 
 def _augmentation(c: dict) -> str:
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_checkpoint(args.run / f"{args.checkpoint}.safetensors")
     dtype = {"nf4": NF4, "int8": torch.int8, "float16": torch.float16}[args.dtype]
     if dtype == NF4:  # evaluate exactly the weights that ship
-        quantize_nf4(model.module)
+        quantize_nf4(model)
     elif dtype == torch.int8:
         quantize_int8(model.module)
     else:

@@ -158,20 +158,31 @@ def test_round_trip_nf4(saved, tmp_path: Path) -> None:
     loaded, metadata = load_checkpoint(path4)
     info = read_checkpoint_info(path4)
     assert metadata == METADATA and info["dtype"] == "nf4" and info["nf4"]["group_size"] == 64
+    # the output layer's weight is kept in int8, every other weight is nf4 codes
+    output = f"blocks.{model.output_layer}.conv.weight"
+    assert info["nf4"]["int8"] == [output]
+    stored = load_file(str(path4))
+    assert stored[output].dtype == torch.int8 and stored[output + "@scale"].shape == (model.n_classes,)
+    assert {stored[k].dtype for k in stored if k.endswith(".conv.weight") and k != output} == {torch.uint8}
     # the file loads to exactly what quantize_nf4 computes, so a model can be evaluated as shipped
-    expected = quantize_nf4(copy.deepcopy(model.module)).state_dict()
+    expected = quantize_nf4(copy.deepcopy(model)).state_dict()
+    int8_expected = quantize_int8(copy.deepcopy(model)).state_dict()
     for key, value in loaded.module.state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
-        if value.dim() >= 2:  # at most half the widest level gap (-1 to -0.696) times the largest |w|
+        if key == output:
+            torch.testing.assert_close(value, int8_expected[key], rtol=0, atol=0)
+        elif value.dim() >= 2:  # at most half the widest level gap (-1 to -0.696) times the largest |w|
             w = model.module.state_dict()[key]
             bound = 0.152 * w.abs().reshape(len(w), -1).amax(dim=1) * 1.001 + 1e-7
             assert ((value - w).abs().reshape(len(w), -1).amax(dim=1) <= bound).all(), key
+    with pytest.raises(TypeError, match="needs the ASRModel"):
+        quantize_nf4(model.module)
     # (the accuracy cost is measured on the trained model: data_prep/ship_default_model.py --dtype nf4)
     with pytest.raises(ValueError, match="dtype must be"):
         save_checkpoint(tmp_path / "x.safetensors", model, dtype="int4")
     # codes that do not fit the model's weight, or a missing level table: rejected with the file's name
     tensors = load_file(str(path4))
-    name = next(k for k in tensors if k.endswith("@scale"))
+    name = next(k for k in tensors if k.endswith("@scale") and k != output + "@scale")
     tensors[name] = tensors[name][:, :-1].contiguous()
     with safe_open(str(path4), framework="pt") as f:
         header = json.loads(f.metadata()[HEADER_KEY])
@@ -183,6 +194,15 @@ def test_round_trip_nf4(saved, tmp_path: Path) -> None:
     no_levels = rewrite_header(path4, tmp_path / "no_levels.safetensors", lambda c: c.pop("nf4"))
     with pytest.raises(CheckpointError, match=r"no_levels.safetensors: the nf4 levels"):
         load_checkpoint(no_levels)
+    # a header that no longer lists the int8 output layer: its int8 tensor is not nf4 codes
+    unlisted = rewrite_header(path4, tmp_path / "unlisted.safetensors", lambda c: c["nf4"].update(int8=[]))
+    with pytest.raises(CheckpointError, match=rf"unlisted.safetensors: {output}@scale does not belong to nf4"):
+        load_checkpoint(unlisted)
+    # one that lists an nf4 weight as int8
+    listed = rewrite_header(path4, tmp_path / "listed.safetensors",
+                            lambda c: c["nf4"].update(int8=[output, "blocks.conv1.conv.weight"]))
+    with pytest.raises(CheckpointError, match=r"listed.safetensors: blocks.conv1.conv.weight@scale .* an int8"):
+        load_checkpoint(listed)
 
 
 def test_round_trip_custom_module(tmp_path: Path) -> None:
