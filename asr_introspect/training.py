@@ -6,6 +6,11 @@ so resuming from a checkpoint (weights, optimizer, schedule, step and the torch
 RNG used by dropout) reproduces an uninterrupted run exactly, and a run under
 ``torchrun`` sees the same global batches as a single process.
 
+``TrainConfig.quantize_aware = "nf4"`` (or ``"int8"``) trains for a quantized
+checkpoint: each step's forward and backward pass use the weights as such a
+checkpoint stores them, the optimizer updates float weights, and validation
+measures the rounded model (see ``Trainer.rounded_weights``).
+
 Run directory layout (``RUN/``)::
 
     config.json            the TrainConfig and the data it was started with
@@ -17,6 +22,7 @@ Run directory layout (``RUN/``)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -64,6 +70,8 @@ class TrainConfig:
     freq_mask_width: int = 8
     time_masks_per_second: float = 1.0
     time_mask_width: int = 20
+    # quantization-aware training: None, "nf4" or "int8" (see Trainer.rounded_weights)
+    quantize_aware: str | None = None
     # bookkeeping
     eval_every: int = 500
     checkpoint_every: int = 250
@@ -84,6 +92,10 @@ class TrainConfig:
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.quantize_aware not in (None, "nf4", "int8"):
+            raise InputError(f"quantize_aware must be None, 'nf4' or 'int8', got {self.quantize_aware!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -386,14 +398,15 @@ class Trainer:
         features, frame_lengths, targets, target_lengths = self.train_data.batch(
             local, self.model.feature_config, config, epoch, augment=True)
         # exact padding: each utterance is trained as if alone, whatever its batch
-        with self.model.exact_padding(frame_lengths):
-            logits = self.network(features)
-        out_lengths = self.model.output_lengths(frame_lengths)
-        losses = ctc_loss(logits, out_lengths, targets, target_lengths, blank=self.model.alphabet.blank)
-        # DDP averages gradients over processes: scale so the result is the global batch mean.
-        loss = losses.sum() * self.world / len(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with self.rounded_weights():  # gradients at the rounded weights update the float ones
+            with self.model.exact_padding(frame_lengths):
+                logits = self.network(features)
+            out_lengths = self.model.output_lengths(frame_lengths)
+            losses = ctc_loss(logits, out_lengths, targets, target_lengths, blank=self.model.alphabet.blank)
+            # DDP averages gradients over processes: scale so the result is the global batch mean.
+            loss = losses.sum() * self.world / len(batch)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.module.parameters(), config.grad_clip)
         self.optimizer.step()
         total = losses.detach().sum()
@@ -436,8 +449,37 @@ class Trainer:
         bar.close()
         return metrics
 
+    @contextlib.contextmanager
+    def rounded_weights(self) -> Iterator[None]:
+        """With ``config.quantize_aware``: the weights rounded as that checkpoint dtype stores them.
+
+        The float weights come back on exit. Training steps compute their
+        gradients inside (the straight-through estimator: the optimizer moves the
+        float weights by the gradient at their rounding), and validation
+        measures the rounded model, so ``best.safetensors`` is chosen for how
+        it will ship. Without ``quantize_aware`` this does nothing.
+        """
+        if self.config.quantize_aware is None:
+            yield
+            return
+        from asr_introspect.models import NF4, rounded_weights
+
+        state = self.model.module.state_dict()
+        rounded = rounded_weights(self.model, {"nf4": NF4, "int8": torch.int8}[self.config.quantize_aware])
+        floats = {name: state[name].clone() for name in rounded}
+        with torch.no_grad():
+            for name, value in rounded.items():
+                state[name].copy_(value)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, value in floats.items():
+                    state[name].copy_(value)
+
     def evaluate(self, loss: float | None = None) -> dict:
-        result = evaluate(self.model, self.valid, batch_size=self.config.eval_batch_size)
+        with self.rounded_weights():
+            result = evaluate(self.model, self.valid, batch_size=self.config.eval_batch_size)
         metrics = {"step": self.step, "loss": loss, "cer": result["cer"], "wer": result["wer"],
                    "utterances": result["utterances"], "wall_seconds": round(self.wall_seconds, 1)}
         self.history.append(metrics)

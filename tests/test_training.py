@@ -145,6 +145,48 @@ def test_init_starts_from_a_checkpoint_and_rejects_other_architectures(tone_corp
         train(small_config(), train_utts, tmp_path / "first", resume=True, init_from=source)
 
 
+def test_quantize_aware_steps_take_the_gradient_at_the_rounded_weights(tone_corpus, tmp_path):
+    from asr_introspect.errors import InputError
+    from asr_introspect.models import NF4, rounded_weights
+
+    train_utts, valid_utts = tone_corpus
+    alphabet = Alphabet.default()
+    config = small_config(quantize_aware="nf4", lr=1e-2, warmup_steps=0, max_steps=10)
+    model = new_model("tiny", alphabet, seed=5)
+    corpus = EncodedCorpus.load(train_utts, alphabet, model.feature_config)
+    qat = Trainer(model, config, tmp_path / "qat", corpus, valid_utts[:6])
+    # the reference: an ordinary trainer whose weights are the rounded ones
+    ref_model = new_model("tiny", alphabet, seed=5)
+    rounded = rounded_weights(ref_model, NF4)
+    ref_model.module.load_state_dict({**ref_model.module.state_dict(), **rounded})
+    ref = Trainer(ref_model, small_config(lr=1e-2, warmup_steps=0, max_steps=10), tmp_path / "ref", corpus)
+    floats = {k: v.clone() for k, v in model.module.state_dict().items()}
+    batch = qat.epoch_batches(0)[0]
+    loss = qat.train_step(0, batch)
+    assert loss == pytest.approx(ref.train_step(0, batch), rel=1e-6)
+    # same gradient, so the same AdamW step; only the decoupled weight decay sees different weights
+    decay = 1 - config.lr * config.weight_decay
+    after, ref_after = model.module.state_dict(), ref_model.module.state_dict()
+    for name, value in after.items():
+        start = floats[name]
+        if name in rounded:
+            assert not torch.equal(start, rounded[name]), name  # the float weights are off the nf4 grid
+            torch.testing.assert_close(value - decay * start, ref_after[name] - decay * rounded[name],
+                                       rtol=0, atol=1e-6, msg=name)
+        elif value.is_floating_point():
+            torch.testing.assert_close(value, ref_after[name], rtol=0, atol=1e-6, msg=name)
+    # validation measures the rounded model, and best.safetensors keeps the float weights
+    metrics = qat.evaluate()
+    shipped = new_model("tiny", alphabet, seed=0)
+    shipped.module.load_state_dict({**model.module.state_dict(), **rounded_weights(model, NF4)})
+    assert metrics["cer"] == evaluate(shipped, valid_utts[:6])["cer"]
+    best, _ = load_checkpoint(tmp_path / "qat" / "best.safetensors")
+    for name, value in model.module.state_dict().items():
+        torch.testing.assert_close(best.module.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    with pytest.raises(InputError, match="quantize_aware must be"):
+        small_config(quantize_aware="int4")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

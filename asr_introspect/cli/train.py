@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-batch-norm", action="store_true",
                         help="drop the preset's BatchNorm (needed for exact multi-process equivalence)")
     parser.add_argument("--no-augment", action="store_true", help="no speed, noise or masking")
+    parser.add_argument("--quantize-aware", choices=("nf4", "int8"), default=None,
+                        help="train and validate with the weights rounded as a checkpoint of this dtype "
+                             "stores them (fine-tune a model before shipping it quantized)")
     parser.add_argument("--seed", type=int, default=None)
     set_runner(parser, run)
 
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> dict:
     config = TrainConfig(preset=args.preset)
     overrides = {"max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
                  "warmup_steps": args.warmup_steps, "eval_every": args.eval_every,
-                 "checkpoint_every": args.checkpoint_every, "seed": args.seed}
+                 "checkpoint_every": args.checkpoint_every, "seed": args.seed,
+                 "quantize_aware": args.quantize_aware}
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)

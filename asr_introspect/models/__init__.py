@@ -19,7 +19,9 @@ from asr_introspect.models.checkpoint import (
     quantize_int8,
     quantize_nf4,
     NF4,
+    output_weight_names,
     read_checkpoint_info,
+    rounded_weights,
     save_checkpoint,
 )
 from asr_introspect.models.frame_map import ConvSpec, FrameMap, LayerGeometry
@@ -48,6 +50,8 @@ __all__ = [
     "PRESETS",
     "quantize_int8",
     "quantize_nf4",
+    "output_weight_names",
+    "rounded_weights",
     "NF4",
     "read_checkpoint_info",
     "save_checkpoint",

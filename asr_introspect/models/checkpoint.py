@@ -58,7 +58,7 @@ from asr_introspect.models.asr_model import ASRModel
 from asr_introspect.models.frame_map import FrameMap
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_info", "quantize_int8", "quantize_nf4",
-           "output_weight_names", "NF4", "FORMAT_NAME", "FORMAT_VERSION", "HEADER_KEY"]
+           "output_weight_names", "rounded_weights", "NF4", "FORMAT_NAME", "FORMAT_VERSION", "HEADER_KEY"]
 
 FORMAT_NAME = "asr-introspect-checkpoint"
 FORMAT_VERSION = 1
@@ -153,6 +153,20 @@ def output_weight_names(asr_model: ASRModel) -> list[str]:
                   if v.dim() >= 2 and any(k.startswith(p) for p in prefixes))
 
 
+def rounded_weights(asr_model: ASRModel, dtype: torch.dtype | str) -> dict[str, torch.Tensor]:
+    """The weights (``state_dict`` tensors of 2+ dimensions) as a ``dtype`` checkpoint stores them.
+
+    ``dtype``: torch.int8 or ``NF4`` (whose output layer is int8, see the module
+    doc). Returns name -> float tensor like the weight; the model is not changed.
+    """
+    if dtype not in (torch.int8, NF4):
+        raise ValueError(f"dtype must be torch.int8 or {NF4!r}, got {dtype!r}")
+    int8 = set(output_weight_names(asr_model)) if dtype == NF4 else None
+    with torch.no_grad():
+        return {name: (_int8_round(w) if int8 is None or name in int8 else _nf4_round(w)).to(w.dtype)
+                for name, w in asr_model.module.state_dict().items() if w.is_floating_point() and w.dim() >= 2}
+
+
 def quantize_int8(model: nn.Module | ASRModel) -> nn.Module:
     """Round the weights in place to what an int8 checkpoint stores (see the module doc); returns the module."""
     module = model.module if isinstance(model, ASRModel) else model
@@ -164,8 +178,8 @@ def quantize_nf4(asr_model: ASRModel) -> nn.Module:
     if not isinstance(asr_model, ASRModel):
         raise TypeError("quantize_nf4 needs the ASRModel (nf4 checkpoints keep its output layer in int8), "
                         f"got {type(asr_model).__name__}")
-    int8 = set(output_weight_names(asr_model))
-    return _quantize(asr_model.module, lambda name, w: _int8_round(w) if name in int8 else _nf4_round(w))
+    rounded = rounded_weights(asr_model, NF4)
+    return _quantize(asr_model.module, lambda name, w: rounded[name])
 
 
 def _library_version() -> str:
