@@ -58,9 +58,11 @@ def _stage_line(t: dict) -> str:
     c, d = t["config"], t["data"]
     hours = f" ({d['train_hours']:.1f} h)" if d.get("train_hours") else ""
     speakers = f", speakers `{d['speakers']}`" if d.get("speakers") else ""
+    qat = (f"; quantization-aware (forward and backward passes at the {c['quantize_aware']}-rounded weights)"
+           if c.get("quantize_aware") else "")
     return (f"{t['step']} steps of batch {c['batch_size']} on {d.get('train_utterances')} utterances{hours} "
             f"(`{d.get('train')}`{speakers}), AdamW peak lr {c['lr']}, warm-up {c['warmup_steps']} steps then "
-            f"cosine decay over {c['max_steps']} steps; {_augmentation(c)}; "
+            f"cosine decay over {c['max_steps']} steps; {_augmentation(c)}{qat}; "
             f"{t['wall_seconds'] / 3600:.2f} h wall time on 2 CPU cores")
 
 
@@ -147,9 +149,10 @@ def card_markdown(card: dict) -> str:
 |---|---|---|---|
 {rows}
 
-Checkpoint selection: the weights with the lowest greedy CER on the first 200 held-out-text
-utterances, evaluated every {t['config']['eval_every']} steps; the held-out-text rows are therefore
-slightly optimistic, the held-out-speaker set was never used for any choice.
+Checkpoint selection: in every stage, the weights with the lowest greedy CER on the first 200
+held-out-text utterances of its speakers{" (of the rounded weights, in quantization-aware stages)" if t['config'].get('quantize_aware') else ""},
+evaluated every {t['config']['eval_every']} steps in the last stage; the held-out-text rows are therefore
+slightly optimistic. The held-out-speaker set and the shipped evaluation corpus were never used for any choice.
 
 `held-out text`: sentences never seen in training, by the training speakers;
 `held-out speaker`: a flite voice/speed/pitch configuration never seen in training;

@@ -49,6 +49,7 @@ def chain(tmp_path: Path, corpus_root: Path) -> tuple[Path, list[dict]]:
     b = save(tmp_path / "b.safetensors", 1, {"training": tb})
     tc = stage(40, {"train": str(corpus_root), "train_utterances": 5, "speakers": "19,84",
                     "init_from": str(b), "init_sha256": file_sha256(b)}, augment=False)
+    tc["config"]["quantize_aware"] = "nf4"
     run = tmp_path / "run"
     run.mkdir()
     save(run / "best.safetensors", 2, {"training": tc, "metrics": {}})
@@ -81,7 +82,7 @@ def test_card_lists_every_stage_and_states_the_error_rate_of_the_shipped_weights
 
     text = (out / "MODEL_CARD.md").read_text()
     assert "  4. fine-tuning from stage 3 (`train --init`): 40 steps" in text
-    assert "speakers `19,84`" in text and "no augmentation" in text
+    assert "speakers `19,84`" in text and "no augmentation; quantization-aware (forward and backward" in text
     assert "speed perturbation x0.9/1/1.1" in text and "white noise (p=0.5, 10-40 dB SNR)" in text
     assert "Total wall time 1.00 h." in text
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["path"] == str(out / "default_model.safetensors")
