@@ -167,7 +167,8 @@ segments).
 {card['command']}
 ```
 
-Limits: synthetic speech only (a few voices); expect much higher error rates on real recordings.
+Limits: synthetic speech only (a few voices); expect much higher error rates on real recordings,
+and on voices the last stages did not train on (see the rows per voice family above).
 """
 
 
