@@ -44,7 +44,7 @@ from asr_introspect.decoding import error_rates, greedy_decode
 from asr_introspect.errors import InputError
 from asr_introspect.features import FeatureConfig, compute_features
 from asr_introspect.io import atomic_path, file_sha256, save_json
-from asr_introspect.models import ASRModel, build_model, load_checkpoint, save_checkpoint
+from asr_introspect.models import NF4, ASRModel, build_model, load_checkpoint, rounded_weights, save_checkpoint
 from asr_introspect.text import Alphabet
 
 
@@ -397,9 +397,9 @@ class Trainer:
         self.network.train()
         features, frame_lengths, targets, target_lengths = self.train_data.batch(
             local, self.model.feature_config, config, epoch, augment=True)
-        # exact padding: each utterance is trained as if alone, whatever its batch
         self.optimizer.zero_grad(set_to_none=True)
         with self.rounded_weights():  # gradients at the rounded weights update the float ones
+            # exact padding: each utterance is trained as if alone, whatever its batch
             with self.model.exact_padding(frame_lengths):
                 logits = self.network(features)
             out_lengths = self.model.output_lengths(frame_lengths)
@@ -462,8 +462,6 @@ class Trainer:
         if self.config.quantize_aware is None:
             yield
             return
-        from asr_introspect.models import NF4, rounded_weights
-
         state = self.model.module.state_dict()
         rounded = rounded_weights(self.model, {"nf4": NF4, "int8": torch.int8}[self.config.quantize_aware])
         floats = {name: state[name].clone() for name in rounded}

@@ -9,9 +9,9 @@ carries the model card (every training stage, followed back through
 
 Example (the command that made ``asr_introspect/data/default_model.safetensors``)::
 
-    python data_prep/ship_default_model.py --run runs/small --checkpoint best \
+    python data_prep/ship_default_model.py --run runs/small6q --checkpoint best \
         --test-text data/synth/test_text --test-speaker data/synth/test_speaker \
-        --eval-corpus asr_introspect/data/eval_corpus --out asr_introspect/data
+        --eval-corpus asr_introspect/data/eval_corpus --out asr_introspect/data --dtype nf4
 """
 
 from __future__ import annotations
