@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +265,21 @@ def evaluate(model: ASRModel, utterances: Sequence[Utterance], batch_size: int =
     model.module.train(was_training)
     cer, wer = error_rates(references, hypotheses)
     return {"cer": cer, "wer": wer, "utterances": len(references), "examples": examples}
+
+
+def grouped_error_rates(examples: Sequence[dict], group_of: Mapping[str, str]) -> dict[str, dict]:
+    """Corpus-level rates per group from :func:`evaluate`'s ``examples``.
+
+    ``group_of``: utterance id -> group (e.g. its speaker). Returns
+    ``{group: {"cer", "wer", "utterances"}}`` in order of first appearance.
+    """
+    pairs: dict[str, tuple[list[str], list[str]]] = {}
+    for e in examples:
+        refs, hyps = pairs.setdefault(group_of[e["id"]], ([], []))
+        refs.append(e["reference"])
+        hyps.append(e["hypothesis"])
+    return {group: dict(zip(("cer", "wer"), error_rates(refs, hyps)), utterances=len(refs))
+            for group, (refs, hyps) in pairs.items()}
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ import torch
 from asr_introspect.corpus import filter_speakers, load_corpus
 from asr_introspect.io import file_sha256, write_text_atomic
 from asr_introspect.models import NF4, count_parameters, load_checkpoint, quantize_int8, quantize_nf4, save_checkpoint
-from asr_introspect.training import evaluate
+from asr_introspect.training import evaluate, grouped_error_rates
 
 
 _STORAGE = {"float16": "float16",
@@ -109,12 +108,9 @@ def earlier_stages(data: dict, max_stages: int = 32) -> list[dict]:
     return stages
 
 
-def voice_families(utterances) -> dict[str, list]:
-    """Utterances grouped by the speaker name's first field (``flite``, ``espeak``, ...)."""
-    families = defaultdict(list)
-    for u in utterances:
-        families[u.speaker.split("_")[0]].append(u)
-    return dict(sorted(families.items()))
+def voice_family(speaker: str) -> str:
+    """The speaker name's first field: ``flite``, ``espeak``, ..."""
+    return speaker.split("_")[0]
 
 
 def card_markdown(card: dict) -> str:
@@ -194,16 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         quantize_int8(model.module)
     else:
         model.module.half().float()
-    sets = {"held-out text": load_corpus(args.test_text)}
-    families = voice_families(sets["held-out text"])
-    if len(families) > 1:  # e.g. a model fine-tuned on flite voices only, and what it forgot
-        sets.update({f"held-out text, {name} voices": utts for name, utts in families.items()})
-    sets["held-out speaker"] = load_corpus(args.test_speaker)
-    sets["shipped evaluation corpus"] = load_corpus(args.eval_corpus)
     evaluation = {}
-    for name, utterances in sets.items():
+    for name, path in (("held-out text", args.test_text), ("held-out speaker", args.test_speaker),
+                       ("shipped evaluation corpus", args.eval_corpus)):
+        utterances = load_corpus(path)
         result = evaluate(model, utterances, progress=True)
         evaluation[name] = {k: result[k] for k in ("cer", "wer", "utterances")}
+        if name == "held-out text":  # per voice family: e.g. a flite-only fine-tune, and what it forgot
+            families = grouped_error_rates(result["examples"], {u.id: voice_family(u.speaker) for u in utterances})
+            if len(families) > 1:
+                evaluation.update({f"held-out text, {family} voices": rates
+                                   for family, rates in sorted(families.items())})
     data = meta["training"]["data"]
     earlier = earlier_stages(data)
     for stage in [*earlier, meta["training"]]:

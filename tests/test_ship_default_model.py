@@ -79,6 +79,8 @@ def test_card_lists_every_stage_and_states_the_error_rate_of_the_shipped_weights
     assert set(card["evaluation"]) == {"held-out text", "held-out text, 103 voices", "held-out text, 19 voices",
                                        "held-out text, 84 voices", "held-out speaker", "shipped evaluation corpus"}
     assert card["evaluation"]["held-out text, 19 voices"]["utterances"] == 3
+    voice_19 = evaluate(model, [u for u in load_corpus(root) if u.speaker == "19"])
+    assert card["evaluation"]["held-out text, 19 voices"]["cer"] == pytest.approx(voice_19["cer"], abs=1e-9)
 
     text = (out / "MODEL_CARD.md").read_text()
     assert "  4. fine-tuning from stage 3 (`train --init`): 40 steps" in text

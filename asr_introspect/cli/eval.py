@@ -44,14 +44,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def per_speaker_rates(utterances, examples: list[dict]) -> dict[str, dict]:
     """{speaker: {"cer", "wer", "utterances"}} from evaluate()'s examples, worst CER first."""
-    from asr_introspect.decoding import error_rates
+    from asr_introspect.training import grouped_error_rates
 
-    speaker_of = {u.id: u.speaker for u in utterances}
-    pairs: dict[str, tuple[list[str], list[str]]] = {}
-    for e in examples:
-        refs, hyps = pairs.setdefault(speaker_of[e["id"]], ([], []))
-        refs.append(e["reference"])
-        hyps.append(e["hypothesis"])
-    rates = {spk: (*error_rates(refs, hyps), len(refs)) for spk, (refs, hyps) in pairs.items()}
-    return {spk: {"cer": round(cer, 4), "wer": round(wer, 4), "utterances": n}
-            for spk, (cer, wer, n) in sorted(rates.items(), key=lambda kv: (-kv[1][0], kv[0]))}
+    rates = grouped_error_rates(examples, {u.id: u.speaker for u in utterances})
+    return {spk: {"cer": round(r["cer"], 4), "wer": round(r["wer"], 4), "utterances": r["utterances"]}
+            for spk, r in sorted(rates.items(), key=lambda kv: (-kv[1]["cer"], kv[0]))}
