@@ -130,18 +130,50 @@ def phone_labels(segments: Sequence, times: np.ndarray) -> np.ndarray:
     """Phone index (into PHONES) of the segment covering each time; -1 outside all segments.
 
     segments: PhoneSegment-like objects (phone, start, end) in seconds, sorted.
-    times: (T,) seconds -> (T,) int64.
+    times: (T,) seconds -> (T,) int64. To label several time axes with the same
+    segments, build a :class:`PhoneTimeline` once.
     """
-    labels = np.full(len(times), -1, dtype=np.int64)
-    if not segments:
+    return PhoneTimeline.from_segments(segments).labels(times)
+
+
+@dataclass(frozen=True)
+class PhoneTimeline:
+    """An utterance's phone segments as arrays, for labelling many time axes.
+
+    starts, ends: (S,) seconds, sorted; ids: (S,) indices into PHONES.
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def from_segments(cls, segments: Sequence) -> "PhoneTimeline":
+        return cls(np.array([s.start for s in segments], dtype=np.float64),
+                   np.array([s.end for s in segments], dtype=np.float64),
+                   np.array([PHONE_TO_INDEX[s.phone] for s in segments], dtype=np.int64))
+
+    def labels(self, times: np.ndarray) -> np.ndarray:
+        """(T,) seconds -> (T,) int64 phone index of the covering segment ``[start, end)``, -1 if none."""
+        times = np.asarray(times, dtype=np.float64)
+        labels = np.full(times.shape, -1, dtype=np.int64)
+        if self.starts.size == 0:
+            return labels
+        index = np.searchsorted(self.starts, times, side="right") - 1
+        inside = (index >= 0) & (times < self.ends[np.maximum(index, 0)])
+        labels[inside] = self.ids[index[inside]]
         return labels
-    starts = np.array([s.start for s in segments])
-    ends = np.array([s.end for s in segments])
-    index = np.searchsorted(starts, times, side="right") - 1
-    inside = (index >= 0) & (times < ends[np.clip(index, 0, None)])
-    ids = np.array([PHONE_TO_INDEX[s.phone] for s in segments], dtype=np.int64)
-    labels[inside] = ids[index[inside]]
-    return labels
+
+
+def transfer_index(frame_map, source: str, target: str, n_target: int) -> np.ndarray:
+    """For frames ``0 .. n_target-1`` of ``target``, the ``source`` frame nearest its receptive-field
+    centre: (n_target,) int64, >= 0, not clipped above (clip to the utterance's last source frame;
+    see :func:`transfer_labels`). Depends on the frame index only, so one array serves a whole batch."""
+    centers = frame_map.center(target, np.arange(n_target)) if target != "input" \
+        else np.arange(n_target, dtype=np.float64)
+    if source == "input":
+        return np.maximum(np.floor(np.asarray(centers) + 0.5), 0).astype(np.int64)
+    return np.asarray(frame_map.layer_frame_of_input(source, centers), dtype=np.int64)
 
 
 def transfer_labels(labels: np.ndarray, frame_map, source: str, target: str, n_input_frames: int) -> np.ndarray:
@@ -151,13 +183,8 @@ def transfer_labels(labels: np.ndarray, frame_map, source: str, target: str, n_i
     """
     labels = np.asarray(labels)
     n_target = int(frame_map.output_length(target, n_input_frames))
-    centers = frame_map.center(target, np.arange(n_target)) if target != "input" \
-        else np.arange(n_target, dtype=np.float64)
-    if source == "input":
-        index = np.floor(np.asarray(centers) + 0.5).astype(np.int64)
-    else:
-        index = np.asarray(frame_map.layer_frame_of_input(source, centers, T_in=n_input_frames))
-    return labels[np.clip(index, 0, len(labels) - 1)]
+    last = min(len(labels), int(frame_map.output_length(source, n_input_frames))) - 1
+    return labels[np.clip(transfer_index(frame_map, source, target, n_target), 0, max(last, 0))]
 
 
 def shift_labels(labels: np.ndarray, frames: int, fill: int = -1) -> np.ndarray:

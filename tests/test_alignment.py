@@ -10,14 +10,17 @@ from asr_introspect.alignment import (
     frame_times,
     letter_labels,
     min_frames_for,
+    PhoneTimeline,
     phone_labels,
     shift_labels,
     token_spans,
+    transfer_index,
     transfer_labels,
 )
 from asr_introspect.corpus import PhoneSegment, Utterance
 from asr_introspect.errors import AlignmentError
 from asr_introspect.models import build_model
+from asr_introspect.models.frame_map import ConvSpec, FrameMap
 from asr_introspect.text import PHONES, Alphabet
 
 
@@ -197,3 +200,37 @@ def test_align_cli_writes_labels_and_shift_report(tmp_path):
     assert len(labels["letters_forced@conv5"]) == labels["offsets@conv5"][-1]
     report = json.loads((tmp_path / "out" / "shift.json").read_text())
     assert report["skipped"] == ["long"]
+
+
+@pytest.mark.parametrize("model", ["tiny", "strided"])
+def test_transfer_index_clipped_per_utterance_equals_transfer_labels(model):
+    """One index array for the padded batch, clipped to each utterance's last source frame, is
+    transfer_labels for every utterance (what NAPEstimator relies on). "strided" (kernel 2, stride 4,
+    no padding) puts the last input frames nearest an output frame past the end, so the clip matters."""
+    fm = build_model("tiny").frame_map if model == "tiny" else FrameMap([ConvSpec(2, 4)], ["out"])
+    source = fm.output_layer
+    lengths = (1, 9, 37, 300, 301)
+    clipped = False
+    for target in ["input", *fm.names]:
+        n_pad = int(fm.output_length(target, max(lengths)))
+        index = transfer_index(fm, source, target, n_pad)
+        for n_in in lengths:
+            n_source, n_target = int(fm.output_length(source, n_in)), int(fm.output_length(target, n_in))
+            if not n_source:
+                continue
+            labels = np.arange(n_source) * 7 + 1
+            got = labels[np.minimum(index[:n_target], n_source - 1)]
+            assert got.tolist() == transfer_labels(labels, fm, source, target, n_in).tolist(), (target, n_in)
+            clipped |= bool((index[:n_target] > n_source - 1).any())
+    assert clipped == (model == "strided")
+
+
+def test_phone_timeline_labels_segments_gaps_and_unsorted_times():
+    segs = [PhoneSegment("sil", 0.0, 0.1), PhoneSegment("k", 0.1, 0.15), PhoneSegment("ae", 0.2, 0.3)]
+    timeline = PhoneTimeline.from_segments(segs)
+    sil, k, ae = (PHONES.index(p) for p in ("sil", "k", "ae"))
+    times = np.array([-0.01, 0.0, 0.1, 0.149, 0.15, 0.199, 0.2, 0.299, 0.3])
+    assert timeline.labels(times).tolist() == [-1, sil, k, k, -1, -1, ae, ae, -1]  # a gap at [0.15, 0.2)
+    assert timeline.labels(times[::-1]).tolist() == [-1, sil, k, k, -1, -1, ae, ae, -1][::-1]  # any order
+    assert timeline.labels(np.zeros(0)).tolist() == []
+    assert PhoneTimeline.from_segments([]).labels(np.array([0.1])).tolist() == [-1]

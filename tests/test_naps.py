@@ -305,6 +305,40 @@ def test_letter_naps_batched_equal_utterances_alone(tiny, utts):
     assert 0 < naps.counts("conv11").sum() < naps.stats["conv11"].counts.sum()
 
 
+def test_layer_frames_past_the_last_output_frame_take_the_last_letter(tiny, utts):
+    """A stride-4, kernel-2 output layer leaves the last frames of the layer below nearer an output
+    frame past the end; like transfer_labels, the batched labels clip to the utterance's last frame
+    (not to the padded batch's)."""
+    from asr_introspect.alignment import letter_labels, transfer_labels
+    from asr_introspect.models import wrap_conv_model
+
+    torch.manual_seed(0)
+    n_mels, alphabet = tiny.feature_config.n_mels, tiny.alphabet
+    module = torch.nn.Sequential(torch.nn.Conv1d(n_mels, 8, 1), torch.nn.ReLU(),
+                                 torch.nn.Conv1d(8, len(alphabet.symbols), 2, stride=4))
+    with torch.no_grad():
+        module[2].bias[alphabet.index("e")] = 50.0  # every frame predicts "e"
+    model = wrap_conv_model(module, alphabet, tiny.feature_config).eval()
+    lower, output = model.layer_names
+    naps = compute_naps(model, utts, "letter", [lower], source="predicted", batch_size=4)
+    counts = np.zeros(len(naps.groups), dtype=np.int64)
+    clipped = False
+    for utt in utts:
+        acts, logits, n_in = _run_alone(model, utt, [lower])
+        out_labels = letter_labels(logits.argmax(0).numpy(), "spike")
+        raw = transfer_labels(out_labels, model.frame_map, output, lower, n_in)
+        for symbol in raw:
+            name = alphabet.symbols[symbol]
+            if name in naps.groups:
+                counts[naps.groups.index(name)] += 1
+        n_lower = acts[lower].shape[1]
+        clipped |= bool(np.any(model.frame_map.layer_frame_of_input(
+            output, model.frame_map.center(lower, np.arange(n_lower))) >= len(out_labels)))
+    assert clipped  # the case under test occurs
+    assert counts[naps.groups.index("e")] > 0
+    np.testing.assert_array_equal(naps.counts(lower), counts)
+
+
 def test_phoneme_naps_skip_utterances_without_phones(tiny, utts, phone_naps):
     from asr_introspect.alignment import frame_times, phone_labels
     from asr_introspect.text import PHONES

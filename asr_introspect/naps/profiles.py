@@ -399,73 +399,116 @@ class NAPEstimator:
             labels = shift_labels(labels, self.shift, fill=self.model.alphabet.blank)
         return labels
 
-    def _labels(self, ab, b: int) -> dict[str, np.ndarray] | None:
-        """Group index per frame (rest = G) of utterance ``b`` on each layer; None = skip it."""
-        from asr_introspect.alignment import frame_times, phone_labels, transfer_labels
+    def _batch_labels(self, ab) -> dict[str, np.ndarray] | None:
+        """Group index of every frame of the padded batch, (B, T_layer) int64 per layer: the group,
+        G (rest) for valid frames in no group, -1 for padded frames and skipped utterances (the
+        accumulator ignores -1). None if every utterance is skipped.
 
-        utt = ab.utterances[b]
-        model, fm = self.model, self.model.frame_map
-        n_in = int(ab.feature_lengths[b])
-        out: dict[str, np.ndarray] = {}
-        G = len(self.groups)
+        Labels are built a layer at a time for the whole batch (one label transfer or time axis per
+        layer, not one per utterance and layer: 1.8-5x faster, benchmarks/bench_nap_labels.py)."""
+        B = len(ab.utterances)
+        widths = {name: ab.activations[name].shape[2] for name in self.layers}
         if self.by == "letter":
+            rows, raw = self._letter_rows(ab, widths)
+        elif self.by == "phoneme":
+            rows, raw = self._phone_rows(ab, widths)
+        else:
+            rows, raw = self._custom_rows(ab, widths)
+        self.n_utterances_ += len(rows)
+        if not rows:
+            return None
+        out = {}
+        for name, T in widths.items():
+            lengths = np.asarray(ab.lengths[name], dtype=np.int64)[rows]
+            labels = np.full((B, T), -1, dtype=np.int64)
+            valid = np.arange(T)[None, :] < lengths[:, None]
+            labels[rows] = np.where(valid, raw[name], -1)
+            out[name] = labels
+        return out
+
+    def _letter_rows(self, ab, widths: dict[str, int]) -> tuple[list[int], dict[str, np.ndarray]]:
+        """Kept utterances (R,) and their group index per frame of each layer, (R, T_layer)."""
+        from asr_introspect.alignment import transfer_index
+
+        model = self.model
+        rows, letters = [], []
+        for b, utt in enumerate(ab.utterances):
             try:
-                letters = self._output_letters(ab, b)
+                path = self._output_letters(ab, b)
             except AlignmentError as exc:
                 if not self.skip_errors:
                     raise
                 self.skipped_.append((utt.id, str(exc)))
-                return None
-            for name in self.layers:
-                raw = letters if name == model.output_layer else \
-                    transfer_labels(letters, fm, model.output_layer, name, n_in)
-                out[name] = self._map[raw]
-        elif self.by == "phoneme":
+                continue
+            rows.append(b)
+            letters.append(path)
+        if not rows:
+            return rows, {}
+        padded = np.full((len(rows), max(len(p) for p in letters) or 1), model.alphabet.blank, dtype=np.int64)
+        for i, path in enumerate(letters):
+            padded[i, : len(path)] = path
+        groups = self._map[padded]
+        last_frame = np.array([max(len(p) - 1, 0) for p in letters], dtype=np.int64)[:, None]
+        raw = {}
+        for name, T in widths.items():
+            # as transfer_labels: the nearest output frame, clipped to the utterance's last one
+            index = np.arange(T) if name == model.output_layer else \
+                transfer_index(model.frame_map, model.output_layer, name, T)
+            raw[name] = np.take_along_axis(groups, np.minimum(index[None, :], last_frame), axis=1)
+        return rows, raw
+
+    def _phone_rows(self, ab, widths: dict[str, int]) -> tuple[list[int], dict[str, np.ndarray]]:
+        """As :meth:`_letter_rows`, from the phone segment covering each frame's centre."""
+        from asr_introspect.alignment import PhoneTimeline, frame_times
+
+        rows, timelines = [], []
+        for b, utt in enumerate(ab.utterances):
             if not utt.phones:
                 self.skipped_.append((utt.id, "no phone segments"))
-                return None
+                continue
+            rows.append(b)
+            timelines.append(PhoneTimeline.from_segments(utt.phones))
+        if not rows:
+            return rows, {}
+        raw = {}
+        for name, T in widths.items():
+            times = frame_times(self.model.frame_map, name, T, self.model.feature_config)
+            raw[name] = self._map[np.stack([timeline.labels(times) for timeline in timelines])]  # -1 -> rest
+        return rows, raw
+
+    def _custom_rows(self, ab, widths: dict[str, int]) -> tuple[list[int], dict[str, np.ndarray]]:
+        """As :meth:`_letter_rows`, from the user's labelling function (called per utterance and layer)."""
+        G = len(self.groups)
+        rows = list(range(len(ab.utterances)))
+        raw = {name: np.full((len(rows), T), G, dtype=np.int64) for name, T in widths.items()}
+        for b, utt in enumerate(ab.utterances):
             for name in self.layers:
                 n = int(ab.lengths[name][b])
-                raw = phone_labels(utt.phones, frame_times(fm, name, n, model.feature_config))
-                out[name] = self._map[raw]  # -1 -> last entry (rest)
-        else:
-            for name in self.layers:
-                n = int(ab.lengths[name][b])
-                raw = np.asarray(self.labeler(utt, name, n))
-                if raw.shape != (n,) or (raw.size and not np.issubdtype(raw.dtype, np.integer)):
+                labels = np.asarray(self.labeler(utt, name, n))
+                if labels.shape != (n,) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
                     raise ValueError(f"utt {utt.id}, layer {name}: the labelling function must return "
-                                     f"({n},) ints, got {raw.shape} {raw.dtype}")
-                if raw.size and (raw.min() < -1 or raw.max() >= G):
+                                     f"({n},) ints, got {labels.shape} {labels.dtype}")
+                if labels.size and (labels.min() < -1 or labels.max() >= G):
                     raise ValueError(f"utt {utt.id}, layer {name}: labels must lie in [-1, {G})")
-                out[name] = np.where(raw < 0, G, raw).astype(np.int64)
-        for name, labels in out.items():
-            n = int(ab.lengths[name][b])
-            if len(labels) != n:
-                raise RuntimeError(f"utt {utt.id}, layer {name}: {len(labels)} labels for {n} frames")
-        return out
+                raw[name][b, :n] = np.where(labels < 0, G, labels)
+        return rows, raw
 
     # -- accumulation ---------------------------------------------------------------
 
     def _accumulate(self, ab, weights: dict[str, torch.Tensor] | None) -> None:
-        per_utt = [self._labels(ab, b) for b in range(len(ab.utterances))]
-        kept = [b for b, lab in enumerate(per_utt) if lab is not None]
-        self.n_utterances_ += len(kept)
-        if not kept:
+        labels = self._batch_labels(ab)
+        if labels is None:
             return
         for name in self.layers:
-            # the whole padded batch as (B*T, C) frames; padded frames and skipped utterances get
+            # the whole padded batch as (B*T, C) frames; padded frames and skipped utterances have
             # label -1, which the accumulator ignores. One NumPy transpose copy per layer (shared by
             # the estimators of a pass) is much cheaper than gathering the valid slices (measured:
             # ~3 ms vs ~150 ms for 8 x 448 x 320).
             values = ab.padded_frames(name)
-            B, T = ab.activations[name].shape[0], ab.activations[name].shape[2]
-            labels = np.full((B, T), -1, dtype=np.int64)
-            for b in kept:
-                labels[b, : len(per_utt[b][name])] = per_utt[b][name]
             w = None
             if weights is not None:
-                w = weights[name].detach().to("cpu", torch.float64).numpy().reshape(B * T)
-            self.stats_[name].update(values, labels.reshape(B * T), w)
+                w = weights[name].detach().to("cpu", torch.float64).numpy().reshape(-1)
+            self.stats_[name].update(values, labels[name].reshape(-1), w)
 
     def partial_fit(self, batch, weights: dict[str, torch.Tensor] | None = None) -> "NAPEstimator":
         """Add one batch: a corpus ``Batch`` (features, feature_lengths, utterances; the model is
