@@ -218,6 +218,7 @@ def _accumulate_weighted(values, labels, weights, start, stop, sums, sums_sq, co
             staged[g] = 0
     _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts)
 
+
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
 def _group_stats_parallel(values, labels, weights, sums, sums_sq, counts, weight_sums,
                           parts_sums, parts_sq, parts_counts, parts_w):  # pragma: no cover - compiled

@@ -405,7 +405,7 @@ class NAPEstimator:
         accumulator ignores -1). None if every utterance is skipped.
 
         Labels are built a layer at a time for the whole batch (one label transfer or time axis per
-        layer, not one per utterance and layer: 1.8-5x faster, benchmarks/bench_nap_labels.py)."""
+        layer, not one per utterance and layer: 1.9-5.5x faster, benchmarks/bench_nap_labels.py)."""
         B = len(ab.utterances)
         widths = {name: ab.activations[name].shape[2] for name in self.layers}
         if self.by == "letter":
