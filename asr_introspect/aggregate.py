@@ -28,6 +28,7 @@ frames gives the same result up to the rounding of the float32 partials.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, NamedTuple
 
@@ -113,7 +114,30 @@ _PARALLEL_MIN_WORK = 1 << 20
 
 
 def _use_parallel(work: int) -> bool:
-    return numba.get_num_threads() > 1 and work >= _PARALLEL_MIN_WORK
+    return _numba_threads() > 1 and work >= _PARALLEL_MIN_WORK
+
+
+_threads_started = False
+
+
+def _numba_threads() -> int:
+    """``numba.get_num_threads()``, keeping torch's thread count across the first call.
+
+    The first call starts Numba's threading layer; the OpenMP layer sets the
+    OpenMP runtime's global thread count to ``NUMBA_NUM_THREADS``, and torch
+    shares that runtime: with ``NUMBA_NUM_THREADS=1``, torch dropped from 2
+    threads to 1 (tests/test_aggregate.py). Later calls change nothing.
+    """
+    global _threads_started
+    if _threads_started:
+        return numba.get_num_threads()
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    n = numba.get_num_threads()
+    if torch is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+    _threads_started = True
+    return n
 
 
 # ---------------------------------------------------------------------------
@@ -422,7 +446,7 @@ def _group_stats_into(values, labels, weights, sums, sums_sq, counts, weight_sum
         w = np.ascontiguousarray(w, dtype=values.dtype)
     if n_frames == 0 or n_groups == 0:
         return
-    n_chunks = numba.get_num_threads() if _use_parallel(n_frames * n_feat) else 1
+    n_chunks = _numba_threads() if _use_parallel(n_frames * n_feat) else 1
     n_chunks = max(1, min(n_chunks, n_frames))
     before = counts.copy()
     if n_chunks == 1 and weights is None:  # serial: straight into the caller's arrays

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -526,3 +529,18 @@ def test_window_stats_streaming_utterances_roundtrip(tmp_path):
     with pytest.raises(ValueError, match=r"shape \(4, T\)"):
         stats.update(np.zeros((3, 10), np.float32), [1], [0])
     assert stats.all_reduce() is stats
+
+
+def test_starting_numba_threads_leaves_torch_threads_alone():
+    """NUMBA_NUM_THREADS=1 starts Numba's OpenMP layer with one thread; torch shares the OpenMP
+    runtime and used to drop to one thread with it after the first aggregation call."""
+    script = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(2)\n"
+        "from asr_introspect.aggregate import group_stats\n"
+        "group_stats(np.ones((4, 3), np.float32), np.zeros(4, np.int64), 1)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2"], out.stderr
