@@ -474,6 +474,21 @@ def test_figures_share_one_colour_scale_per_panel_set(tmp_path, tiny_model):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
+def test_save_figure_writes_png_and_svg_and_restores_the_layout_engine(tmp_path, tiny_model):
+    from asr_introspect.plotting.common import save_figure
+    from asr_introspect.plotting.patterns import before_after
+
+    fig = before_after(_pattern_result(tiny_model))
+    engine = fig.get_layout_engine()
+    written = save_figure(fig, tmp_path / "ba.png")
+    assert [p.name for p in written] == ["ba.png", "ba.svg"]
+    assert all(p.stat().st_size > 1000 for p in written)
+    svg = written[1].read_text()
+    assert svg.count("<image") >= sum(len(ax.images) for ax in fig.get_axes()) == 7  # every panel drawn
+    assert fig.get_layout_engine() is engine  # the SVG reused the PNG's layout, then the engine came back
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
 def test_sonification_writes_audible_wavs(tmp_path, tiny_model):
     import soundfile as sf
 

@@ -25,10 +25,17 @@ def save_figure(fig: Figure, path: str | os.PathLike, svg: bool = True, dpi: int
     """Write ``path`` (PNG) and, with ``svg``, the same name with ``.svg``; atomic. Returns paths."""
     path = Path(path).with_suffix(".png")
     written = []
-    for target, fmt in [(path, "png")] + ([(path.with_suffix(".svg"), "svg")] if svg else []):
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi)
-        written.append(target)
+    engine = fig.get_layout_engine()
+    try:
+        for target, fmt in [(path, "png")] + ([(path.with_suffix(".svg"), "svg")] if svg else []):
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=dpi)
+            written.append(target)
+            # the layout is done: the SVG reuses the PNG's axes positions instead of solving the
+            # constrained layout again (half the saving time of a 54-panel pattern figure)
+            fig.set_layout_engine("none")
+    finally:
+        fig.set_layout_engine(engine)
     return written
 
 
