@@ -199,42 +199,32 @@ def _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts):  # pragma: no c
 
 
 @numba.njit(cache=True, fastmath={"contract"})
-def _accumulate(values, labels, start, stop, sums, sums_sq, counts):  # pragma: no cover - compiled
-    """Add frames [start, stop) of values (T, N) into sums/sums_sq (G, N) float64 and counts (G,)."""
+def _accumulate(values, labels, weights, start, stop, sums, sums_sq, counts, weight_sums):  # pragma: no cover
+    """Add frames [start, stop) of values (T, N) into sums/sums_sq (G, N) float64 and counts (G,).
+
+    weights (T,): add w_t x_t and w_t x_t**2 and sum w_t into weight_sums (G,);
+    empty: unweighted (weight_sums untouched).
+    """
     n_feat = values.shape[1]
+    weighted = weights.shape[0] > 0
     stage_s, stage_q, staged = _new_stage(values, sums.shape[0])
     for t in range(start, stop):
         g = labels[t]
         if g < 0:
             continue
-        for j in range(n_feat):
-            v = values[t, j]
-            stage_s[g, j] += v
-            stage_q[g, j] += v * v
-        staged[g] += 1  # inline: see the note above on helpers called per frame
-        if staged[g] == _STAGE_FRAMES:
-            _flush(g, stage_s, stage_q, sums, sums_sq)
-            counts[g] += _STAGE_FRAMES
-            staged[g] = 0
-    _flush_all(stage_s, stage_q, staged, sums, sums_sq, counts)
-
-
-@numba.njit(cache=True, fastmath={"contract"})
-def _accumulate_weighted(values, labels, weights, start, stop, sums, sums_sq, counts, weight_sums):  # pragma: no cover
-    """As :func:`_accumulate` with w_t x_t and w_t x_t**2, and the weights w (T,) summed into weight_sums (G,)."""
-    n_feat = values.shape[1]
-    stage_s, stage_q, staged = _new_stage(values, sums.shape[0])
-    for t in range(start, stop):
-        g = labels[t]
-        if g < 0:
-            continue
-        w = weights[t]
-        weight_sums[g] += np.float64(w)
-        for j in range(n_feat):
-            v = values[t, j]
-            wv = w * v
-            stage_s[g, j] += wv
-            stage_q[g, j] += wv * v
+        if weighted:
+            w = weights[t]
+            weight_sums[g] += np.float64(w)
+            for j in range(n_feat):
+                v = values[t, j]
+                wv = w * v
+                stage_s[g, j] += wv
+                stage_q[g, j] += wv * v
+        else:
+            for j in range(n_feat):
+                v = values[t, j]
+                stage_s[g, j] += v
+                stage_q[g, j] += v * v
         staged[g] += 1  # inline: see the note above on helpers called per frame
         if staged[g] == _STAGE_FRAMES:
             _flush(g, stage_s, stage_q, sums, sums_sq)
@@ -262,10 +252,7 @@ def _group_stats_parallel(values, labels, weights, sums, sums_sq, counts, weight
         pw[:] = 0
         start = min(n_frames, c * step)
         stop = min(n_frames, start + step)
-        if weights.shape[0] > 0:
-            _accumulate_weighted(values, labels, weights, start, stop, ps, pq, pc, pw)
-        else:
-            _accumulate(values, labels, start, stop, ps, pq, pc)
+        _accumulate(values, labels, weights, start, stop, ps, pq, pc, pw)
     for c in range(n_chunks):
         for g in range(sums.shape[0]):
             counts[g] += parts_counts[c, g]
@@ -449,10 +436,8 @@ def _group_stats_into(values, labels, weights, sums, sums_sq, counts, weight_sum
     n_chunks = _numba_threads() if _use_parallel(n_frames * n_feat) else 1
     n_chunks = max(1, min(n_chunks, n_frames))
     before = counts.copy()
-    if n_chunks == 1 and weights is None:  # serial: straight into the caller's arrays
-        _accumulate(values, labels, 0, n_frames, sums, sums_sq, counts)
-    elif n_chunks == 1:
-        _accumulate_weighted(values, labels, w, 0, n_frames, sums, sums_sq, counts, weight_sums)
+    if n_chunks == 1:  # serial: straight into the caller's arrays
+        _accumulate(values, labels, w, 0, n_frames, sums, sums_sq, counts, weight_sums)
     else:
         _group_stats_parallel(values, labels, w, sums, sums_sq, counts, weight_sums,
                               *_parts(n_chunks, n_groups, n_feat))

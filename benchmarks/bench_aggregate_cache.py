@@ -47,16 +47,17 @@ def main() -> None:
     for groups in (1, 70):
         labels = rng.integers(0, groups, FRAMES)
         sums, sums_sq = np.zeros((groups, NEURONS)), np.zeros((groups, NEURONS))
-        counts = np.zeros(groups, np.int64)
+        counts, weight_sums = np.zeros(groups, np.int64), np.zeros(groups)
+        no_weights = np.empty(0, np.float32)  # unweighted
         block, block_labels = values[:BLOCK], labels[:BLOCK]
-        _accumulate(block, block_labels, 0, BLOCK, sums, sums_sq, counts)  # compile
+        _accumulate(block, block_labels, no_weights, 0, BLOCK, sums, sums_sq, counts, weight_sums)  # compile
 
         def from_memory():
-            _accumulate(values, labels, 0, FRAMES, sums, sums_sq, counts)
+            _accumulate(values, labels, no_weights, 0, FRAMES, sums, sums_sq, counts, weight_sums)
 
         def from_cache():
             for _ in range(FRAMES // BLOCK):
-                _accumulate(block, block_labels, 0, BLOCK, sums, sums_sq, counts)
+                _accumulate(block, block_labels, no_weights, 0, BLOCK, sums, sums_sq, counts, weight_sums)
 
         rows[f"kernel, {groups} group(s), from memory"] = ns_per_frame(from_memory, args.repeats)
         rows[f"kernel, {groups} group(s), {BLOCK:,}-frame block in cache"] = ns_per_frame(from_cache, args.repeats)
