@@ -113,7 +113,7 @@ def compile_cost() -> dict:
         "import numpy as np\n"
         "from asr_introspect.aggregate import group_stats, windowed_sums\n"
         "x = np.ones((8, 3), np.float32); l = np.zeros(8, np.int64)\n"
-        "import asr_introspect.aggregate as a; a._PARALLEL_MIN_WORK = 0\n"
+        "import asr_introspect.aggregate.kernels as a; a._PARALLEL_MIN_WORK = 0\n"
         "t1 = time.perf_counter(); group_stats(x, l, 2); t2 = time.perf_counter()\n"
         "group_stats(x, l, 2, weights=np.ones(8, np.float32)); t3 = time.perf_counter()\n"
         "windowed_sums(x.T.copy(), [1, 2], [0, 1], 2, 3, border='pad'); t4 = time.perf_counter()\n"

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from asr_introspect import aggregate
 from asr_introspect.aggregate import (
     GroupStats,
     WindowStats,
@@ -24,6 +23,7 @@ from asr_introspect.aggregate import (
     variance_decomposition,
     windowed_sums,
 )
+from asr_introspect.aggregate import kernels
 from asr_introspect.io import load_npz, save_npz
 
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -34,12 +34,12 @@ PATHS = ("serial", "parallel")
 @contextlib.contextmanager
 def kernel_path(path):
     """Force the serial or the multi-threaded kernels whatever the input size."""
-    before = aggregate._PARALLEL_MIN_WORK
-    aggregate._PARALLEL_MIN_WORK = 0 if path == "parallel" else 1 << 62
+    before = kernels._PARALLEL_MIN_WORK
+    kernels._PARALLEL_MIN_WORK = 0 if path == "parallel" else 1 << 62
     try:
         yield
     finally:
-        aggregate._PARALLEL_MIN_WORK = before
+        kernels._PARALLEL_MIN_WORK = before
 
 
 # --------------------------------------------------------------------------- references
@@ -119,7 +119,7 @@ def staging_tolerance(values, labels, n_groups, weights=None):
     (K + 2) * 2**-24 of the absolute values added (x, then w x and w x**2 rounded once more)."""
     if np.asarray(values).dtype == np.float64:
         return None
-    eps = (aggregate._STAGE_FRAMES + 2) * 2.0 ** -24
+    eps = (kernels._STAGE_FRAMES + 2) * 2.0 ** -24
     w = None if weights is None else np.abs(weights)
     abs_sums, abs_sq = ref_group_stats(np.abs(values), labels, n_groups, w)[:2]
     return eps * abs_sums, eps * abs_sq
@@ -206,7 +206,7 @@ def test_parallel_scratch_is_cleared_between_calls_and_shapes():
 
 
 def test_group_stats_partials_are_float32_and_totals_float64():
-    K = aggregate._STAGE_FRAMES
+    K = kernels._STAGE_FRAMES
     # 2**24 + 1 is not representable in float32: the float64 totals keep every unit
     values = np.ones((2**12 + 3, 1), np.float32) * np.float32(2**12)
     s, _, _ = group_stats(values, np.zeros(len(values), np.int64), 1)

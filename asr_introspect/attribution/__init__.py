@@ -2,22 +2,23 @@
 
 - :func:`attribute` (``frames.py``): relevance (N, F, T_in) or receptive-field crops
   (N, F, RF) for selected output frames, all frames in batched backward passes.
+- :mod:`.stack`: ``conv_stack`` (the model as folded layers: ``ConvStack`` of ``ConvLayer``).
+- :mod:`.crops`: receptive-field crops (``CropGeometry``) and the batched backward driver.
 - :mod:`.lrp`: rules (``Epsilon``, ``ZPlus``, ``AlphaBeta``, ``Gamma``, ``Flat``,
-  ``WSquare``, ``ZBox``), composites (``EpsilonPlus``, ``EpsilonAlpha2Beta1``,
-  ``EpsilonGammaBox``, ...), ``conv_stack`` (the model as folded layers).
+  ``WSquare``, ``ZBox``) and composites (``EpsilonPlus``, ``EpsilonAlpha2Beta1``,
+  ``EpsilonGammaBox``, ...).
 - :mod:`.gradients`: ReLU backward rules, Grad-CAM, SmoothGrad, integrated gradients,
   ``relu_backward`` (the rules for plain autograd).
 - :mod:`.evaluation`: cascading randomization and deletion/insertion curves.
 """
 
+from asr_introspect.attribution.crops import CropGeometry, crop_logits
 from asr_introspect.attribution.frames import (
     LRP_METHODS,
     METHODS,
     Attribution,
-    CropGeometry,
     attribute,
     compute_crops,
-    crop_logits,
     select_frames,
     select_targets,
 )
@@ -25,8 +26,6 @@ from asr_introspect.attribution.lrp import (
     COMPOSITES,
     AlphaBeta,
     Composite,
-    ConvLayer,
-    ConvStack,
     Epsilon,
     EpsilonAlpha1Beta0,
     EpsilonAlpha2Beta1,
@@ -40,9 +39,8 @@ from asr_introspect.attribution.lrp import (
     WSquare,
     ZBox,
     ZPlus,
-    conv_stack,
-    fold_batchnorm,
 )
+from asr_introspect.attribution.stack import ConvLayer, ConvStack, conv_stack, fold_batchnorm
 from asr_introspect.attribution.gradients import RELU_RULES, relu_backward
 from asr_introspect.attribution.evaluation import (
     CurveResult,

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from asr_introspect.attribution.crops import CropGeometry, crop_logits
 from asr_introspect.attribution.frames import (
-    Attribution, CropGeometry, _features_tensor, compute_crops, crop_logits, method_name, select_frames,
-    select_targets,
+    Attribution, attribute, compute_crops, features_tensor, method_name, select_frames, select_targets,
 )
-from asr_introspect.attribution.lrp import ConvLayer, ConvStack, conv_stack
+from asr_introspect.attribution.stack import ConvLayer, ConvStack, conv_stack
 
 __all__ = ["rank_correlation", "randomize_stack", "RandomizationResult", "randomization_test",
            "CurveResult", "perturbation_curves", "faithfulness", "auc"]
@@ -112,7 +112,7 @@ def randomization_test(model, features, methods: Sequence = ("lrp-epsilon-plus",
     name -> options (e.g. ``{"smoothgrad": {"n_samples": 8}}``). See the module docstring.
     """
     method_options = method_options or {}
-    x = _features_tensor(model, features)
+    x = features_tensor(model, features)
     stack = conv_stack(model, dtype=dtype)
     x = x.to(device=stack.device, dtype=stack.dtype)
     cache = stack.forward_cache(x)
@@ -202,7 +202,7 @@ def perturbation_curves(model, features, attribution: Attribution, mode: str = "
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if unit not in ("frame", "bin"):
         raise ValueError(f"unit must be 'frame' or 'bin', got {unit!r}")
-    x = _features_tensor(model, features)
+    x = features_tensor(model, features)
     stack = stack if stack is not None else conv_stack(model, dtype=dtype)
     x = x.to(device=stack.device, dtype=stack.dtype)
     geometry = CropGeometry(stack, x.shape[1])
@@ -269,8 +269,6 @@ def faithfulness(model, features, methods: Sequence = ("lrp-epsilon-plus", "sens
     ``method_options``: method name -> options for :func:`~.frames.attribute`.
     """
     method_options = method_options or {}
-    from asr_introspect.attribution.frames import attribute
-
     stack = conv_stack(model, dtype=dtype)
     table: dict[str, dict[str, float]] = {"random": {}}
     for method in methods:

@@ -1,7 +1,7 @@
 """The gradient family, per output frame: sensitivity, gradient x input, deconvnet, guided backprop,
 Grad-CAM, guided Grad-CAM, SmoothGrad and integrated gradients.
 
-All run through the receptive-field crop engine of :mod:`.frames` (one
+All run through the receptive-field crop engine of :mod:`.crops` (one
 forward pass per utterance, or per noise sample / integration step, then a
 batched explicit backward over the layers), so the model is never modified.
 The three ReLU backward rules (``f`` the ReLU's forward input, ``R`` the
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from asr_introspect.attribution.frames import CropGeometry, propagate
-from asr_introspect.attribution.lrp import ConvStack, ForwardCache
+from asr_introspect.attribution.crops import CropGeometry, propagate
+from asr_introspect.attribution.stack import ConvStack, ForwardCache
 
 __all__ = ["RELU_RULES", "GradientBackend", "relu_backward", "gradient_crops", "grad_cam_crops",
            "smoothgrad_crops", "integrated_gradients_crops", "default_cam_layer"]
