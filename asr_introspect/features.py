@@ -26,9 +26,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import librosa
 import numpy as np
 import torch
 import torchaudio.functional as taf
+
+from asr_introspect.audio import load_audio
 
 __all__ = [
     "FeatureConfig",
@@ -275,8 +278,6 @@ def mel_frequencies(config: FeatureConfig) -> np.ndarray:
     These are the peaks of the filters: ``n_mels + 2`` points equally spaced on
     the Slaney mel scale from fmin to fmax, without the two edges.
     """
-    import librosa
-
     edges = librosa.mel_frequencies(
         n_mels=config.n_mels + 2, fmin=config.fmin, fmax=config.fmax_hz, htk=False
     )
@@ -300,8 +301,6 @@ def invert_features(
     ``audio: ((T - 1) * hop_length,)`` float32 scaled to a peak of 0.9
     (silence stays zero).
     """
-    import librosa
-
     if isinstance(features, torch.Tensor):
         features = features.detach().cpu().numpy()
     feats = np.asarray(features, dtype=np.float64)
@@ -342,3 +341,33 @@ def invert_features(
     if peak > 0:
         audio = audio * (0.9 / peak)
     return audio.astype(np.float32)
+
+
+def featurize(waves, config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The toolkit's one way from waveforms to model input: pad, compute, zero the padding.
+
+    waves: a sequence of B mono float waveforms ``(n_b,)`` at ``config.sample_rate``.
+    Returns ``features: (B, F, T)`` float32 (zero beyond each utterance's frames) and
+    ``feature_lengths: (B,)`` int64. One waveform gives exactly what it gives alone;
+    in a batch only the last frames' STFT windows see zeros instead of reflection.
+    """
+    waves = [torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in waves]
+    if not waves:
+        raise ValueError("featurize needs at least one waveform")
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.int64)
+    audio = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for row, wave in enumerate(waves):
+        audio[row, : len(wave)] = wave
+    features, feature_lengths = compute_features(audio, config, lengths=lengths)
+    mask = torch.arange(features.shape[-1])[None, :] < feature_lengths[:, None]
+    features = features * mask[:, None, :].to(features.dtype)
+    return features.contiguous(), feature_lengths.to(torch.int64)
+
+
+def featurize_file(path, config: FeatureConfig, min_input_frames: int = 0) -> torch.Tensor:
+    """Features ``(F, T)`` of one audio file (:func:`featurize` of :func:`audio.load_audio`).
+
+    ``min_input_frames``: reject clips shorter than this many frames (AudioError naming the file).
+    """
+    wave = load_audio(path, sample_rate=config.sample_rate, min_duration=min_input_frames * config.frame_seconds)
+    return featurize([wave], config)[0][0]

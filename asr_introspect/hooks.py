@@ -1,17 +1,15 @@
-"""Record the activations of named layers while streaming a corpus through a model.
+"""Record the activations of named layers of a model (forward hooks).
 
 Padded batches are exact: :meth:`ASRModel.logits` with lengths zeroes every
 layer beyond each utterance's valid length (``ASRModel.exact_padding``), so the
-recorded valid frames equal each utterance run alone, and padded frames never
-reach an accumulator (they are masked out, see :class:`ActivationBatch`).
+recorded valid frames equal each utterance run alone. Corpus passes use
+:mod:`asr_introspect.stream`, which records through this class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -55,75 +53,3 @@ class ActivationRecorder:
         """Forward ``features (B, F, T)``; returns ``(logits (B, C, T_out), out_lengths)``."""
         self.activations = {}
         return self.model.logits(features, lengths)
-
-
-@dataclass
-class ActivationBatch:
-    """One padded batch with the activations of the recorded layers.
-
-    features: (B, F, T_in); feature_lengths: (B,); logits: (B, C, T_out);
-    out_lengths: (B,); activations[name]: (B, channels, T_layer);
-    lengths[name]: (B,) valid frames of that layer.
-    """
-
-    utterances: list
-    features: torch.Tensor
-    feature_lengths: torch.Tensor
-    logits: torch.Tensor
-    out_lengths: torch.Tensor
-    activations: dict[str, torch.Tensor]
-    lengths: dict[str, torch.Tensor]
-    _padded: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def padded_frames(self, name: str) -> np.ndarray:
-        """Every frame of the padded batch, frames-major: (B * T_layer, channels) float32 NumPy,
-        C-contiguous (frame b*T + t is utterance b, frame t; padding included). Computed once
-        per layer and shared by everything that aggregates this batch (e.g. letter and
-        phoneme NAPs in one pass); treat it as read-only."""
-        if name not in self._padded:
-            acts = self.activations[name].detach().to("cpu", torch.float32).numpy()
-            B, C, T = acts.shape
-            self._padded[name] = np.ascontiguousarray(acts.transpose(0, 2, 1)).reshape(B * T, C)
-        return self._padded[name]
-
-    def mask(self, name: str) -> torch.Tensor:
-        """(B, T_layer) bool: True on valid (non-padded) frames of layer ``name``."""
-        frames = torch.arange(self.activations[name].shape[-1])
-        return frames[None, :] < self.lengths[name][:, None]
-
-    def valid(self, name: str, index: int) -> torch.Tensor:
-        """Activations of utterance ``index`` without padding: (channels, T_valid)."""
-        return self.activations[name][index, :, : int(self.lengths[name][index])]
-
-    def frames(self, name: str) -> torch.Tensor:
-        """All valid frames of the batch stacked: (sum of T_valid, channels)."""
-        return torch.cat([self.valid(name, b).T for b in range(len(self.utterances))], dim=0)
-
-
-def stream_activations(model: ASRModel, utterances: Sequence, layers: Sequence[str] | None = None,
-                       batch_size: int = 16, progress: bool = False,
-                       batches: Iterable | None = None) -> Iterator[ActivationBatch]:
-    """Run a corpus through ``model`` batch by batch, yielding :class:`ActivationBatch`.
-
-    Memory is one batch at a time. ``batches`` may supply ready batches (objects
-    with ``features``, ``feature_lengths`` and ``utterances``); by default they
-    come from :func:`asr_introspect.corpus.iterate_batches` in corpus order.
-    """
-    from tqdm.auto import tqdm
-
-    from asr_introspect.corpus import iterate_batches
-
-    if batches is None:
-        batches = iterate_batches(utterances, model.feature_config, model.alphabet,
-                                  batch_size=batch_size, bucket=False)
-    bar = tqdm(total=len(utterances), desc="activations", unit="utt", disable=not progress)
-    recorder = ActivationRecorder(model, layers)
-    with torch.no_grad(), recorder:
-        for batch in batches:
-            logits, out_lengths = recorder.run(batch.features, batch.feature_lengths)
-            lengths = {name: torch.as_tensor(model.layer_length(name, batch.feature_lengths))
-                       for name in recorder.layers}
-            yield ActivationBatch(list(batch.utterances), batch.features, batch.feature_lengths,
-                                  logits, out_lengths, dict(recorder.activations), lengths)
-            bar.update(len(batch.utterances))
-    bar.close()

@@ -37,13 +37,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import torchaudio.functional as AF
+from tqdm.auto import tqdm
 
 from asr_introspect.audio import load_audio
 from asr_introspect.corpus import Utterance, batch_plan
 from asr_introspect.decoding import error_rates, greedy_decode
 from asr_introspect.errors import InputError
-from asr_introspect.features import FeatureConfig, compute_features
+from asr_introspect.features import FeatureConfig, featurize
 from asr_introspect.io import atomic_path, file_sha256, save_json
+from asr_introspect.stream import stream_corpus
 from asr_introspect.models import NF4, ASRModel, build_model, load_checkpoint, rounded_weights, save_checkpoint
 from asr_introspect.text import Alphabet
 
@@ -116,8 +119,6 @@ def speed_perturb(audio: torch.Tensor, factor: float, sample_rate: int) -> torch
     """Kaldi-style speed perturbation: resample so the clip plays ``factor`` times faster."""
     if factor == 1.0:
         return audio
-    import torchaudio.functional as AF
-
     new_rate = int(round(sample_rate / factor / 100.0)) * 100
     return AF.resample(audio, sample_rate, new_rate)
 
@@ -165,8 +166,6 @@ class EncodedCorpus:
     @classmethod
     def load(cls, utterances: Sequence[Utterance], alphabet: Alphabet, feature_config: FeatureConfig,
              progress: bool = False) -> "EncodedCorpus":
-        from tqdm.auto import tqdm
-
         ids, audio, targets, frames = [], [], [], []
         for utt in tqdm(utterances, desc="loading audio", disable=not progress, unit="utt"):
             wave = load_audio(utt.audio_path, sample_rate=feature_config.sample_rate)
@@ -193,11 +192,7 @@ class EncodedCorpus:
                     snr = low + (high - low) * float(torch.rand(1, generator=gen))
                     wave = add_noise(wave, snr, gen)
             waves.append(wave)
-        lengths = torch.tensor([len(w) for w in waves])
-        padded = torch.zeros(len(waves), int(lengths.max()))
-        for b, wave in enumerate(waves):
-            padded[b, :len(wave)] = wave
-        features, frame_lengths = compute_features(padded, feature_config, lengths=lengths)
+        features, frame_lengths = featurize(waves, feature_config)
         if augment:
             features = torch.stack([spec_augment(features[b], int(frame_lengths[b]), config, generators[b])
                                     for b in range(len(indices))])
@@ -239,30 +234,20 @@ def transcribe_features(model: ASRModel, features: torch.Tensor, lengths: torch.
     return greedy_decode(logits, out_lengths, model.alphabet)
 
 
-@torch.no_grad()
 def evaluate(model: ASRModel, utterances: Sequence[Utterance], batch_size: int = 32,
              progress: bool = False) -> dict:
-    """Greedy CER/WER of ``model`` on ``utterances``.
+    """Greedy CER/WER of ``model`` on ``utterances`` (one corpus stream, eval mode; modes restored after).
 
-    Returns ``{"cer", "wer", "utterances", "examples": [{"id", "reference", "hypothesis"}]}``.
+    Returns ``{"cer", "wer", "utterances", "examples": [{"id", "reference", "hypothesis"}]}``
+    (examples in stream order: length-bucketed).
     """
-    from tqdm.auto import tqdm
-
-    from asr_introspect.corpus import iterate_batches
-
-    was_training = model.module.training
-    model.module.eval()
     references, hypotheses, examples = [], [], []
-    bar = tqdm(total=len(utterances), desc="evaluating", unit="utt", disable=not progress)
-    for batch in iterate_batches(utterances, model.feature_config, model.alphabet, batch_size=batch_size):
-        texts = transcribe_features(model, batch.features, batch.feature_lengths)
+    for batch in stream_corpus(model, utterances, batch_size=batch_size, progress=progress, desc="evaluating"):
+        texts = greedy_decode(batch.logits, batch.out_lengths, model.alphabet)
         for utt, hyp in zip(batch.utterances, texts):
             references.append(utt.text)
             hypotheses.append(hyp)
             examples.append({"id": utt.id, "reference": utt.text, "hypothesis": hyp})
-        bar.update(len(texts))
-    bar.close()
-    model.module.train(was_training)
     cer, wer = error_rates(references, hypotheses)
     return {"cer": cer, "wer": wer, "utterances": len(references), "examples": examples}
 
@@ -433,8 +418,6 @@ class Trainer:
     def run(self, steps: int | None = None, progress: bool = False,
             on_eval: Callable[[dict], None] | None = None) -> dict:
         """Train until ``config.max_steps`` (or ``steps`` more steps); returns the last metrics."""
-        from tqdm.auto import tqdm
-
         config = self.config
         stop = config.max_steps if steps is None else min(config.max_steps, self.step + steps)
         bar = tqdm(total=stop, initial=self.step, desc="training", unit="step",

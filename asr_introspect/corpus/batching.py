@@ -21,6 +21,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from asr_introspect.audio import audio_info, load_audio
+from asr_introspect.features import featurize
+
 from .utterance import Utterance
 
 __all__ = ["Batch", "batch_plan", "iterate_batches", "utterance_durations"]
@@ -49,8 +52,6 @@ class Batch:
 
 def utterance_durations(utterances: Sequence[Utterance]) -> np.ndarray:
     """``(N,)`` float64 seconds: ``utt.duration``, else read from the audio header."""
-    from asr_introspect.audio import audio_info
-
     out = np.empty(len(utterances), dtype=np.float64)
     for i, utt in enumerate(utterances):
         if utt.duration is not None:
@@ -113,13 +114,9 @@ def iterate_batches(utterances: Sequence[Utterance], feature_config, alphabet, b
     """Yield :class:`Batch` es over ``utterances`` (order rules in the module docstring).
 
     Audio is read with ``audio.load_audio`` at ``feature_config.sample_rate``;
-    features come from ``features.compute_features`` on the zero-padded batch
-    with its lengths; targets from ``alphabet.encode`` (``TranscriptError``
+    features come from :func:`features.featurize`; targets from ``alphabet.encode`` (``TranscriptError``
     names the utterance). ``epoch`` changes the shuffle for the same ``seed``.
     """
-    from asr_introspect.audio import load_audio
-    from asr_introspect.features import compute_features
-
     utterances = list(utterances)
     durations = utterance_durations(utterances)
     sr = feature_config.sample_rate
@@ -127,18 +124,11 @@ def iterate_batches(utterances: Sequence[Utterance], feature_config, alphabet, b
     for index_batch in batch_plan(frames, batch_size, shuffle=shuffle, seed=seed, bucket=bucket,
                                   max_frames=max_frames, epoch=epoch):
         utts = tuple(utterances[i] for i in index_batch)
-        waves = [load_audio(u.audio_path, sample_rate=sr) for u in utts]
-        lengths = torch.tensor([len(w) for w in waves], dtype=torch.int64)
-        audio = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
-        for row, wave in enumerate(waves):
-            audio[row, :len(wave)] = torch.from_numpy(wave)
-        features, feature_lengths = compute_features(audio, feature_config, lengths=lengths)
-        t = features.shape[-1]
-        mask = torch.arange(t)[None, :] < feature_lengths[:, None]
-        features = features * mask[:, None, :].to(features.dtype)
+        features, feature_lengths = featurize([load_audio(u.audio_path, sample_rate=sr) for u in utts],
+                                              feature_config)
         encoded = [alphabet.encode(u.text, utterance_id=u.id) for u in utts]
         target_lengths = torch.tensor([len(e) for e in encoded], dtype=torch.int64)
         targets = torch.zeros(len(encoded), max(1, int(target_lengths.max())), dtype=torch.int64)
         for row, ids in enumerate(encoded):
             targets[row, :len(ids)] = torch.tensor(ids, dtype=torch.int64)
-        yield Batch(features.contiguous(), feature_lengths.to(torch.int64), targets, target_lengths, utts)
+        yield Batch(features, feature_lengths, targets, target_lengths, utts)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from asr_introspect.errors import InputError
+from asr_introspect.stream import stream_corpus
 
 if TYPE_CHECKING:
     from asr_introspect.models import ASRModel
@@ -172,19 +173,13 @@ def feature_windows(model: "ASRModel", utterances: Sequence, width: int, hop: in
     zero padded (zeros are what the model's own padding feeds it). At most
     ``max_windows`` are kept, a random subset drawn with ``seed``.
     """
-    from tqdm.auto import tqdm
-
-    from asr_introspect.audio import load_audio
-    from asr_introspect.features import compute_features
-
     width = int(width)
     hop = max(1, int(hop) if hop is not None else width // 4)
-    config = model.feature_config
     out: list[np.ndarray] = []
-    for utt in tqdm(list(utterances), desc="windows", unit="utt", disable=not progress):
-        audio = load_audio(utt.audio_path, sample_rate=config.sample_rate)
-        feats = compute_features(audio, config)
-        feats = feats.numpy() if isinstance(feats, torch.Tensor) else np.asarray(feats)
+    # one utterance per batch: each utterance's features exactly as it gives alone
+    for batch in stream_corpus(model, utterances, batch_size=1, bucket=False, forward=False, progress=progress,
+                               desc="windows"):
+        feats = batch.utterance_features(0)
         n_frames = feats.shape[1]
         if n_frames < width:
             padded = np.zeros((feats.shape[0], width), dtype=np.float32)

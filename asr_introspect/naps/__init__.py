@@ -1,7 +1,8 @@
 """Neuron activation profiles (NAPs) over letters and phonemes: compute, normalize, cluster, score.
 
-- :mod:`.profiles`: :func:`compute_naps`, :class:`NAPEstimator` (``partial_fit``),
-  :func:`stream_naps` (several labellings in one pass), the :class:`NAPs` result
+- :mod:`.profiles`: :func:`compute_naps`, :class:`NAPEstimator` (``partial_fit`` on
+  :mod:`asr_introspect.stream` batches; several labellings in one pass with
+  :func:`~asr_introspect.stream.fit_estimators`), the :class:`NAPs` result
   (``means(layer)``: (G, N_l), counts, variance, frame statistics, save/load).
 - :mod:`.normalize`: :func:`normalize_profiles` ("none", "center", "zscore", "standardize").
 - :mod:`.cluster`: hierarchical clustering of groups and neurons, k-means, :func:`cluster_naps`.
@@ -38,7 +39,6 @@ from asr_introspect.naps.profiles import (
     compute_naps,
     letter_groups,
     phoneme_groups,
-    stream_naps,
 )
 from asr_introspect.naps.quality import (
     CATEGORY_KINDS,
@@ -75,5 +75,4 @@ __all__ = [
     "normalize_profiles",
     "pairwise_distances",
     "phoneme_groups",
-    "stream_naps",
 ]

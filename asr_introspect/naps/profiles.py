@@ -45,32 +45,36 @@ unchanged there.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from asr_introspect.aggregate import GroupStats, specificity
+from asr_introspect.aggregate import GroupStats, specificity, torch_distributed
 from asr_introspect.errors import AlignmentError, InputError
+from asr_introspect.io import load_npz, save_npz
+from asr_introspect.naps.normalize import normalize_profiles
+from asr_introspect.stream import (
+    DEFAULT_SOURCE,
+    WEIGHTINGS,
+    StreamBatch,
+    StreamEstimator,
+    check_letter_settings,
+)
+from asr_introspect.text import PHONE_TO_INDEX, PHONES, SILENCE
 
 __all__ = [
     "NAPs",
     "NAPEstimator",
     "compute_naps",
-    "stream_naps",
     "letter_groups",
     "phoneme_groups",
     "WEIGHTINGS",
 ]
 
-WEIGHTINGS = (None, "gradient", "saliency")
-_SOURCES = ("forced", "predicted")
-_MODES = ("spike", "span")
 _FORMAT = "asr-introspect.naps/1"
 
 
@@ -88,8 +92,6 @@ def letter_groups(alphabet, include: Iterable[str] = ()) -> list[str]:
 
 def phoneme_groups(include_silence: bool = False) -> list[str]:
     """Phone group names: the 39 ARPAbet phones of ``text.PHONES`` (plus "sil" if asked)."""
-    from asr_introspect.text import PHONES, SILENCE
-
     return [p for p in PHONES if p != SILENCE or include_silence]
 
 
@@ -178,8 +180,6 @@ class NAPs:
 
         ``normalize``: see :func:`asr_introspect.naps.normalize_profiles`.
         """
-        from asr_introspect.naps.normalize import normalize_profiles
-
         keep = self.kept(layer, min_count)
         mean, var = self.frame_stats(layer)
         out = normalize_profiles(self.means(layer)[keep], normalize, frame_mean=mean, frame_std=np.sqrt(var))
@@ -227,15 +227,11 @@ class NAPs:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.npz, atomically; see :meth:`to_arrays`)."""
-        from asr_introspect.io import save_npz
-
         return save_npz(path, **self.to_arrays())
 
     @classmethod
     def load(cls, path: str | Path) -> "NAPs":
         """Read NAPs written by :meth:`save` (no pickle)."""
-        from asr_introspect.io import load_npz
-
         try:
             d = load_npz(path)
         except (OSError, ValueError) as exc:
@@ -252,114 +248,84 @@ class NAPs:
 # the estimator
 
 
-@contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:
-    """Run the module in eval mode (BatchNorm running stats, no dropout); restore the modes after."""
-    modes = [(m, m.training) for m in model.module.modules()]
-    model.module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+class NAPEstimator(StreamEstimator):
+    """Streaming NAP accumulator: ``partial_fit`` on corpus-stream batches, then ``result()``.
 
-
-def _layer_channels(model, layers: Sequence[str]) -> dict[str, int]:
-    """Channels of each layer, from one forward pass on zeros (eval mode, no grad)."""
-    from asr_introspect.hooks import ActivationRecorder
-
-    n_in = max(int(model.min_input_frames), 8)
-    features = torch.zeros(1, model.n_features, n_in, device=model.device)
-    with _eval_mode(model), torch.no_grad(), ActivationRecorder(model, layers) as rec:
-        rec.run(features)
-        return {name: int(rec.activations[name].shape[1]) for name in layers}
-
-
-def _weights_from_gradients(activations: dict[str, torch.Tensor], grads, weighting: str) -> dict[str, torch.Tensor]:
-    """Per-frame weights (B, T_l) from activations and gradients (B, C_l, T_l)."""
-    out = {}
-    for (name, act), grad in zip(activations.items(), grads):
-        if grad is None:
-            grad = torch.zeros_like(act)
-        if weighting == "gradient":
-            w = grad.norm(dim=1)
-        else:
-            w = (grad * act).abs().sum(dim=1)
-        out[name] = w.detach()
-    return out
-
-
-def _forward_weighted(model, batch, layers: Sequence[str], weighting: str):
-    """One batch with gradients: (ActivationBatch, {layer: weights (B, T_l)})."""
-    from asr_introspect.hooks import ActivationBatch, ActivationRecorder
-
-    with torch.enable_grad(), ActivationRecorder(model, layers, detach=False) as rec:
-        logits, out_lengths = rec.run(batch.features, batch.feature_lengths)
-        acts = {name: rec.activations[name] for name in layers}
-        frames = torch.arange(logits.shape[-1], device=logits.device)
-        valid = frames[None, :] < out_lengths.to(logits.device)[:, None]
-        target = logits.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)  # (B, T_out)
-        objective = (target * valid.to(target.dtype)).sum()
-        grads = torch.autograd.grad(objective, list(acts.values()), allow_unused=True)
-    weights = _weights_from_gradients(acts, grads, weighting)
-    lengths = {name: torch.as_tensor(model.layer_length(name, batch.feature_lengths)) for name in layers}
-    ab = ActivationBatch(list(batch.utterances), batch.features, batch.feature_lengths, logits.detach(),
-                         out_lengths, {k: v.detach() for k, v in acts.items()}, lengths)
-    return ab, weights
-
-
-class NAPEstimator:
-    """Streaming NAP accumulator, scikit-learn style: ``partial_fit`` batch by batch, then ``result()``.
-
-    model: an :class:`~asr_introspect.models.ASRModel` (run in eval mode);
     by: "letter", "phoneme" or ``fn(utterance, layer, n_frames) -> (n_frames,) int``
-    (then ``groups`` names the indices); layers: None = all; groups: group names
-    (default :func:`letter_groups` / :func:`phoneme_groups`; for letters/phones a
-    subset or superset of symbols, e.g. add " " or "sil"); source/mode/shift:
-    letter labels (``shift`` moves them that many output frames later, negative:
-    earlier, e.g. ``-ShiftReport.correction_frames``); weighting: None,
-    "gradient" or "saliency" (module docstring); skip_errors: skip (and list)
-    utterances whose transcript cannot be aligned instead of raising.
+    (then ``groups`` names the indices); layers: None = all of the model's; groups: group
+    names (default :func:`letter_groups` / :func:`phoneme_groups`; for letters/phones a subset
+    or superset of symbols, e.g. add " " or "sil"); source / letter_mode / shift: letter labels
+    (:meth:`StreamBatch.letter_labels`: ``shift`` moves them that many output frames later,
+    negative: earlier, e.g. ``-ShiftReport.correction_frames``); weighting: None, "gradient" or
+    "saliency" (module docstring); skip_errors: skip (and list) utterances whose transcript
+    cannot be aligned instead of raising; batch_size: of the stream :meth:`fit` runs.
+
+    Fitted state (after the first batch): ``stats_`` (one GroupStats per layer, ``G + 1`` rows),
+    ``n_utterances_``, ``skipped_`` ((id, reason) pairs).
     """
 
-    def __init__(self, model, by: str | Callable = "letter", layers: Sequence[str] | None = None, *,
-                 groups: Sequence[str] | None = None, source: str = "forced", mode: str = "spike",
-                 shift: int = 0, weighting: str | None = None, skip_errors: bool = True) -> None:
-        self.model = model
-        self.layers = list(layers) if layers is not None else list(model.layer_names)
-        if not self.layers:
-            raise InputError("no layers to profile")
-        unknown = [n for n in self.layers if n not in model.layer_names]
-        if unknown:
-            raise InputError(f"unknown layer(s) {', '.join(unknown)}; the model has {', '.join(model.layer_names)}")
-        if source not in _SOURCES:
-            raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    def __init__(self, by: str | Callable = "letter", layers: Sequence[str] | None = None, *,
+                 groups: Sequence[str] | None = None, source: str = DEFAULT_SOURCE, letter_mode: str = "spike",
+                 shift: int = 0, weighting: str | None = None, skip_errors: bool = True,
+                 batch_size: int = 16) -> None:
+        self.shift = check_letter_settings(source, letter_mode, shift)
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        self.source, self.mode, self.shift, self.weighting = source, mode, int(shift), weighting
+            raise InputError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if layers is not None and not list(layers):
+            raise InputError("no layers to profile")
+        self.layers = None if layers is None else list(layers)
+        self.source, self.letter_mode, self.weighting = source, letter_mode, weighting
         self.skip_errors = skip_errors
+        self.batch_size = int(batch_size)
         self.labeler: Callable | None = None
         if callable(by):
             self.by = "custom"
             self.labeler = by
             groups = groups if groups is not None else getattr(by, "groups", None)
             if groups is None:
-                raise ValueError("a labelling function needs group names: pass groups=[...]")
-            self.groups = [str(g) for g in groups]
-        elif by == "letter":
-            self.by = "letter"
+                raise InputError("a labelling function needs group names: pass groups=[...]")
+            groups = [str(g) for g in groups]
+        elif by in ("letter", "phoneme"):
+            self.by = by
+        else:
+            raise InputError(f"by must be 'letter', 'phoneme' or a labelling function, got {by!r}")
+        self.groups = None if groups is None else list(groups)
+        if self.groups is not None and len(set(self.groups)) != len(self.groups):
+            raise InputError(f"duplicate group names in {self.groups}")
+        self.reset()
+
+    def reset(self) -> NAPEstimator:
+        """Forget all frames."""
+        self.stats_: dict[str, GroupStats] | None = None
+        self.n_utterances_ = 0
+        self.skipped_: list[tuple[str, str]] = []
+        return self
+
+    # -- binding a model ---------------------------------------------------------------
+
+    def stream_layers(self, model) -> list[str]:
+        """The layers this estimator profiles (InputError for names the model lacks)."""
+        layers = self.layers if self.layers is not None else list(model.layer_names)
+        unknown = [n for n in layers if n not in model.layer_names]
+        if unknown:
+            raise InputError(f"unknown layer(s) {', '.join(unknown)}; the model has {', '.join(model.layer_names)}")
+        return layers
+
+    def _bind(self, batch: StreamBatch) -> None:
+        """On the first batch: layers, groups and the label -> group map from the batch's model."""
+        model = batch.model
+        self.layers = self.stream_layers(model)
+        missing = [n for n in self.layers if n not in batch.activations]
+        if missing:
+            raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
+        if self.by == "letter":
             alphabet = model.alphabet
-            self.groups = list(groups) if groups is not None else letter_groups(alphabet)
+            self.groups = self.groups if self.groups is not None else letter_groups(alphabet)
             self._map = np.full(len(alphabet), len(self.groups), dtype=np.int64)
             for g, name in enumerate(self.groups):
                 self._map[alphabet.index(name)] = g
-        elif by == "phoneme":
-            from asr_introspect.text import PHONE_TO_INDEX, PHONES
-
-            self.by = "phoneme"
-            self.groups = list(groups) if groups is not None else phoneme_groups()
+        elif self.by == "phoneme":
+            self.groups = self.groups if self.groups is not None else phoneme_groups()
             unknown = [g for g in self.groups if g not in PHONE_TO_INDEX]
             if unknown:
                 raise InputError(f"unknown phone(s) {unknown}; phones: {', '.join(PHONES)}")
@@ -367,193 +333,96 @@ class NAPEstimator:
             self._map = np.full(len(PHONES) + 1, len(self.groups), dtype=np.int64)
             for g, name in enumerate(self.groups):
                 self._map[PHONE_TO_INDEX[name]] = g
-        else:
-            raise ValueError(f"by must be 'letter', 'phoneme' or a labelling function, got {by!r}")
-        if len(set(self.groups)) != len(self.groups):
-            raise ValueError(f"duplicate group names in {self.groups}")
-        self._channels = _layer_channels(model, self.layers)
-        self.reset()
-
-    def reset(self) -> "NAPEstimator":
-        """Forget all frames."""
         G = len(self.groups)
-        self.stats_ = {name: GroupStats(G + 1, self._channels[name]) for name in self.layers}
-        self.n_utterances_ = 0
-        self.skipped_: list[tuple[str, str]] = []
-        return self
+        self.stats_ = {name: GroupStats(G + 1, int(batch.activations[name].shape[1])) for name in self.layers}
 
-    # -- labels ---------------------------------------------------------------------
+    # -- labels ------------------------------------------------------------------------
 
-    def _output_letters(self, ab, b: int) -> np.ndarray:
-        from asr_introspect.alignment import forced_align, greedy_path, letter_labels, shift_labels
-
-        utt, n_out = ab.utterances[b], int(ab.out_lengths[b])
-        if self.source == "forced":
-            log_probs = F.log_softmax(ab.logits[b, :, :n_out].float(), dim=0).T.contiguous()
-            targets = self.model.alphabet.encode(utt.text, utterance_id=utt.id)
-            path = forced_align(log_probs, targets, blank=self.model.alphabet.blank, utterance_id=utt.id)
-        else:
-            path = greedy_path(ab.logits[b, :, :n_out])
-        labels = letter_labels(path, self.mode, blank=self.model.alphabet.blank)
-        if self.shift:
-            labels = shift_labels(labels, self.shift, fill=self.model.alphabet.blank)
-        return labels
-
-    def _batch_labels(self, ab) -> dict[str, np.ndarray] | None:
+    def _group_labels(self, batch: StreamBatch) -> dict[str, np.ndarray]:
         """Group index of every frame of the padded batch, (B, T_layer) int64 per layer: the group,
-        G (rest) for valid frames in no group, -1 for padded frames and skipped utterances (the
-        accumulator ignores -1). None if every utterance is skipped.
-
-        Labels are built a layer at a time for the whole batch (one label transfer or time axis per
-        layer, not one per utterance and layer: 1.9-5.5x faster, benchmarks/bench_nap_labels.py)."""
-        B = len(ab.utterances)
-        widths = {name: ab.activations[name].shape[2] for name in self.layers}
+        G (rest) for valid frames in no group, -1 for padded frames and utterances without labels
+        (the accumulator ignores -1)."""
+        G = len(self.groups)
         if self.by == "letter":
-            rows, raw = self._letter_rows(ab, widths)
+            rows = batch.letter_rows(self.source)
+            skipped = batch.skipped("letters", self.source)
+            if skipped and not self.skip_errors:
+                raise AlignmentError(skipped[0][1])
         elif self.by == "phoneme":
-            rows, raw = self._phone_rows(ab, widths)
+            rows = batch.phone_rows()
+            skipped = batch.skipped("phones")
         else:
-            rows, raw = self._custom_rows(ab, widths)
-        self.n_utterances_ += len(rows)
-        if not rows:
-            return None
+            rows, skipped = np.ones(len(batch), dtype=bool), []
+        self.skipped_.extend(skipped)
+        self.n_utterances_ += int(rows.sum())
         out = {}
-        for name, T in widths.items():
-            lengths = np.asarray(ab.lengths[name], dtype=np.int64)[rows]
-            labels = np.full((B, T), -1, dtype=np.int64)
-            valid = np.arange(T)[None, :] < lengths[:, None]
-            labels[rows] = np.where(valid, raw[name], -1)
-            out[name] = labels
+        for name in self.layers:
+            valid = batch.mask(name) & rows[:, None]
+            if self.by == "letter":
+                ids = batch.letter_labels(name, self.source, self.letter_mode, self.shift)
+            elif self.by == "phoneme":
+                ids = batch.phone_labels(name)  # -1 (no phone) -> _map[-1] = rest
+            else:
+                out[name] = np.where(valid, self._custom_labels(batch, name, G), -1)
+                continue
+            out[name] = np.where(valid, self._map[ids], -1)
         return out
 
-    def _letter_rows(self, ab, widths: dict[str, int]) -> tuple[list[int], dict[str, np.ndarray]]:
-        """Kept utterances (R,) and their group index per frame of each layer, (R, T_layer)."""
-        from asr_introspect.alignment import transfer_index
+    def _custom_labels(self, batch: StreamBatch, name: str, G: int) -> np.ndarray:
+        """(B, T_layer) group indices from the user's labelling function (called per utterance), G = rest."""
+        lengths = batch.layer_lengths(name)
+        raw = np.full((len(batch), batch.width(name)), G, dtype=np.int64)
+        for b, utt in enumerate(batch.utterances):
+            n = int(lengths[b])
+            labels = np.asarray(self.labeler(utt, name, n))
+            if labels.shape != (n,) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+                raise InputError(f"utt {utt.id}, layer {name}: the labelling function must return "
+                                 f"({n},) ints, got {labels.shape} {labels.dtype}")
+            if labels.size and (labels.min() < -1 or labels.max() >= G):
+                raise InputError(f"utt {utt.id}, layer {name}: labels must lie in [-1, {G})")
+            raw[b, :n] = np.where(labels < 0, G, labels)
+        return raw
 
-        model = self.model
-        rows, letters = [], []
-        for b, utt in enumerate(ab.utterances):
-            try:
-                path = self._output_letters(ab, b)
-            except AlignmentError as exc:
-                if not self.skip_errors:
-                    raise
-                self.skipped_.append((utt.id, str(exc)))
-                continue
-            rows.append(b)
-            letters.append(path)
-        if not rows:
-            return rows, {}
-        padded = np.full((len(rows), max(len(p) for p in letters) or 1), model.alphabet.blank, dtype=np.int64)
-        for i, path in enumerate(letters):
-            padded[i, : len(path)] = path
-        groups = self._map[padded]
-        last_frame = np.array([max(len(p) - 1, 0) for p in letters], dtype=np.int64)[:, None]
-        raw = {}
-        for name, T in widths.items():
-            # as transfer_labels: the nearest output frame, clipped to the utterance's last one
-            index = np.arange(T) if name == model.output_layer else \
-                transfer_index(model.frame_map, model.output_layer, name, T)
-            raw[name] = np.take_along_axis(groups, np.minimum(index[None, :], last_frame), axis=1)
-        return rows, raw
+    # -- accumulation ------------------------------------------------------------------
 
-    def _phone_rows(self, ab, widths: dict[str, int]) -> tuple[list[int], dict[str, np.ndarray]]:
-        """As :meth:`_letter_rows`, from the phone segment covering each frame's centre."""
-        from asr_introspect.alignment import PhoneTimeline, frame_times
-
-        rows, timelines = [], []
-        for b, utt in enumerate(ab.utterances):
-            if not utt.phones:
-                self.skipped_.append((utt.id, "no phone segments"))
-                continue
-            rows.append(b)
-            timelines.append(PhoneTimeline.from_segments(utt.phones))
-        if not rows:
-            return rows, {}
-        raw = {}
-        for name, T in widths.items():
-            times = frame_times(self.model.frame_map, name, T, self.model.feature_config)
-            raw[name] = self._map[np.stack([timeline.labels(times) for timeline in timelines])]  # -1 -> rest
-        return rows, raw
-
-    def _custom_rows(self, ab, widths: dict[str, int]) -> tuple[list[int], dict[str, np.ndarray]]:
-        """As :meth:`_letter_rows`, from the user's labelling function (called per utterance and layer)."""
-        G = len(self.groups)
-        rows = list(range(len(ab.utterances)))
-        raw = {name: np.full((len(rows), T), G, dtype=np.int64) for name, T in widths.items()}
-        for b, utt in enumerate(ab.utterances):
-            for name in self.layers:
-                n = int(ab.lengths[name][b])
-                labels = np.asarray(self.labeler(utt, name, n))
-                if labels.shape != (n,) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-                    raise ValueError(f"utt {utt.id}, layer {name}: the labelling function must return "
-                                     f"({n},) ints, got {labels.shape} {labels.dtype}")
-                if labels.size and (labels.min() < -1 or labels.max() >= G):
-                    raise ValueError(f"utt {utt.id}, layer {name}: labels must lie in [-1, {G})")
-                raw[name][b, :n] = np.where(labels < 0, G, labels)
-        return rows, raw
-
-    # -- accumulation ---------------------------------------------------------------
-
-    def _accumulate(self, ab, weights: dict[str, torch.Tensor] | None) -> None:
-        labels = self._batch_labels(ab)
-        if labels is None:
-            return
+    def partial_fit(self, batch: StreamBatch) -> NAPEstimator:
+        """Add one :class:`~asr_introspect.stream.StreamBatch` (recording at least ``self.layers``;
+        with ``weighting``, streamed with the same weighting)."""
+        if self.weighting is not None and batch.weights is None:
+            raise InputError(f"weighting={self.weighting!r} needs a stream with weighting={self.weighting!r}")
+        if self.stats_ is None:
+            self._bind(batch)
+        labels = self._group_labels(batch)
         for name in self.layers:
             # the whole padded batch as (B*T, C) frames; padded frames and skipped utterances have
             # label -1, which the accumulator ignores. One NumPy transpose copy per layer (shared by
-            # the estimators of a pass) is much cheaper than gathering the valid slices (measured:
-            # ~3 ms vs ~150 ms for 8 x 448 x 320).
-            values = ab.padded_frames(name)
+            # the estimators of a pass) is much cheaper than gathering the valid slices.
             w = None
-            if weights is not None:
-                w = weights[name].detach().to("cpu", torch.float64).numpy().reshape(-1)
-            self.stats_[name].update(values, labels[name].reshape(-1), w)
+            if self.weighting is not None:
+                w = batch.weights[name].detach().to("cpu", torch.float64).numpy().reshape(-1)
+            self.stats_[name].update(batch.padded_frames(name), labels[name].reshape(-1), w)
+        return self
 
-    def partial_fit(self, batch, weights: dict[str, torch.Tensor] | None = None) -> "NAPEstimator":
-        """Add one batch: a corpus ``Batch`` (features, feature_lengths, utterances; the model is
-        run here) or an ``ActivationBatch`` from ``hooks.stream_activations`` (recording at least
-        ``self.layers``; with weighting, ``weights[layer]`` (B, T_l) must come along)."""
-        if hasattr(batch, "activations"):
-            if self.weighting is not None and weights is None:
-                raise ValueError(f"weighting={self.weighting!r} needs gradients: pass a corpus Batch "
-                                 "(not an ActivationBatch) or the weights")
-            missing = [n for n in self.layers if n not in batch.activations]
-            if missing:
-                raise ValueError(f"the ActivationBatch has no activations for {missing}")
-            self._accumulate(batch, weights)
+    def merge(self, other: NAPEstimator) -> NAPEstimator:
+        """Add ``other``'s frames (same layers and groups); returns self."""
+        if other.stats_ is None:
             return self
-        with _eval_mode(self.model):
-            if self.weighting is None:
-                from asr_introspect.hooks import ActivationBatch, ActivationRecorder
-
-                with torch.no_grad(), ActivationRecorder(self.model, self.layers) as rec:
-                    logits, out_lengths = rec.run(batch.features, batch.feature_lengths)
-                    lengths = {n: torch.as_tensor(self.model.layer_length(n, batch.feature_lengths))
-                               for n in self.layers}
-                    ab = ActivationBatch(list(batch.utterances), batch.features, batch.feature_lengths,
-                                         logits, out_lengths, dict(rec.activations), lengths)
-                self._accumulate(ab, None)
-            else:
-                ab, w = _forward_weighted(self.model, batch, self.layers, self.weighting)
-                self._accumulate(ab, w)
+        if self.stats_ is None:
+            raise InputError("merge into an estimator that has seen a batch (call partial_fit first)")
+        if other.layers != self.layers or other.groups != self.groups:
+            raise InputError("cannot merge NAP estimators with different layers or groups")
+        for name in self.layers:
+            self.stats_[name].merge(other.stats_[name])
+        self.n_utterances_ += other.n_utterances_
+        self.skipped_.extend(other.skipped_)
         return self
 
-    def fit(self, utterances: Sequence, batch_size: int = 16, progress: bool = False,
-            distributed: bool | None = None) -> "NAPEstimator":
-        """Reset, then stream ``utterances`` (see :func:`stream_naps`); returns self."""
-        self.reset()
-        stream_naps(self.model, utterances, [self], batch_size=batch_size, progress=progress,
-                    distributed=distributed)
-        return self
-
-    def all_reduce(self, group=None) -> "NAPEstimator":
+    def all_reduce(self, group=None) -> NAPEstimator:
         """Sum the state over all torch.distributed processes (no-op without a process group)."""
-        from asr_introspect.aggregate import _torch_distributed
-
+        self._fitted()
         for name in self.layers:
             self.stats_[name].all_reduce(group)
-        dist = _torch_distributed()
+        dist = torch_distributed()
         if dist is not None:
             count = torch.tensor([self.n_utterances_], dtype=torch.int64)
             dist.all_reduce(count, group=group)
@@ -563,86 +432,26 @@ class NAPEstimator:
             self.skipped_ = [tuple(x) for part in gathered for x in part]
         return self
 
+    def _fitted(self) -> None:
+        if self.stats_ is None:
+            raise InputError("the NAP estimator has seen no batch yet (call fit or partial_fit)")
+
     def result(self) -> NAPs:
         """The NAPs of everything added so far (a copy)."""
+        self._fitted()
         settings = {
             "by": self.by, "layers": self.layers, "groups": self.groups, "weighting": self.weighting,
             "utterances": self.n_utterances_, "skipped": [sid for sid, _ in self.skipped_],
             "frames": {n: int(self.stats_[n].counts.sum()) for n in self.layers},
         }
         if self.by == "letter":
-            settings.update(source=self.source, mode=self.mode, shift=self.shift)
+            settings.update(source=self.source, mode=self.letter_mode, shift=self.shift)
         return NAPs(self.layers, self.groups, {n: s.copy() for n, s in self.stats_.items()}, settings)
 
 
-# ---------------------------------------------------------------------------
-# streaming a corpus
-
-
-def _rank_world(distributed: bool | None) -> tuple[int, int]:
-    from asr_introspect.aggregate import _torch_distributed
-
-    dist = _torch_distributed()
-    if distributed is False or dist is None:
-        if distributed:
-            raise RuntimeError("distributed=True but no torch.distributed process group is initialized")
-        return 0, 1
-    return dist.get_rank(), dist.get_world_size()
-
-
-def stream_naps(model, utterances: Sequence, estimators: Sequence[NAPEstimator], batch_size: int = 16,
-                progress: bool = False, distributed: bool | None = None) -> list[NAPEstimator]:
-    """Feed one pass over ``utterances`` to several estimators (e.g. letters and phonemes).
-
-    The estimators must share ``weighting``. Batches are length-bucketed (padding
-    is exact, so the order does not matter). ``distributed``: None = when a
-    ``torch.distributed`` process group is initialized, each process takes
-    ``utterances[rank::world]`` and the estimators are all-reduced at the end
-    (every process then holds the totals); False = ignore it.
-    """
-    from asr_introspect.corpus import iterate_batches
-
-    estimators = list(estimators)
-    weightings = {e.weighting for e in estimators}
-    if len(weightings) > 1:
-        raise ValueError(f"estimators in one stream must share the weighting, got {weightings}")
-    weighting = weightings.pop() if weightings else None
-    layers = list(dict.fromkeys(n for e in estimators for n in e.layers))
-    rank, world = _rank_world(distributed)
-    shard = list(utterances)[rank::world]
-    if shard:
-        from tqdm.auto import tqdm
-
-        batches = iterate_batches(shard, model.feature_config, model.alphabet, batch_size=batch_size,
-                                  bucket=True)
-        with _eval_mode(model):
-            if weighting is None:
-                from asr_introspect.hooks import stream_activations
-
-                for ab in stream_activations(model, shard, layers, batch_size=batch_size,
-                                             progress=progress and rank == 0, batches=batches):
-                    for e in estimators:
-                        e._accumulate(ab, None)
-            else:
-                bar = tqdm(total=len(shard), desc="activations", unit="utt", disable=not (progress and rank == 0))
-                for batch in batches:
-                    ab, w = _forward_weighted(model, batch, layers, weighting)
-                    for e in estimators:
-                        e._accumulate(ab, w)
-                    bar.update(len(batch.utterances))
-                bar.close()
-    if world > 1:
-        for e in estimators:
-            e.all_reduce()
-    return estimators
-
-
 def compute_naps(model, utterances: Sequence, by: str | Callable = "letter", layers: Sequence[str] | None = None,
-                 *, groups: Sequence[str] | None = None, source: str = "forced", mode: str = "spike",
-                 shift: int = 0, weighting: str | None = None, batch_size: int = 16, progress: bool = False,
-                 distributed: bool | None = None, skip_errors: bool = True) -> NAPs:
-    """NAPs of ``layers`` (default all) over a corpus; arguments as :class:`NAPEstimator` and
-    :func:`stream_naps`. Returns :class:`NAPs` (``means(layer)``: (G, N_l))."""
-    est = NAPEstimator(model, by, layers, groups=groups, source=source, mode=mode, shift=shift,
-                       weighting=weighting, skip_errors=skip_errors)
-    return est.fit(utterances, batch_size=batch_size, progress=progress, distributed=distributed).result()
+                 *, progress: bool = False, distributed: bool | None = None, **settings) -> NAPs:
+    """NAPs of ``layers`` (default all) over a corpus: ``NAPEstimator(by, layers, **settings).fit(model,
+    utterances)``. Returns :class:`NAPs` (``means(layer)``: (G, N_l))."""
+    estimator = NAPEstimator(by, layers, **settings)
+    return estimator.fit(model, utterances, progress=progress, distributed=distributed).result()
