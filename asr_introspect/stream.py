@@ -63,7 +63,7 @@ from asr_introspect.corpus.batching import iterate_batches
 from asr_introspect.errors import AlignmentError, InputError
 from asr_introspect.hooks import ActivationRecorder
 
-__all__ = ["StreamBatch", "StreamEstimator", "stream_corpus", "fit_estimators", "align_corpus", "shard", "eval_mode",
+__all__ = ["StreamBatch", "StreamEstimator", "stream_corpus", "fit_estimators", "align_corpus", "shard", "eval_mode", "layer_channels",
            "LETTER_SOURCES", "LETTER_MODES", "WEIGHTINGS", "DEFAULT_SOURCE"]
 
 LETTER_SOURCES = ("forced", "predicted")
@@ -299,6 +299,15 @@ def shard(utterances: Sequence, distributed: bool | None = None) -> tuple[list, 
     return list(utterances)[rank::world], rank, world
 
 
+def layer_channels(model, layers: Sequence[str]) -> dict[str, int]:
+    """Channels of each layer, from one forward pass on zeros (eval mode, no grad)."""
+    n_in = max(int(model.min_input_frames), 8)
+    features = torch.zeros(1, model.n_features, n_in, device=model.device)
+    with eval_mode(model), torch.no_grad(), ActivationRecorder(model, layers) as recorder:
+        recorder.run(features)
+        return {name: int(recorder.activations[name].shape[1]) for name in layers}
+
+
 def _weights(activations: dict[str, torch.Tensor], grads, weighting: str) -> dict[str, torch.Tensor]:
     """Per-frame weights (B, T_l) from activations and their gradients (B, C_l, T_l)."""
     out = {}
@@ -387,6 +396,10 @@ class StreamEstimator:
         """Whether this estimator needs the model run (logits, activations); False: features suffice."""
         return True
 
+    def prepare(self, model) -> None:
+        """Size the state for ``model`` before any batch (so a process with an empty shard can still
+        all-reduce). Estimators that size themselves on the first batch override this."""
+
     def fit(self, model, utterances: Sequence, *, progress: bool = False,
             distributed: bool | None = None) -> StreamEstimator:
         """Reset, then stream ``utterances`` through ``model`` (sharded under torchrun); returns self."""
@@ -412,6 +425,8 @@ def fit_estimators(model, utterances: Sequence, estimators: Sequence[StreamEstim
     layers = list(dict.fromkeys(n for e in estimators for n in e.stream_layers(model)))
     forward = bool(layers) or weighting is not None or any(e.stream_forward() for e in estimators)
     part, rank, world = shard(utterances, distributed)
+    for e in estimators:
+        e.prepare(model)
     for batch in stream_corpus(model, part, layers, weighting=weighting, batch_size=batch_size, bucket=bucket,
                                forward=forward, progress=progress and rank == 0):
         for e in estimators:

@@ -8,8 +8,9 @@ one window of W = 194 frames (the receptive field), ``frames="all"``.
 Methods (all accumulate float64, border "pad": columns outside an utterance add
 nothing and are not counted):
 
-1. ``PatternAverager.partial_fit`` per utterance: label handling + the Numba
-   windowed kernel for the sums and for the sums of squares (the full state).
+1. ``PatternAverager.add`` per utterance (the raw-array form; ``partial_fit``
+   takes corpus-stream batches): label handling + the Numba windowed kernel
+   for the sums and for the sums of squares (the full state).
 2. ``WindowStats.update`` per utterance: the Numba kernel, sums only.
 3. NumPy baseline: zero-pad the utterance, gather the windows ``(K, F, W)``
    (256 at a time) and ``np.add.at`` them into the per-label sums (and the
@@ -142,7 +143,7 @@ def main(argv=None):
     def averager():
         a = PatternAverager(by="phoneme", window=args.window, exclude=())
         for x, lab in utts:
-            a.partial_fit(x, lab)
+            a.add(x, lab)
         return a
 
     def window_stats():
@@ -153,9 +154,9 @@ def main(argv=None):
         return s
 
     # warm up: compile/load the kernels, fault in the pages
-    PatternAverager(by="phoneme", window=args.window, exclude=()).partial_fit(*utts[0])
+    PatternAverager(by="phoneme", window=args.window, exclude=()).add(*utts[0])
     names = {
-        "numba": "PatternAverager.partial_fit (sums + squares)",
+        "numba": "PatternAverager.add (sums + squares)",
         "kernel": "WindowStats.update (sums only)",
         "addat": f"NumPy gather + np.add.at, sums + squares ({len(sub)} utts, scaled)",
         "addat1": f"NumPy gather + np.add.at, sums only ({len(sub)} utts, scaled)",
@@ -179,7 +180,7 @@ def main(argv=None):
     assert np.array_equal(outs[names["kernel"]].counts, full.stats_.counts)
     sub_avg = PatternAverager(by="phoneme", window=args.window, exclude=())
     for x, lab in sub:
-        sub_avg.partial_fit(x, lab)
+        sub_avg.add(x, lab)
     s, q, c, pc = outs[names["addat"]]
     assert np.array_equal(c, sub_avg.stats_.counts) and np.array_equal(pc, sub_avg.stats_.position_counts)
     checks[names["addat"]] = max(rel_err(s, sub_avg.stats_.sums), rel_err(q, sub_avg.squares_.sums))

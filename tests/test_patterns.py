@@ -9,18 +9,21 @@ import numpy as np
 import pytest
 import torch
 
+from asr_introspect.alignment import letter_labels
+from asr_introspect.corpus import Utterance
+from asr_introspect.errors import InputError
 from asr_introspect.features import FeatureConfig, mel_frequencies
 from asr_introspect.models import build_model
 from asr_introspect.patterns import (
     PatternAverager,
     PatternResult,
-    aligned_features,
     label_runs,
     save_sonifications,
     sonify_pattern,
     spectral_centroid,
     vowel_fricative_centroids,
 )
+from asr_introspect.stream import StreamBatch, align_corpus, stream_corpus
 from asr_introspect.text import PHONE_TO_INDEX, PHONES, Alphabet
 from shipped import requires_shipped
 
@@ -132,7 +135,7 @@ def test_planted_signatures_are_recovered_after_subtraction(frames):
     phones, bands, utterances = planted_corpus(rng, seg=seg)
     averager = PatternAverager(by="phoneme", window=window, frames=frames)
     for x, labels in utterances:
-        averager.partial_fit(x, labels)
+        averager.add(x, labels)
     result = averager.result()
     offsets = np.arange(window) - window // 2
     # where the labelled segment lies relative to the window centre
@@ -174,7 +177,7 @@ def test_streaming_equals_one_pass_and_the_reference(frames, axis, tiny_model):
 
     one = make()
     for x, lab in utts:
-        one.partial_fit(x, lab, model=fm)
+        one.add(x, lab, model=fm)
     # padded batches of 4 with lengths
     batched = make()
     for a in range(0, len(utts), 4):
@@ -186,11 +189,11 @@ def test_streaming_equals_one_pass_and_the_reference(frames, axis, tiny_model):
         for b, (x, lab) in enumerate(chunk):
             feats[b, :, :x.shape[1]] = x
             labels[b, :len(lab)] = lab
-        batched.partial_fit(torch.from_numpy(feats), labels, lengths=[x.shape[1] for x, _ in chunk], model=fm)
+        batched.add(torch.from_numpy(feats), labels, lengths=[x.shape[1] for x, _ in chunk], model=fm)
     # two halves merged
     first, second = make(), make()
     for i, (x, lab) in enumerate(utts):
-        (first if i % 2 else second).partial_fit(x, lab, model=fm)
+        (first if i % 2 else second).add(x, lab, model=fm)
     merged = first.merge(second)
 
     sums, sums_sq, counts, position_counts = reference_sums(utts, n_groups, window, frames, axis, fm,
@@ -215,30 +218,58 @@ def test_output_frame_window_is_its_receptive_field(tiny_model):
     labels = np.full(n_out, -1)
     t = 120
     labels[t] = PHONE_TO_INDEX["s"]
-    averager = PatternAverager(by="phoneme", axis="output").partial_fit(features, labels, model=fm)
+    averager = PatternAverager(by="phoneme", axis="output").add(features, labels, model=fm)
     r = averager.result()
     assert r.window == rf
     start, stop = fm.input_range(fm.output_layer, t)
     np.testing.assert_array_equal(r.averages[r.index("s")], features[:, start:stop])
 
 
-def test_shift_correction_moves_letters_earlier(tiny_model):
-    from asr_introspect.alignment import UtteranceAlignment, token_spans
-
-    fm = tiny_model.frame_map
-    alphabet = tiny_model.alphabet
-    n_in = 400
-    features = np.arange(n_in, dtype=np.float32)[None, :].repeat(64, axis=0)
+def one_letter_batch(model, n_in=600, at=150, letter="a"):
+    """A hand-made StreamBatch of one utterance (text ``letter``) whose logits put ``letter`` at output frame
+    ``at`` and blank everywhere else, so the forced and the greedy path are the same; features: the frame index."""
+    fm = model.frame_map
+    alphabet = model.alphabet
     n_out = fm.output_length(fm.output_layer, n_in)
-    path = np.zeros(n_out, np.int64)
-    path[150] = alphabet.index("a")
-    alignment = UtteranceAlignment(None, path, path.copy(), token_spans(path), n_in)
+    features = torch.arange(n_in, dtype=torch.float32)[None, None, :].repeat(1, model.n_features, 1)
+    logits = torch.zeros(1, len(alphabet.symbols), n_out)
+    logits[0, alphabet.blank] = 10.0
+    logits[0, alphabet.blank, at] = 0.0
+    logits[0, alphabet.index(letter), at] = 20.0
+    utterance = Utterance("one-letter", "spk", "one-letter.flac", letter)
+    return StreamBatch(model, [utterance], features, torch.tensor([n_in]), logits, torch.tensor([n_out]), {}, {})
+
+
+def test_shift_moves_letters_by_output_frames(tiny_model):
+    fm = tiny_model.frame_map
+    blank = tiny_model.alphabet.blank
+    at = 150
+    batch = one_letter_batch(tiny_model, at=at)
+    features = batch.utterance_features(0)
     for source in ("forced", "predicted"):
-        averager = PatternAverager(by="letter", source=source, shift_correction=3)
-        r = averager.partial_fit(features, alignment, model=tiny_model).result()
-        start, stop = fm.input_range(fm.output_layer, 150 - 3)
-        np.testing.assert_array_equal(r.averages[r.index("a")], features[:, start:stop])
-        assert r.counts.sum() == 1
+        path = batch.output_paths(source)[0]
+        assert np.flatnonzero(path != blank).tolist() == [at]
+        for shift in (-3, 0, 3):  # shift=-3: the old shift_correction=3, 3 output frames earlier
+            averager = PatternAverager(by="letter", source=source, shift=shift)
+            r = averager.partial_fit(batch).result()
+            start, stop = fm.input_range(fm.output_layer, at + shift)
+            np.testing.assert_array_equal(r.averages[r.index("a")], features[:, start:stop])
+            assert r.counts.sum() == 1 and averager.n_utterances_ == 1 and averager.skipped_ == []
+        # the frames vacated at the end are blank (excluded by default), not -1
+        shifted = batch.letter_labels(fm.output_layer, source, "spike", -3)[0]
+        assert (shifted[-3:] == blank).all() and np.flatnonzero(shifted != blank).tolist() == [at - 3]
+
+
+def test_utterances_without_a_forced_path_are_skipped(tiny_model):
+    batch = one_letter_batch(tiny_model)
+    n_out = int(batch.out_lengths[0])
+    batch.utterances[0] = Utterance("too-long", "spk", "too-long.flac", "a" * n_out)  # needs 2 * n_out - 1 frames
+    forced = PatternAverager(by="letter", source="forced").partial_fit(batch)
+    assert forced.skipped_ == ["too-long"] and forced.n_utterances_ == 0
+    assert forced.result().counts.sum() == 0 and batch.skipped("letters", "forced")[0][0] == "too-long"
+    assert (batch.letter_labels(tiny_model.output_layer, "forced") == -1).all()
+    predicted = PatternAverager(by="letter", source="predicted").partial_fit(batch)
+    assert predicted.skipped_ == [] and predicted.result().counts.sum() == 1
 
 
 # --------------------------------------------------------------------------- borders, exclusion
@@ -252,7 +283,7 @@ def test_counts_and_positions_at_the_borders():
     labels[0] = a  # window columns 0..3 lie before the input
     labels[19] = a  # columns 5..8 lie after it
     labels[10] = b  # fully inside
-    pad = PatternAverager(by="phoneme", window=window).partial_fit(x, labels).result()
+    pad = PatternAverager(by="phoneme", window=window).add(x, labels).result()
     ga, gb = pad.index("aa"), pad.index("b")
     assert pad.counts[ga] == 2 and pad.counts[gb] == 1
     np.testing.assert_array_equal(pad.position_counts[ga], [1, 1, 1, 1, 2, 1, 1, 1, 1])
@@ -260,7 +291,7 @@ def test_counts_and_positions_at_the_borders():
     np.testing.assert_allclose(pad.averages[ga][:, :4], x[:, 15:19])  # only the frame-19 window
     np.testing.assert_allclose(pad.averages[ga][:, 4], (x[:, 0] + x[:, 19]) / 2)
     np.testing.assert_allclose(pad.averages[ga][:, 5:], x[:, 1:5])  # only the frame-0 window
-    skip = PatternAverager(by="phoneme", window=window, border="skip").partial_fit(x, labels).result()
+    skip = PatternAverager(by="phoneme", window=window, border="skip").add(x, labels).result()
     assert skip.counts[ga] == 0 and skip.counts[gb] == 1
     assert np.isnan(skip.averages[ga]).all()
     # a label nobody has: NaN, count 0, no effect on the mean
@@ -273,7 +304,7 @@ def test_centres_of_runs_touching_the_borders():
     x = np.arange(n_in, dtype=np.float32)[None, :]
     a, b = PHONE_TO_INDEX["aa"], PHONE_TO_INDEX["b"]
     labels = np.array([a, a, a, -1, b, b, -1, -1, -1, -1, a, a])
-    r = PatternAverager(by="phoneme", window=window, frames="centers").partial_fit(x, labels).result()
+    r = PatternAverager(by="phoneme", window=window, frames="centers").add(x, labels).result()
     assert r.counts[r.index("aa")] == 2 and r.counts[r.index("b")] == 1
     # centres: run 0..2 -> 1; run 4..5 -> 4.5 -> 5; run 10..11 -> 10.5 -> 11 (column 2 outside)
     np.testing.assert_allclose(r.averages[r.index("b")][0], [4, 5, 6])
@@ -288,7 +319,7 @@ def test_last_output_frame_beyond_the_input_is_dropped(tiny_model):
     assert fm.center(fm.output_layer, n_out - 1) > n_in - 1  # sits half a frame past the input
     labels = np.full(n_out, PHONE_TO_INDEX["s"])
     x = np.zeros((4, n_in), np.float32)
-    averager = PatternAverager(by="phoneme", axis="output").partial_fit(x, labels, model=fm)
+    averager = PatternAverager(by="phoneme", axis="output").add(x, labels, model=fm)
     assert averager.result().counts.sum() == n_out - 1 and averager.n_dropped_ == 1
 
 
@@ -296,21 +327,24 @@ def test_default_exclusions_and_unknown_names():
     alphabet = Alphabet.default()
     x = np.ones((2, 10), np.float32)
     letters = np.array([alphabet.blank, alphabet.space, alphabet.index("a")] * 3 + [alphabet.index("'")])
-    r = PatternAverager(by="letter", axis="input", window=3).partial_fit(x, letters).result()
+    r = PatternAverager(by="letter", axis="input", window=3).add(x, letters).result()
     assert "<blank>" not in r.names and " " not in r.names and r.counts.sum() == 4
-    r = PatternAverager(by="letter", axis="input", window=3, exclude=()).partial_fit(x, letters).result()
+    r = PatternAverager(by="letter", axis="input", window=3, exclude=()).add(x, letters).result()
     assert r.counts[r.index("<blank>")] == 3 and r.counts.sum() == 10
     phones = np.array([PHONE_TO_INDEX["sil"]] * 5 + [PHONE_TO_INDEX["s"]] * 5)
-    r = PatternAverager(by="phoneme", window=3).partial_fit(x, phones).result()
+    r = PatternAverager(by="phoneme", window=3).add(x, phones).result()
     assert "sil" not in r.names and r.counts.sum() == 5
     with pytest.raises(ValueError, match="unknown"):
-        PatternAverager(by="phoneme", window=3, exclude=("xx",)).partial_fit(x, phones)
+        PatternAverager(by="phoneme", window=3, exclude=("xx",)).add(x, phones)
     with pytest.raises(ValueError, match="labels"):
-        PatternAverager(by="phoneme", window=3).partial_fit(x, phones[:-1])
+        PatternAverager(by="phoneme", window=3).add(x, phones[:-1])
     with pytest.raises(ValueError, match="window"):
-        PatternAverager(by="phoneme").partial_fit(x, phones)
-    with pytest.raises(ValueError, match="letter"):
-        PatternAverager(by="phoneme", shift_correction=2)
+        PatternAverager(by="phoneme").add(x, phones)
+    with pytest.raises(InputError, match="letter"):
+        PatternAverager(by="phoneme", shift=-2)
+    for bad in ({"source": "greedy"}, {"letter_mode": "peak"}, {"shift": 1.5}, {"frames": "some"}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            PatternAverager(**bad)
 
 
 # --------------------------------------------------------------------------- normalizations
@@ -323,7 +357,7 @@ def test_normalizations_match_their_definitions():
              rng.integers(-1, 3, 40)) for _ in range(5)]
     r = PatternAverager(by="phoneme", window=window, border="skip")
     for x, lab in utts:
-        r.partial_fit(x, lab)
+        r.add(x, lab)
     r = r.result()
     # collect the windows explicitly
     windows = {g: [] for g in range(3)}
@@ -392,10 +426,11 @@ def test_fit_on_a_tiny_model_counts_letters_and_phones(tiny_model, tiny_corpus):
     got = {name: int(c) for name, c in zip(r.names, r.counts)}
     assert sum(want.values()) == sum(got.values()) + averager.n_dropped_
     assert all(got[n] <= want[n] for n in r.names) and averager.n_dropped_ <= len(utts)
-    # streaming the same alignments by hand gives the same sums
+    # streaming the same alignments by hand (label arrays of the stream) gives the same sums
     again = PatternAverager(by="letter", source="forced", frames="centers")
-    for alignment, feats in aligned_features(tiny_model, utts, batch_size=3):
-        again.partial_fit(feats, alignment, model=tiny_model)
+    for batch in stream_corpus(tiny_model, utts, batch_size=3):
+        labels = batch.letter_labels(tiny_model.output_layer, "forced")
+        again.add(batch.features, labels, lengths=batch.feature_lengths, model=tiny_model)
     np.testing.assert_allclose(again.result().sums, r.sums, **CLOSE)
     assert alphabet.blank not in r.label_ids
 
@@ -419,12 +454,76 @@ def test_fit_on_a_tiny_model_counts_letters_and_phones(tiny_model, tiny_corpus):
         assert {n: int(c) for n, c in zip(r.names, r.counts)} == want
 
 
+STREAM_SETTINGS = [
+    {"by": "letter", "source": "forced"},
+    {"by": "letter", "source": "forced", "frames": "centers", "letter_mode": "span", "shift": -2},
+    {"by": "letter", "source": "predicted"},
+    {"by": "letter", "source": "predicted", "axis": "input", "frames": "centers"},
+    {"by": "phoneme"},
+    {"by": "phoneme", "axis": "output", "frames": "centers"},
+]
+
+
+def assert_same_sums(got: PatternAverager, want: PatternAverager) -> None:
+    a, b = got.result(), want.result()
+    assert a.names == b.names and a.window == b.window
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.position_counts, b.position_counts)
+    np.testing.assert_allclose(a.sums, b.sums, **CLOSE)
+    np.testing.assert_allclose(a.sums_sq, b.sums_sq, **CLOSE)
+    assert got.n_utterances_ == want.n_utterances_ and got.n_dropped_ == want.n_dropped_
+    assert sorted(got.skipped_) == sorted(want.skipped_)
+
+
+@pytest.mark.parametrize("settings", STREAM_SETTINGS, ids=lambda s: "-".join(map(str, s.values())))
+def test_partial_fit_on_stream_batches_equals_fit(settings, tiny_model, tiny_corpus):
+    from asr_introspect.corpus import load_corpus
+
+    utts = load_corpus(tiny_corpus.root)
+    fitted = PatternAverager(**settings).fit(tiny_model, utts)
+    assert fitted.result().counts.sum() > 0
+    if settings["by"] == "phoneme":
+        assert sorted(fitted.skipped_) == sorted(u.id for u in utts if not u.phones)
+    one = PatternAverager(**settings)
+    first, second = PatternAverager(**settings), PatternAverager(**settings)
+    # other batches than fit's (batch_size 16), in corpus order: padding is exact, so the sums agree
+    for i, batch in enumerate(stream_corpus(tiny_model, utts, batch_size=3, bucket=False)):
+        one.partial_fit(batch)
+        (first if i % 2 else second).partial_fit(batch)
+    assert_same_sums(one, fitted)
+    assert_same_sums(first.merge(second), fitted)
+
+
+def test_stream_letter_labels_are_the_forced_path_of_align_corpus(tiny_model, tiny_corpus):
+    from asr_introspect.corpus import load_corpus
+
+    utts = load_corpus(tiny_corpus.root)
+    model = tiny_model
+    blank = model.alphabet.blank
+    alignments = {a.utterance.id: a for a in align_corpus(model, utts, batch_size=2)}
+    assert sorted(alignments) == sorted(u.id for u in utts)
+    seen = []
+    for batch in stream_corpus(model, utts, batch_size=3):
+        assert batch.letter_rows("forced").all() and batch.skipped("letters", "forced") == []
+        lengths = batch.layer_lengths(model.output_layer)
+        for mode in ("spike", "span"):
+            labels = batch.letter_labels(model.output_layer, "forced", mode)
+            assert labels.shape == (len(batch), batch.width(model.output_layer)) and labels.dtype == np.int64
+            for b, utt in enumerate(batch.utterances):
+                path = alignments[utt.id].frame_tokens
+                assert lengths[b] == len(path)
+                np.testing.assert_array_equal(labels[b, : len(path)], letter_labels(path, mode, blank=blank))
+                assert (labels[b, len(path):] == -1).all()  # padding
+        seen += [u.id for u in batch.utterances]
+    assert sorted(seen) == sorted(alignments)
+
+
 def test_save_load_and_merge_round_trip(tmp_path, tiny_model):
     rng = np.random.default_rng(4)
     utts = random_utterances(rng, 4, 64, len(PHONES), lengths=(200, 260))
     averager = PatternAverager(by="phoneme", window=15)
     for x, lab in utts:
-        averager.partial_fit(x, lab, model=tiny_model)
+        averager.add(x, lab, model=tiny_model)
     r = averager.result()
     path = r.save(tmp_path / "p.npz")
     back = PatternResult.load(path)
@@ -445,7 +544,7 @@ def _pattern_result(tiny_model, n=3, window=15):
     rng = np.random.default_rng(5)
     averager = PatternAverager(by="phoneme", window=window)
     for _ in range(3):
-        averager.partial_fit(rng.standard_normal((64, 120)).astype(np.float32),
+        averager.add(rng.standard_normal((64, 120)).astype(np.float32),
                              rng.integers(0, n, 120), model=tiny_model)
     return averager.result()
 

@@ -63,6 +63,7 @@ from asr_introspect.stream import (
     StreamBatch,
     StreamEstimator,
     check_letter_settings,
+    layer_channels,
 )
 from asr_introspect.text import PHONE_TO_INDEX, PHONES, SILENCE
 
@@ -311,13 +312,14 @@ class NAPEstimator(StreamEstimator):
             raise InputError(f"unknown layer(s) {', '.join(unknown)}; the model has {', '.join(model.layer_names)}")
         return layers
 
-    def _bind(self, batch: StreamBatch) -> None:
-        """On the first batch: layers, groups and the label -> group map from the batch's model."""
-        model = batch.model
+    def prepare(self, model) -> None:
+        """Size the state for ``model`` (one forward pass on zeros) unless a batch already did."""
+        if self.stats_ is None:
+            self._bind(model, layer_channels(model, self.stream_layers(model)))
+
+    def _bind(self, model, channels: dict[str, int]) -> None:
+        """Layers, groups, the label -> group map and empty state for ``model``."""
         self.layers = self.stream_layers(model)
-        missing = [n for n in self.layers if n not in batch.activations]
-        if missing:
-            raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
         if self.by == "letter":
             alphabet = model.alphabet
             self.groups = self.groups if self.groups is not None else letter_groups(alphabet)
@@ -334,7 +336,7 @@ class NAPEstimator(StreamEstimator):
             for g, name in enumerate(self.groups):
                 self._map[PHONE_TO_INDEX[name]] = g
         G = len(self.groups)
-        self.stats_ = {name: GroupStats(G + 1, int(batch.activations[name].shape[1])) for name in self.layers}
+        self.stats_ = {name: GroupStats(G + 1, channels[name]) for name in self.layers}
 
     # -- labels ------------------------------------------------------------------------
 
@@ -390,8 +392,11 @@ class NAPEstimator(StreamEstimator):
         with ``weighting``, streamed with the same weighting)."""
         if self.weighting is not None and batch.weights is None:
             raise InputError(f"weighting={self.weighting!r} needs a stream with weighting={self.weighting!r}")
+        missing = [n for n in self.stream_layers(batch.model) if n not in batch.activations]
+        if missing:
+            raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
         if self.stats_ is None:
-            self._bind(batch)
+            self._bind(batch.model, {n: int(batch.activations[n].shape[1]) for n in self.stream_layers(batch.model)})
         labels = self._group_labels(batch)
         for name in self.layers:
             # the whole padded batch as (B*T, C) frames; padded frames and skipped utterances have

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
-from asr_introspect.aggregate import WindowStats
+from asr_introspect.aggregate import WindowStats, torch_distributed
 from asr_introspect.errors import InputError
 from asr_introspect.features import FeatureConfig
 from asr_introspect.models import FrameMap
@@ -280,11 +281,23 @@ class PatternAverager(StreamEstimator):
         self.skipped_.extend(other.skipped_)
         return self
 
+    def prepare(self, model) -> None:
+        """Size the state for ``model`` (window, bands, labels) before any batch."""
+        self._bind(model, int(model.n_features))
+
     def all_reduce(self, group=None) -> PatternAverager:
-        """Sum the sums over all torch.distributed processes (no-op without a process group)."""
+        """Sum the state over all torch.distributed processes (no-op without a process group)."""
         self._fitted()
         self.stats_.all_reduce(group)
         self.squares_.all_reduce(group)
+        dist = torch_distributed()
+        if dist is not None:
+            counts = torch.tensor([self.n_utterances_, self.n_dropped_], dtype=torch.int64)
+            dist.all_reduce(counts, group=group)
+            self.n_utterances_, self.n_dropped_ = (int(c) for c in counts)
+            gathered: list = [None] * dist.get_world_size(group)
+            dist.all_gather_object(gathered, self.skipped_, group=group)
+            self.skipped_ = [sid for part in gathered for sid in part]
         return self
 
     def _fitted(self) -> None:
