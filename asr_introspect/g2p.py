@@ -121,7 +121,7 @@ def _no_download(*args: Any, **kwargs: Any) -> bool:
 
 def _import_g2p_en() -> Any:
     """Import ``g2p_en.g2p`` with ``nltk.download`` disabled; return the module."""
-    import nltk
+    import nltk  # lazy: importing NLTK takes about as long as torch; g2p loads on first use (module doc)
 
     root = str(ensure_cmudict_corpus())
     if root not in nltk.data.path:
@@ -129,7 +129,7 @@ def _import_g2p_en() -> Any:
     original = nltk.download
     nltk.download = _no_download
     try:
-        import g2p_en.g2p as module
+        import g2p_en.g2p as module  # lazy by necessity: g2p-en calls nltk.download at import time
     finally:
         nltk.download = original
     return module
@@ -163,7 +163,7 @@ def _caller_stacklevel() -> int:
 
 def _make_tagger() -> Callable[[list[str]], list[tuple[str, str]]]:
     try:
-        from nltk.tag import PerceptronTagger
+        from nltk.tag import PerceptronTagger  # lazy like nltk itself (see _import_g2p_en)
 
         return PerceptronTagger().tag
     except (LookupError, OSError, ValueError) as exc:

@@ -46,8 +46,8 @@ from asr_introspect.decoding import error_rates, greedy_decode
 from asr_introspect.errors import InputError
 from asr_introspect.features import FeatureConfig, featurize
 from asr_introspect.io import atomic_path, file_sha256, save_json
-from asr_introspect.stream import stream_corpus
 from asr_introspect.models import NF4, ASRModel, build_model, load_checkpoint, rounded_weights, save_checkpoint
+from asr_introspect.stream import stream_corpus
 from asr_introspect.text import Alphabet
 
 

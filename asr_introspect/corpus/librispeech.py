@@ -21,8 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from asr_introspect.errors import CorpusError, InputError
+from tqdm.auto import tqdm
 
+from asr_introspect.audio import audio_info
+from asr_introspect.errors import CorpusError, InputError
+from asr_introspect.text import normalize_transcript
+
+from .manifest import load_manifest
 from .textgrid import read_textgrid
 from .utterance import PhoneSegment, Utterance
 
@@ -119,11 +124,6 @@ def scan_librispeech(root: str | os.PathLike, textgrid_dir: str | os.PathLike | 
     Raises ``CorpusError`` when ``root`` (or ``textgrid_dir``) is not a
     directory or holds no utterance at all; single bad utterances are skipped.
     """
-    from tqdm.auto import tqdm
-
-    from asr_introspect.audio import audio_info
-    from asr_introspect.text import normalize_transcript
-
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"{root}: corpus directory not found (expected the LibriSpeech layout "
@@ -257,8 +257,6 @@ def load_corpus(path: str | os.PathLike, progress: bool = False) -> list[Utteran
     ``data_prep/index_librispeech.py``). A directory of splits (e.g. ``train/``,
     ``test_text/`` from ``asr-introspect synth``) raises ``CorpusError`` naming them.
     """
-    from .manifest import load_manifest
-
     path = Path(path)
     if path.is_file():
         return load_manifest(path)

@@ -61,11 +61,17 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+from tqdm.auto import tqdm
 
+from asr_introspect.audio import audio_info, save_audio
 from asr_introspect.errors import CorpusError, InputError
 from asr_introspect.io import save_json, write_text_atomic
+from asr_introspect.text import normalize_transcript
 
 from .manifest import save_manifest
+from .text_sources import fortune_sentences, read_text_sentences
 from .textgrid import read_textgrid, write_textgrid
 from .utterance import (PhoneSegment, Utterance, check_segments, fit_segments_to_duration, merge_silences,
                         parse_flite_segments)
@@ -260,8 +266,6 @@ def plan_corpus(sentences: Sequence[str], speakers: Sequence[SpeakerConfig], n_u
     (default: one flite configuration that is not a voice's default, chosen by
     ``seed``; none when there are fewer than two speakers).
     """
-    from asr_introspect.text import normalize_transcript
-
     if n_utterances < 1:
         raise InputError(f"--utterances must be >= 1, got {n_utterances}")
     if not speakers:
@@ -335,9 +339,6 @@ class SynthResult:
 
 def _read_resampled(path: Path, source: str) -> np.ndarray:
     """Mono float32 audio of ``path`` at ``SAMPLE_RATE``; ``CorpusError`` if empty or not finite."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as exc:
@@ -370,8 +371,6 @@ def synthesize_utterance(planned: PlannedUtterance, chapter_dir: str | os.PathLi
     22.05 kHz and free of torch threads); the TextGrid is written first, the
     FLAC last (both atomic).
     """
-    from asr_introspect.audio import audio_info, save_audio
-
     chapter_dir = Path(chapter_dir)
     flac = chapter_dir / f"{planned.id}.flac"
     grid = chapter_dir / f"{planned.id}.TextGrid"
@@ -441,10 +440,6 @@ def synthesize_corpus(out: str | os.PathLike, n_utterances: int = 200, voices: S
     ``failures`` (first few reasons). ``InputError`` for bad settings or when
     every utterance fails.
     """
-    from tqdm.auto import tqdm
-
-    from .text_sources import fortune_sentences, read_text_sentences
-
     start = time.perf_counter()
     out = Path(out)
     if workers < 1:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from asr_introspect.errors import InputError
+from asr_introspect.text import normalize_transcript
 
 __all__ = ["FORTUNES_DIR", "fortune_files", "fortune_sentences", "split_sentences", "is_plain_sentence",
            "read_text_sentences"]
@@ -127,8 +128,6 @@ def read_text_sentences(path: str | os.PathLike) -> list[str]:
     No plain-English filter (the user chose the text), but every sentence
     must normalize: ``InputError`` names the file and line otherwise.
     """
-    from asr_introspect.text import normalize_transcript
-
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

@@ -24,6 +24,7 @@ from typing import Sequence
 
 from asr_introspect.errors import CorpusError
 from asr_introspect.io import write_text_atomic
+from asr_introspect.text import SILENCE, phone_from_cmudict
 
 from .utterance import PhoneSegment, merge_silences
 
@@ -128,8 +129,6 @@ def parse_textgrid(text: str, source: str = "TextGrid") -> list[Tier]:
 
 def phone_from_label(label: str, source: str = "TextGrid") -> str | None:
     """Map an aligner label to a ``text.PHONES`` name, ``"sil"``, or ``None`` (noise); see module doc."""
-    from asr_introspect.text import SILENCE, phone_from_cmudict
-
     key = label.strip().lower()
     if key in SILENCE_LABELS:
         return SILENCE

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from asr_introspect.errors import CorpusError
+from asr_introspect.text import PHONES, phone_from_flite
 
 __all__ = [
     "PhoneSegment",
@@ -75,8 +76,6 @@ def parse_flite_segments(text: str, source: str = "flite output") -> list[PhoneS
     concatenated. Raises ``CorpusError`` naming ``source`` for a malformed
     item or decreasing times.
     """
-    from asr_introspect.text import phone_from_flite
-
     segments: list[PhoneSegment] = []
     start = 0.0
     for item in text.split():
@@ -114,8 +113,6 @@ def check_segments(segments: Sequence[PhoneSegment], source: str, duration: floa
                    tolerance: float = 0.02) -> None:
     """Raise ``CorpusError`` naming ``source`` unless segments are ordered, non-overlapping,
     of known phones, and (with ``duration``) end within ``tolerance`` s of it."""
-    from asr_introspect.text import PHONES
-
     known = set(PHONES)
     previous_end = 0.0
     for i, seg in enumerate(segments):

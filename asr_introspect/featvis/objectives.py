@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from asr_introspect.errors import InputError
+from asr_introspect.hooks import ActivationRecorder
 
 if TYPE_CHECKING:
     from asr_introspect.models import ASRModel
@@ -337,8 +338,6 @@ def _layer_channels(model: "ASRModel") -> dict[str, int]:
     cached = _CHANNELS.get(model)
     if cached is not None:
         return cached
-    from asr_introspect.hooks import ActivationRecorder
-
     features = torch.zeros(1, model.n_features, model.min_input_frames, device=model.device)
     with torch.no_grad(), ActivationRecorder(model, model.layer_names) as recorder:
         training = model.module.training

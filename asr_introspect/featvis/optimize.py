@@ -31,6 +31,7 @@ from asr_introspect.featvis.objectives import (
 from asr_introspect.featvis.param import Parameterization, make_param
 from asr_introspect.featvis.prior import GaussianPrior
 from asr_introspect.featvis.regularizers import Regularizer, regularizer_set
+from asr_introspect.hooks import ActivationRecorder
 
 if TYPE_CHECKING:
     from asr_introspect.models import ASRModel
@@ -230,8 +231,6 @@ def letter_response(model: "ASRModel", features) -> np.ndarray:
 
 def evaluate_objective(model: "ASRModel", objective: Objective | str, features) -> float:
     """Value of ``objective`` on ``features`` (F, W) or (B, F, W) (no gradient, model unchanged)."""
-    from asr_introspect.hooks import ActivationRecorder
-
     if isinstance(objective, str):
         objective = parse_objective(objective, model)
     x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features,
@@ -276,8 +275,6 @@ def render(model: "ASRModel", objective: Objective | str, param: str | Parameter
 
     Returns a :class:`Result`. The model is left as it was (mode, weights, gradients).
     """
-    from asr_introspect.hooks import ActivationRecorder
-
     if isinstance(objective, str):
         objective = parse_objective(objective, model)
     param = make_param(param, prior)

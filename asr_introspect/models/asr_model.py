@@ -12,18 +12,17 @@ adapters ``wrap_torchaudio_wav2letter`` / ``wrap_conv_model`` for foreign models
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+import dataclasses
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from asr_introspect.errors import InputError
+from asr_introspect.features import FeatureConfig
 from asr_introspect.models.frame_map import FrameMap
 from asr_introspect.models.wav2letter import Wav2Letter, preset
-
-if TYPE_CHECKING:  # imported lazily at run time
-    from asr_introspect.features import FeatureConfig
-    from asr_introspect.text import Alphabet
+from asr_introspect.text import Alphabet
 
 __all__ = ["ASRModel", "build_model", "zero_beyond"]
 
@@ -221,11 +220,6 @@ def build_model(preset_name: str = "small", alphabet: "Alphabet | None" = None,
 
     Defaults: ``Alphabet.default()`` and a ``FeatureConfig`` with the preset's mel bands.
     """
-    import dataclasses
-
-    from asr_introspect.features import FeatureConfig
-    from asr_introspect.text import Alphabet
-
     alphabet = alphabet if alphabet is not None else Alphabet.default()
     config = preset(preset_name, n_classes=len(alphabet), **preset_kwargs)
     if feature_config is None:

@@ -46,19 +46,28 @@ loads to.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Mapping
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as save_safetensors
 from torch import nn
+from torchaudio.models import Wav2Letter as TAWav2Letter
 
 from asr_introspect.errors import CheckpointError
+from asr_introspect.features import FeatureConfig
 from asr_introspect.io import to_json, write_bytes_atomic
+from asr_introspect.models.adapters import wrap_conv_model, wrap_torchaudio_wav2letter
 from asr_introspect.models.asr_model import ASRModel
 from asr_introspect.models.frame_map import FrameMap
+from asr_introspect.models.wav2letter import Wav2Letter, Wav2LetterConfig
+from asr_introspect.text import Alphabet
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_info", "quantize_int8", "quantize_nf4",
            "output_weight_names", "rounded_weights", "NF4", "FORMAT_NAME", "FORMAT_VERSION", "HEADER_KEY"]
@@ -74,8 +83,6 @@ NF4_GROUP_SIZE = 64
 
 def _nf4_levels() -> torch.Tensor:
     """The 16 NF4 levels, ascending in [-1, 1]: 8 positive and 7 negative normal quantiles, and 0."""
-    from statistics import NormalDist
-
     inv = NormalDist().inv_cdf
     top = 0.5 * ((1 - 1 / 30) + (1 - 1 / 32))  # outermost quantile, as in QLoRA
     positive = [inv(top - i * (top - 0.5) / 8) for i in range(8)]
@@ -187,9 +194,7 @@ def quantize_nf4(asr_model: ASRModel) -> nn.Module:
 
 def _library_version() -> str:
     try:
-        from importlib.metadata import version
-
-        return version("asr-introspect")
+        return importlib.metadata.version("asr-introspect")
     except Exception:  # not installed (e.g. run from a source tree)
         return "unknown"
 
@@ -211,8 +216,6 @@ def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapp
     ``metadata`` (JSON-able: training info, metrics, ...) comes back from
     :func:`load_checkpoint`. Returns the path.
     """
-    from safetensors.torch import save
-
     if not isinstance(dtype, (torch.dtype, str)) or dtype not in _DTYPES:
         raise ValueError(f"dtype must be torch.float32, torch.float16, torch.int8 or {NF4!r}, got {dtype!r}")
     quantized = {torch.int8: _int8_parts, NF4: _nf4_parts}.get(dtype)
@@ -243,13 +246,11 @@ def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapp
         "library_version": _library_version(),
         "metadata": dict(metadata) if metadata is not None else {},
     }
-    data = save(tensors, metadata={HEADER_KEY: to_json(config, indent=None)})
+    data = save_safetensors(tensors, metadata={HEADER_KEY: to_json(config, indent=None)})
     return write_bytes_atomic(path, data)
 
 
 def _open(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    from safetensors import safe_open
-
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found (check the path, or train/export a model first)")
     try:
@@ -285,11 +286,6 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRModel:
-    from asr_introspect.features import FeatureConfig
-    from asr_introspect.models.adapters import wrap_conv_model, wrap_torchaudio_wav2letter
-    from asr_introspect.models.wav2letter import Wav2Letter, Wav2LetterConfig
-    from asr_introspect.text import Alphabet
-
     try:
         alphabet = Alphabet.from_dict(config["alphabet"])
         feature_config = FeatureConfig.from_dict(config["feature_config"])
@@ -299,8 +295,6 @@ def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRM
             return ASRModel.from_wav2letter(Wav2Letter(Wav2LetterConfig.from_dict(model_config["config"])),
                                             alphabet, feature_config)
         if arch == "torchaudio.wav2letter":
-            from torchaudio.models import Wav2Letter as TAWav2Letter
-
             ta = TAWav2Letter(num_classes=int(model_config["num_classes"]),
                               input_type=model_config.get("input_type", "mfcc"),
                               num_features=int(model_config["num_features"]))

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.cluster.hierarchy import cophenet, fcluster, leaves_list, linkage
+from scipy.spatial.distance import pdist
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "LINKAGES",
@@ -43,8 +47,6 @@ def _check(method: str, metric: str) -> None:
 
 def pairwise_distances(profiles, metric: str = "euclidean") -> np.ndarray:
     """Condensed distances between the rows of ``profiles: (G, N)``: (G*(G-1)/2,) float64."""
-    from scipy.spatial.distance import pdist
-
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     x = np.asarray(profiles, dtype=np.float64)
@@ -60,8 +62,6 @@ def pairwise_distances(profiles, metric: str = "euclidean") -> np.ndarray:
 
 def linkage_matrix(profiles, method: str = "average", metric: str = "euclidean") -> np.ndarray:
     """Agglomerative clustering of the rows of ``profiles: (G, N)``; scipy linkage (G-1, 4)."""
-    from scipy.cluster.hierarchy import linkage
-
     _check(method, metric)
     d = pairwise_distances(profiles, metric)
     if d.size == 0:
@@ -72,8 +72,6 @@ def linkage_matrix(profiles, method: str = "average", metric: str = "euclidean")
 def cut_tree(Z: np.ndarray, n_clusters: int) -> np.ndarray:
     """Cluster index (0-based, in order of first appearance) of each leaf when ``Z`` is cut
     into ``n_clusters`` clusters (fewer only when merge heights tie): (G,) int64."""
-    from scipy.cluster.hierarchy import fcluster
-
     n = Z.shape[0] + 1
     if n == 1:
         return np.zeros(1, dtype=np.int64)
@@ -95,9 +93,6 @@ def cluster_groups(profiles, n_clusters: int, method: str = "average", metric: s
 
 def kmeans_groups(profiles, n_clusters: int, seed: int = 0, n_init: int = 10) -> np.ndarray:
     """k-means (scikit-learn, Euclidean) clusters of the rows of ``profiles: (G, N)``: (G,) int64."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
     x = np.asarray(profiles, dtype=np.float64)
     k = max(1, min(int(n_clusters), x.shape[0]))
     if x.shape[0] == 0:
@@ -110,8 +105,6 @@ def kmeans_groups(profiles, n_clusters: int, seed: int = 0, n_init: int = 10) ->
 
 def cophenetic_correlation(Z: np.ndarray, profiles, metric: str = "euclidean") -> float:
     """Pearson correlation between the tree's cophenetic distances and the original distances."""
-    from scipy.cluster.hierarchy import cophenet
-
     d = pairwise_distances(profiles, metric)
     if d.size < 2 or np.ptp(d) == 0:
         return float("nan")
@@ -174,8 +167,6 @@ def cluster_naps(naps, layer: str, normalize: str = "zscore", method: str = "ave
     defaults to :func:`default_n_clusters`; ``neurons``: also cluster the
     neurons (columns) with the same method and metric, for the clustermap.
     """
-    from scipy.cluster.hierarchy import leaves_list
-
     profiles, groups = naps.profiles(layer, normalize, min_count)
     if len(groups) < 2:
         raise ValueError(f"layer {layer}: {len(groups)} group(s) with >= {min_count} frames; "

@@ -30,6 +30,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.spatial.distance import squareform
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+from asr_introspect.naps.cluster import (cophenetic_correlation, cut_tree, default_n_clusters, kmeans_groups,
+                                         linkage_matrix, pairwise_distances)
+from asr_introspect.text import PHONE_TO_INDEX, SILENCE, category_labels
 
 __all__ = ["LayerQuality", "CATEGORY_KINDS", "VOWEL_LETTERS", "group_categories", "layer_quality",
            "naps_quality"]
@@ -50,8 +56,6 @@ def group_categories(groups: Sequence[str], by: str, kind: str) -> list[str | No
         return ["vowel" if g in VOWEL_LETTERS else "consonant" if len(g) == 1 and "a" <= g <= "z" else None
                 for g in groups]
     if by == "phoneme":
-        from asr_introspect.text import PHONE_TO_INDEX, SILENCE, category_labels
-
         return [None if g == SILENCE or g not in PHONE_TO_INDEX else category_labels([g], kind)[0]
                 for g in groups]
     return [None] * len(groups)
@@ -77,9 +81,6 @@ class LayerQuality:
 
 
 def _silhouette(distances, labels) -> float:
-    from scipy.spatial.distance import squareform
-    from sklearn.metrics import silhouette_score
-
     labels = np.asarray(labels)
     n_labels = len(np.unique(labels))
     if not 2 <= n_labels <= len(labels) - 1:
@@ -91,17 +92,6 @@ def layer_quality(naps, layer: str, normalize: str = "zscore", method: str = "av
                   metric: str = "euclidean", n_clusters: int | None = None, min_count: int = 1,
                   seed: int = 0) -> LayerQuality:
     """:class:`LayerQuality` of ``naps`` (a :class:`~asr_introspect.naps.NAPs`) at ``layer``."""
-    from sklearn.metrics import adjusted_rand_score
-
-    from asr_introspect.naps.cluster import (
-        cut_tree,
-        default_n_clusters,
-        kmeans_groups,
-        linkage_matrix,
-        pairwise_distances,
-        cophenetic_correlation,
-    )
-
     profiles, groups = naps.profiles(layer, normalize, min_count)
     nan = float("nan")
     spec = naps.specificity(layer)

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from asr_introspect.features import mel_frequencies  # noqa: E402
 from asr_introspect.io import atomic_path  # noqa: E402
 
 
@@ -41,8 +42,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, svg: bool = True, dpi: int
 
 def mel_axis(ax: Axes, feature_config, n_ticks: int = 6, axis: str = "y") -> None:
     """Label a mel-band axis (band index 0..n_mels-1) with the bands' frequencies in Hz."""
-    from asr_introspect.features import mel_frequencies
-
     freqs = mel_frequencies(feature_config)
     ticks = np.linspace(0, len(freqs) - 1, n_ticks).round().astype(int)
     labels = [f"{freqs[t] / 1000:.1f}k" if freqs[t] >= 1000 else f"{freqs[t]:.0f}" for t in ticks]

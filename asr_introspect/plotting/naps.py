@@ -12,8 +12,13 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
+from scipy.cluster.hierarchy import dendrogram
 
+from asr_introspect.naps.quality import group_categories
 from asr_introspect.plotting.common import new_figure, save_figure
 
 __all__ = ["CATEGORY_COLORS", "plot_dendrogram", "save_clustermap", "plot_quality"]
@@ -39,10 +44,6 @@ def plot_dendrogram(clustering, title: str | None = None, by: str | None = None,
     Links are coloured by the clusters at ``clustering.n_clusters``; with ``by``
     ("letter"/"phoneme") leaf labels are coloured vowel/consonant. Returns a Figure.
     """
-    from scipy.cluster.hierarchy import dendrogram
-
-    from asr_introspect.naps.quality import group_categories
-
     groups = list(clustering.groups)
     fig = new_figure(width or max(5.0, 0.22 * len(groups) + 1.5), height)
     ax = fig.add_subplot()
@@ -66,10 +67,6 @@ def save_clustermap(clustering, path: str | os.PathLike, title: str | None = Non
     Rows follow the group tree, columns the neuron tree (``clustering.neuron_linkage``;
     unclustered if None). Returns the paths written.
     """
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
     profiles = np.asarray(clustering.profiles)
     groups = list(clustering.groups)
     n_groups, n_neurons = profiles.shape

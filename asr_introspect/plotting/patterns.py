@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.patches import Patch
 
 from asr_introspect.plotting.common import new_figure, show_features, symmetric_limits
+from asr_introspect.text import PHONE_CATEGORIES
 
 __all__ = ["pattern_grid", "before_after", "centroid_chart", "draw_pattern_set"]
 
@@ -154,8 +157,6 @@ def before_after(result, labels: Sequence[str] | None = None, ncols: int | None 
 def _category(by: str, name: str) -> str:
     if by == "letter":
         return "vowel letter" if name in "aeiou" else "consonant letter"
-    from asr_introspect.text import PHONE_CATEGORIES
-
     cat = PHONE_CATEGORIES.get(name)
     if cat is None:
         return "other"
@@ -165,8 +166,6 @@ def _category(by: str, name: str) -> str:
 def centroid_chart(result, centroids: dict[str, float] | None = None, kind: str = "positive",
                    title: str | None = None) -> Figure:
     """Horizontal bars: spectral centroid (Hz) per label, sorted, coloured by phonetic class."""
-    import matplotlib
-
     centroids = centroids if centroids is not None else result.spectral_centroids(kind)
     items = sorted(((c, n) for n, c in centroids.items() if np.isfinite(c)))
     fig = new_figure(5.0, 0.18 * max(len(items), 4) + 1.2)
@@ -182,8 +181,6 @@ def centroid_chart(result, centroids: dict[str, float] | None = None, kind: str 
     ax.barh(np.arange(len(items)), values, color=[colors[_category(result.by, n)] for n in names])
     ax.set_yticks(np.arange(len(items)), names, fontsize=7)
     ax.set_xlabel("spectral centroid (Hz)")
-    from matplotlib.patches import Patch
-
     ax.legend(handles=[Patch(color=colors[c], label=c) for c in classes], fontsize=7, loc="lower right")
     what = "positive part of the subtracted pattern" if kind == "positive" else "energy of the average"
     ax.set_title(title or f"{result.by}s: spectral centroid at the aligned frame\n({what})", fontsize=9)
