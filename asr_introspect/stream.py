@@ -91,7 +91,7 @@ class StreamBatch:
     features: (B, F, T_in); feature_lengths: (B,); logits: (B, C, T_out) or None
     (``forward=False``); out_lengths: (B,); activations[layer]: (B, channels, T_layer),
     zero beyond each length; lengths[layer]: (B,) valid frames; weights[layer]: (B, T_layer)
-    per-frame weights (with ``weighting``), else None. ``model`` gives the geometry.
+    per-frame weights, with ``weighting`` naming their kind, else None. ``model`` gives the geometry.
     """
 
     model: Any
@@ -103,6 +103,7 @@ class StreamBatch:
     activations: dict[str, torch.Tensor]
     lengths: dict[str, torch.Tensor]
     weights: dict[str, torch.Tensor] | None = None
+    weighting: str | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -371,7 +372,7 @@ def stream_corpus(model, utterances: Sequence, layers: Sequence[str] = (), *, we
                 lengths = {name: torch.as_tensor(model.layer_length(name, batch.feature_lengths))
                            for name in layers}
                 yield StreamBatch(model, list(batch.utterances), batch.features, batch.feature_lengths, logits,
-                                  out_lengths, acts, lengths, weights)
+                                  out_lengths, acts, lengths, weights, weighting if forward else None)
                 bar.update(len(batch.utterances))
     finally:
         bar.close()

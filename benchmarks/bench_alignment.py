@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Forced-alignment throughput over a corpus (utterances/s), with the model forward as the baseline.
 
-Both run the same padded, padding-exact batches; the difference is the cost of
-log-softmax + torchaudio's forced_align + span extraction per utterance.
+Both run the same padded, padding-exact batches (``stream.stream_corpus`` in corpus order, as
+``stream.align_corpus`` streams them); the difference is the cost of log-softmax + torchaudio's
+forced_align + the greedy path + span extraction per utterance.
 
     .venv/bin/python benchmarks/bench_alignment.py [--model CKPT] [--data DIR]
 """
@@ -15,9 +16,8 @@ import time
 
 import torch
 
-from asr_introspect.alignment import align_corpus
-from asr_introspect.hooks import stream_activations
 from asr_introspect.loading import load_model_and_corpus
+from asr_introspect.stream import align_corpus, stream_corpus
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
     list(align_corpus(model, utterances[:4], batch_size=4))  # warm-up
     start = time.perf_counter()
-    forward_utts = sum(len(b.utterances) for b in stream_activations(model, utterances, layers=[],
-                                                                     batch_size=args.batch_size))
+    forward_utts = sum(len(b.utterances) for b in stream_corpus(model, utterances, batch_size=args.batch_size,
+                                                                bucket=False))
     forward = time.perf_counter() - start
     start = time.perf_counter()
     aligned = sum(1 for _ in align_corpus(model, utterances, batch_size=args.batch_size, skip_errors=True))

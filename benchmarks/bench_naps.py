@@ -11,11 +11,13 @@ each ``--repeats`` times interleaved, best time reported:
 1. ``forward`` (the baseline): ``model.logits(features, lengths)`` under
    ``no_grad`` on batches whose features are already in memory: the model's
    forward pass alone (padding-exact, as the NAP run does it);
-2. ``naps letter``: ``NAPEstimator(by="letter", all 11 layers).partial_fit``
-   on the same batches: forward + hooks + CTC forced alignment + label
-   transfer to every layer + accumulation;
+2. ``naps letter``: ``NAPEstimator(by="letter", all 11 layers)`` fed by
+   ``stream.fit_estimators`` (the library's ``fit`` path: ``stream_corpus``,
+   ``StreamBatch``, ``partial_fit``) over the same batches, already in memory
+   (the stream's batching is swapped for them while timing): forward + hooks +
+   CTC forced alignment + label transfer to every layer + accumulation;
 3. ``naps phoneme``: the same with phone labels;
-4. ``naps letter+phoneme``: both estimators fed from one pass (``stream_naps`` style);
+4. ``naps letter+phoneme``: both estimators fed from one pass (``fit_estimators``);
 5. ``end to end``: ``compute_naps(model, utterances, by="letter")`` from the
    audio files (reading audio and computing features included).
 
@@ -31,6 +33,7 @@ Frames/s counts valid output frames (every one is accumulated on each of the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,7 +43,27 @@ import time
 from pathlib import Path
 
 import numba
+import numpy as np
 import torch
+
+
+@contextlib.contextmanager
+def _in_memory(batches):
+    """``stream_corpus`` yields ``batches`` (featurized once, up front) instead of reading the audio again."""
+    from asr_introspect import stream
+
+    ids = sorted(u.id for b in batches for u in b.utterances)
+    original = stream.iterate_batches
+
+    def cached(utts, *args, **kwargs):
+        assert sorted(u.id for u in utts) == ids, "the stream asked for other utterances than the cached batches"
+        return iter(batches)
+
+    stream.iterate_batches = cached
+    try:
+        yield
+    finally:
+        stream.iterate_batches = original
 
 
 def _corpus_and_model(n_utterances: int, tmp: Path):
@@ -80,7 +103,7 @@ def main() -> None:
 
     from asr_introspect.corpus import iterate_batches
     from asr_introspect.naps import NAPEstimator, compute_naps
-    from asr_introspect.naps.profiles import _layer_channels
+    from asr_introspect.stream import fit_estimators
 
     with tempfile.TemporaryDirectory() as tmp:
         model, utterances, what = _corpus_and_model(args.utterances, Path(tmp))
@@ -98,15 +121,9 @@ def main() -> None:
 
         def naps(kinds):
             def run():
-                ests = [NAPEstimator(model, k, layers) for k in kinds]
-                from asr_introspect.naps.profiles import _eval_mode
-                from asr_introspect.hooks import stream_activations
-
-                with _eval_mode(model):
-                    for ab in stream_activations(model, utterances, layers, batches=batches):
-                        for e in ests:
-                            e.partial_fit(ab)
-                return ests
+                ests = [NAPEstimator(k, layers) for k in kinds]
+                with _in_memory(batches):
+                    return fit_estimators(model, utterances, ests, batch_size=args.batch_size)
             return run
 
         def end_to_end():
@@ -120,6 +137,13 @@ def main() -> None:
         methods["end to end (letter, from audio)"] = end_to_end
         for fn in methods.values():  # warm-up: Numba cache load, allocator, first-call costs
             fn()
+        # the in-memory stream gives the NAPs of the stream from the audio files (same batches, same frames)
+        fast, slow = naps(["letter"])()[0].result(), compute_naps(model, utterances, "letter", layers,
+                                                                  batch_size=args.batch_size)
+        for name in layers:
+            assert (fast.stats[name].counts == slow.stats[name].counts).all(), name
+            assert np.allclose(fast.stats[name].sums, slow.stats[name].sums, rtol=1e-6, atol=1e-6), name
+        channels = {name: fast.n_neurons(name) for name in layers}
         best = {name: float("inf") for name in methods}
         best_cpu = {name: float("inf") for name in methods}
         for _ in range(args.repeats):
@@ -138,7 +162,7 @@ def main() -> None:
                      "outside_forward_cpu": None if name == "forward" else 1.0 - best_cpu["forward"] / cpu})
     info = {"what": what, "utterances": len(utterances), "batches": len(batches), "output_frames": n_out,
             "audio_seconds": seconds_audio, "layers": len(layers),
-            "channels": _layer_channels(model, layers),
+            "channels": channels,
             "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
             "load_average_1min": os.getloadavg()[0], "python": sys.version.split()[0],

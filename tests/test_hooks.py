@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr_introspect.hooks import ActivationRecorder, stream_activations
+from asr_introspect.hooks import ActivationRecorder
 from asr_introspect.models import build_model
 
 
@@ -68,9 +68,13 @@ def test_hooks_are_removed_and_model_unchanged(tiny):
         ActivationRecorder(tiny, ["conv99"])
 
 
-def test_stream_activations_visits_each_utterance_once_with_masks(tiny, tmp_path):
+def test_stream_corpus_visits_each_utterance_once_with_masks(tiny, tmp_path):
+    """The corpus stream records through ActivationRecorder: each utterance once, padding masked and
+    zero, and every utterance's valid activations, logits and features equal to it run alone."""
     from asr_introspect.audio import save_audio
     from asr_introspect.corpus import Utterance
+    from asr_introspect.features import featurize_file
+    from asr_introspect.stream import stream_corpus
 
     rng = np.random.default_rng(0)
     utts = []
@@ -79,16 +83,38 @@ def test_stream_activations_visits_each_utterance_once_with_masks(tiny, tmp_path
         save_audio(path, (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
         utts.append(Utterance(f"u{i}", "s", path, "a b"))
     seen = []
-    for batch in stream_activations(tiny, utts, layers=["conv9"], batch_size=2):
+    for batch in stream_corpus(tiny, utts, layers=["conv9"], batch_size=2):
+        acts = batch.activations["conv9"]
         mask = batch.mask("conv9")
-        assert mask.shape == batch.activations["conv9"].shape[::2]
-        assert torch.all(batch.activations["conv9"][~mask[:, None, :].expand_as(batch.activations["conv9"])] == 0)
-        assert batch.frames("conv9").shape[0] == int(batch.lengths["conv9"].sum())
+        assert mask.dtype == bool and mask.shape == acts.shape[::2]
+        lengths = batch.layer_lengths("conv9")
+        np.testing.assert_array_equal(lengths, batch.lengths["conv9"].numpy())
+        np.testing.assert_array_equal(mask.sum(1), lengths)
+        assert torch.all(acts[~torch.from_numpy(mask)[:, None, :].expand_as(acts)] == 0)
+        # the valid frames of the batch, utterance by utterance: exactly the masked frames
+        valid = [batch.valid("conv9", b) for b in range(len(batch))]
+        assert [v.shape[1] for v in valid] == lengths.tolist()
+        assert sum(v.shape[1] for v in valid) == int(batch.lengths["conv9"].sum())
         # padded frames-major copy: frame b*T + t is utterance b, frame t; made once per layer
         padded = batch.padded_frames("conv9")
-        B, C, T = batch.activations["conv9"].shape
+        B, C, T = acts.shape
         assert padded.shape == (B * T, C) and padded.dtype == np.float32 and padded.flags.c_contiguous
-        np.testing.assert_array_equal(padded.reshape(B, T, C).transpose(0, 2, 1), batch.activations["conv9"].numpy())
+        np.testing.assert_array_equal(padded.reshape(B, T, C).transpose(0, 2, 1), acts.numpy())
+        np.testing.assert_array_equal(padded[mask.reshape(-1)],
+                                      np.concatenate([v.T.numpy() for v in valid]))
         assert batch.padded_frames("conv9") is padded
+        # letter labels live on the same axis: -1 exactly on the padding (every row aligns here)
+        assert batch.letter_rows().all()
+        assert np.array_equal(batch.letter_labels("conv9") >= 0, mask)
+        for b, utt in enumerate(batch.utterances):  # each utterance alone: same features, logits, activations
+            features = featurize_file(utt.audio_path, tiny.feature_config)[None]
+            np.testing.assert_array_equal(batch.utterance_features(b), features[0].numpy())
+            with torch.no_grad(), ActivationRecorder(tiny, ["conv9"]) as rec:
+                logits, _ = rec.run(features)
+                alone = rec.activations["conv9"][0]
+            torch.testing.assert_close(valid[b], alone, atol=1e-5, rtol=1e-5)
+            n_out = int(batch.out_lengths[b])
+            assert n_out == logits.shape[-1]
+            torch.testing.assert_close(batch.logits[b, :, :n_out], logits[0], atol=1e-5, rtol=1e-5)
         seen += [u.id for u in batch.utterances]
     assert sorted(seen) == [u.id for u in utts]

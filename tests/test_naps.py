@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shipped import requires_shipped
 from sklearn.metrics import adjusted_rand_score
 
 from asr_introspect.aggregate import GroupStats
@@ -29,8 +31,6 @@ from asr_introspect.naps import (
     pairwise_distances,
     phoneme_groups,
 )
-from shipped import requires_shipped
-
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -283,7 +283,7 @@ def test_letter_naps_batched_equal_utterances_alone(tiny, utts):
     from asr_introspect.alignment import forced_align, letter_labels, transfer_labels
 
     layers = ["conv2", "conv11"]
-    naps = compute_naps(tiny, utts, "letter", layers, batch_size=4, mode="span")
+    naps = compute_naps(tiny, utts, "letter", layers, batch_size=4, letter_mode="span")
     names = naps.groups
     assert names[:26] == list("abcdefghijklmnopqrstuvwxyz") and names[26:] == ["'"]
     index = {tiny.alphabet.index(g): i for i, g in enumerate(names)}
@@ -389,24 +389,28 @@ def test_weighted_naps_match_per_utterance_gradients(tiny, utts, custom_naps, we
 
 
 def test_estimator_partial_fit_merge_and_save_load(tiny, utts, letter_naps, tmp_path):
-    from asr_introspect.corpus import iterate_batches
-    from asr_introspect.hooks import stream_activations
+    from asr_introspect.stream import fit_estimators, stream_corpus
 
     layers, whole = LETTER_LAYERS, letter_naps
-    est = NAPEstimator(tiny, "letter", layers)  # corpus batches: the estimator runs the model
-    for batch in iterate_batches(utts, tiny.feature_config, tiny.alphabet, batch_size=2, bucket=False):
-        est.partial_fit(batch)
-    all_ab, half_a, half_b = (NAPEstimator(tiny, "letter", layers) for _ in range(3))
-    for i, ab in enumerate(stream_activations(tiny, utts, layers + ["conv1"], batch_size=2)):
+    fitted = NAPEstimator("letter", layers, batch_size=3).fit(tiny, utts)
+    # stream batches in corpus order (not bucketed like fit's), with an extra layer the estimator ignores
+    all_ab, half_a, half_b = (NAPEstimator("letter", layers) for _ in range(3))
+    for i, ab in enumerate(stream_corpus(tiny, utts, layers + ["conv1"], batch_size=2, bucket=False)):
         all_ab.partial_fit(ab)
         (half_a if i % 2 else half_b).partial_fit(ab)
     merged = half_a.result().merge(half_b.result())
-    for other in (est.result(), all_ab.result(), merged):
+    # one pass for several estimators (letters and phonemes)
+    both = fit_estimators(tiny, utts, [NAPEstimator("letter", layers), NAPEstimator("phoneme", layers)],
+                          batch_size=3)
+    for other in (fitted.result(), all_ab.result(), merged, both[0].result()):
         for layer in layers:
             np.testing.assert_array_equal(other.counts(layer), whole.counts(layer))
             np.testing.assert_allclose(other.means(layer), whole.means(layer), rtol=1e-5, atol=1e-5)
     assert merged.settings["utterances"] == len(utts)
     assert half_a.result().settings["utterances"] < len(utts)
+    assert both[1].result().settings["utterances"] == 2
+    # fit resets: a second fit gives the same NAPs, not twice the frames
+    np.testing.assert_array_equal(fitted.fit(tiny, utts).result().counts("conv9"), whole.counts("conv9"))
 
     path = whole.save(tmp_path / "naps.npz")
     loaded = NAPs.load(path)
@@ -419,33 +423,135 @@ def test_estimator_partial_fit_merge_and_save_load(tiny, utts, letter_naps, tmp_
         assert list(data["layers"]) == layers and list(data["groups"]) == whole.groups
 
 
+def _stream_estimator(by, weighting):
+    if by == "custom":
+        return NAPEstimator(_custom_labeler, ["conv1", "conv11"], groups=CUSTOM_GROUPS, weighting=weighting,
+                            batch_size=3)
+    return NAPEstimator(by, ["conv2", "conv9", "conv11"], weighting=weighting, batch_size=3)
+
+
+@pytest.mark.parametrize("weighting", [None, "saliency"])
+@pytest.mark.parametrize("by", ["letter", "phoneme", "custom"])
+def test_partial_fit_over_stream_batches_equals_fit(tiny, utts, by, weighting):
+    """partial_fit over a stream's batches (all at once, and in two halves merged) gives fit's NAPs,
+    whatever the batching (fit: bucketed batches of 3; here: corpus order, batches of 2)."""
+    from asr_introspect.stream import stream_corpus
+
+    fitted = _stream_estimator(by, weighting).fit(tiny, utts).result()
+    one, first, second = (_stream_estimator(by, weighting) for _ in range(3))
+    layers = one.stream_layers(tiny)
+    for i, batch in enumerate(stream_corpus(tiny, utts, layers, weighting=weighting, batch_size=2, bucket=False)):
+        assert (batch.weights is None) == (weighting is None)
+        one.partial_fit(batch)
+        (first if i % 2 else second).partial_fit(batch)
+    assert 0 < first.n_utterances_ < one.n_utterances_ or by == "phoneme"
+    merged = first.merge(second).result()
+    tol = 1e-5 if weighting is None else 1e-4
+    for got in (one.result(), merged):
+        assert got.layers == fitted.layers and got.groups == fitted.groups
+        assert got.settings["utterances"] == fitted.settings["utterances"]
+        assert sorted(got.settings["skipped"]) == sorted(fitted.settings["skipped"])
+        assert got.settings["weighting"] == weighting
+        for layer in fitted.layers:
+            np.testing.assert_array_equal(got.stats[layer].counts, fitted.stats[layer].counts)
+            np.testing.assert_allclose(got.stats[layer].weight_sums, fitted.stats[layer].weight_sums, rtol=tol)
+            np.testing.assert_allclose(got.stats[layer].means, fitted.stats[layer].means, rtol=tol, atol=tol)
+            np.testing.assert_allclose(got.variance(layer), fitted.variance(layer), rtol=10 * tol, atol=tol)
+    assert fitted.settings["utterances"] == (2 if by == "phoneme" else len(utts))
+    assert fitted.counts("conv11").sum() > 0
+    if weighting is not None:  # the weights count: saliency NAPs differ from the plain ones
+        plain = _stream_estimator(by, None).fit(tiny, utts).result()
+        assert not np.allclose(fitted.means("conv9" if by != "custom" else "conv1"),
+                               plain.means("conv9" if by != "custom" else "conv1"), rtol=1e-3, equal_nan=True)
+
+
+def test_fit_on_another_model_uses_that_models_layers(tiny, utts):
+    """fit resets the estimator; with layers=None it profiles every layer of the model it is given."""
+    from asr_introspect.models import wrap_conv_model
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv1d(tiny.feature_config.n_mels, 8, 1), torch.nn.ReLU(),
+                                 torch.nn.Conv1d(8, len(tiny.alphabet.symbols), 1))
+    small = wrap_conv_model(module, tiny.alphabet, tiny.feature_config).eval()
+    est = NAPEstimator("letter")
+    assert est.fit(tiny, utts[:2]).result().layers == list(tiny.layer_names)
+    assert est.stream_layers(small) == list(small.layer_names)
+    assert est.fit(small, utts[:2]).result().layers == list(small.layer_names)
+
+
 def test_input_errors(tiny, utts):
-    from asr_introspect.errors import InputError
-    from asr_introspect.hooks import stream_activations
+    from asr_introspect.errors import AlignmentError, InputError
+    from asr_introspect.stream import stream_corpus
 
+    ab = next(iter(stream_corpus(tiny, utts[:2], ["conv11"])))
+    # unknown layers: when the estimator meets the model (fit, or the first batch)
     with pytest.raises(InputError, match="conv99"):
-        NAPEstimator(tiny, "letter", ["conv99"])
+        NAPEstimator("letter", ["conv99"]).fit(tiny, utts[:1])
+    with pytest.raises(InputError, match="conv99"):
+        NAPEstimator("letter", ["conv99"]).partial_fit(ab)
+    with pytest.raises(InputError, match="conv9"):  # a layer the stream did not record
+        NAPEstimator("letter", ["conv9"]).partial_fit(ab)
+    with pytest.raises(InputError, match="no layers"):
+        NAPEstimator("letter", [])
     with pytest.raises(InputError, match="xx"):
-        NAPEstimator(tiny, "phoneme", groups=["aa", "xx"])
-    with pytest.raises(ValueError, match="groups"):
-        NAPEstimator(tiny, _custom_labeler)
-    with pytest.raises(ValueError, match="weighting"):
-        NAPEstimator(tiny, "letter", weighting="lrp")
-    est = NAPEstimator(tiny, "letter", ["conv11"], weighting="gradient")
-    ab = next(iter(stream_activations(tiny, utts[:2], ["conv11"])))
-    with pytest.raises(ValueError, match="gradients"):
+        NAPEstimator("phoneme", ["conv11"], groups=["aa", "xx"]).partial_fit(ab)
+    with pytest.raises(InputError, match="%"):
+        NAPEstimator("letter", ["conv11"], groups=["a", "%"]).partial_fit(ab)
+    with pytest.raises(InputError, match="duplicate"):
+        NAPEstimator("letter", groups=["a", "a"])
+    with pytest.raises(InputError, match="groups"):
+        NAPEstimator(_custom_labeler)
+    with pytest.raises(InputError, match="by must be"):
+        NAPEstimator("word")
+    with pytest.raises(InputError, match="weighting"):
+        NAPEstimator("letter", weighting="lrp")
+    with pytest.raises(InputError, match="letter_mode"):
+        NAPEstimator("letter", letter_mode="smear")
+    with pytest.raises(InputError, match="source"):
+        NAPEstimator("letter", source="oracle")
+    with pytest.raises(InputError, match="shift"):
+        NAPEstimator("letter", shift=0.5)
+    with pytest.raises(TypeError, match="mode"):  # the old keyword is gone, not silently ignored
+        compute_naps(tiny, utts[:1], "letter", ["conv11"], mode="span")
+    with pytest.raises(InputError, match="no batch"):
+        NAPEstimator("letter").result()
+    # a weighted estimator refuses a stream without weights
+    est = NAPEstimator("letter", ["conv11"], weighting="gradient")
+    with pytest.raises(InputError, match="weighting='gradient'"):
         est.partial_fit(ab)
-    bad = NAPEstimator(tiny, lambda u, layer, n: np.full(n, 9), ["conv11"], groups=["a", "b"])
-    with pytest.raises(ValueError, match=r"\[-1, 2\)"):
+    bad = NAPEstimator(lambda u, layer, n: np.full(n, 9), ["conv11"], groups=["a", "b"])
+    with pytest.raises(InputError, match=r"\[-1, 2\)"):
         bad.partial_fit(ab)
+    short = NAPEstimator(lambda u, layer, n: np.zeros(n - 1, dtype=int), ["conv11"], groups=["a", "b"])
+    with pytest.raises(InputError, match="must return"):
+        short.partial_fit(ab)
+    # different layers or groups do not merge
+    a = NAPEstimator("letter", ["conv11"]).partial_fit(ab)
+    with pytest.raises(InputError, match="different layers or groups"):
+        a.merge(NAPEstimator("letter", ["conv11"], groups=["a", "b"]).partial_fit(ab))
+    # skip_errors=False: an unalignable transcript raises instead of being listed
+    long_text = dataclasses.replace(utts[0], text="x" * 400)  # more letters than output frames
+    with pytest.raises(AlignmentError):
+        NAPEstimator("letter", ["conv11"], skip_errors=False).fit(tiny, [long_text])
+    skipped = NAPEstimator("letter", ["conv11"]).fit(tiny, [long_text, utts[1]]).result()
+    assert skipped.settings["skipped"] == [utts[0].id] and skipped.settings["utterances"] == 1
 
 
-def test_groups_can_include_space_and_silence(tiny):
+def test_groups_can_include_space_and_silence(tiny, utts):
+    from asr_introspect.stream import stream_corpus
+
     names = letter_groups(tiny.alphabet, include=[" "])
     assert names[:26] == list("abcdefghijklmnopqrstuvwxyz") and sorted(names[26:]) == [" ", "'"]
     assert phoneme_groups(include_silence=True)[-1] == "sil"
-    est = NAPEstimator(tiny, "letter", ["conv11"], groups=["a", " ", "<blank>"])
+    est = NAPEstimator("letter", ["conv11"], groups=["a", " ", "<blank>"])
     assert est.groups == ["a", " ", "<blank>"]
+    for batch in stream_corpus(tiny, utts, ["conv11"], batch_size=4):
+        est.partial_fit(batch)
+    naps = est.result()
+    assert naps.groups == ["a", " ", "<blank>"]
+    assert naps.counts("conv11")[2] > 0  # blank frames are a group when asked for
+    phones = NAPEstimator("phoneme", ["conv11"], groups=["sil", "aa"]).fit(tiny, utts).result()
+    assert phones.groups == ["sil", "aa"] and phones.counts("conv11")[0] > 0
 
 
 # ---------------------------------------------------------------------------
@@ -469,7 +575,11 @@ def test_quality_across_layers_and_figures(letter_naps, phone_naps, tmp_path):
     import matplotlib.pyplot as plt
 
     from asr_introspect.plotting.common import save_figure
-    from asr_introspect.plotting.naps import plot_dendrogram, plot_quality, save_clustermap
+    from asr_introspect.plotting.naps import (
+        plot_dendrogram,
+        plot_quality,
+        save_clustermap,
+    )
 
     letters, phones = letter_naps, phone_naps
     ql, qp = naps_quality(letters, ["conv9", "conv10", "conv11"]), naps_quality(phones, metric="cosine")

@@ -3,9 +3,11 @@
 The test writes a tiny checkpoint and corpus, then launches
 ``python -m torch.distributed.run --nproc_per_node=2`` on this file. Each worker
 computes letter NAPs and gradient-weighted phoneme NAPs with the library
-(``compute_naps`` shards ``utterances[rank::world]`` and all-reduces), saves
-them, and runs the ``naps`` command (rank 0 writes its files). Run directly as a
-script, the file is the worker.
+(``compute_naps`` -> ``NAPEstimator.fit`` -> ``stream.fit_estimators``, which
+streams ``utterances[rank::world]`` and all-reduces), saves them, and runs the
+``naps`` command (rank 0 writes its files). Run directly as a script, the file
+is the worker (``... CKPT DATA OUT [one]``; ``one``: NAPs of the first utterance
+only, so one process streams nothing).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import numpy as np
 LAYERS = ["conv2", "conv9", "conv11"]
 
 
-def compute(ckpt: str, data: str):
-    """(letter NAPs, gradient-weighted phoneme NAPs) of the checkpoint over the corpus."""
+def compute(ckpt: str, data: str, first: int | None = None):
+    """(letter NAPs, gradient-weighted phoneme NAPs) of the checkpoint over the corpus (its ``first``
+    utterances: then letters only, phonemes None)."""
     from asr_introspect.corpus import load_corpus
     from asr_introspect.models import load_checkpoint
     from asr_introspect.naps import compute_naps
@@ -31,12 +34,14 @@ def compute(ckpt: str, data: str):
     model, _ = load_checkpoint(ckpt)
     model.eval()
     utterances = load_corpus(data)
+    if first is not None:
+        return compute_naps(model, utterances[:first], "letter", LAYERS, batch_size=2), None
     letters = compute_naps(model, utterances, "letter", LAYERS, batch_size=2)
     phones = compute_naps(model, utterances, "phoneme", LAYERS, batch_size=2, weighting="gradient")
     return letters, phones
 
 
-def worker(ckpt: str, data: str, out_dir: str) -> None:
+def worker(ckpt: str, data: str, out_dir: str, mode: str = "full") -> None:
     import torch.distributed as dist
 
     from asr_introspect.cli import main
@@ -44,6 +49,9 @@ def worker(ckpt: str, data: str, out_dir: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     try:
+        if mode == "one":
+            compute(ckpt, data, first=1)[0].save(Path(out_dir) / f"one{rank}.npz")
+            return
         letters, phones = compute(ckpt, data)
         letters.save(Path(out_dir) / f"letters{rank}.npz")
         phones.save(Path(out_dir) / f"phones{rank}.npz")
@@ -60,11 +68,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_process(tmp_path, tiny_corpus):
+def _checkpoint(tmp_path) -> str:
     import torch
 
     from asr_introspect.models import build_model, save_checkpoint
-    from asr_introspect.naps import NAPs
 
     torch.manual_seed(0)
     model = build_model("tiny").eval()
@@ -72,15 +79,26 @@ def test_two_processes_equal_one_process(tmp_path, tiny_corpus):
         if isinstance(module, torch.nn.BatchNorm1d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.bias.data.uniform_(-0.5, 0.5)
-    ckpt = str(save_checkpoint(tmp_path / "tiny.safetensors", model))
-    data = str(tiny_corpus.root)
-    out = tmp_path / "out"
-    out.mkdir()
+    return str(save_checkpoint(tmp_path / "tiny.safetensors", model))
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """This file as the worker of 2 processes (gloo, CPU)."""
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, ckpt, data, str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, *args]
+    return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_two_processes_equal_one_process(tmp_path, tiny_corpus):
+    from asr_introspect.naps import NAPs
+
+    ckpt = _checkpoint(tmp_path)
+    data = str(tiny_corpus.root)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _torchrun(ckpt, data, str(out))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
     want_letters, want_phones = compute(ckpt, data)
@@ -107,5 +125,25 @@ def test_two_processes_equal_one_process(tmp_path, tiny_corpus):
     assert any(s.get("world_size") == 2 and s.get("utterances") == {"letter": 7} for s in summaries)
 
 
+def test_a_process_without_utterances_still_joins_the_sum(tmp_path, tiny_corpus):
+    """One utterance, two processes: rank 1 streams nothing but must still all-reduce (its estimator
+    is sized before the stream, ``StreamEstimator.prepare``), and both end with the 1-process NAPs."""
+    from asr_introspect.naps import NAPs
+
+    ckpt = _checkpoint(tmp_path)
+    data = str(tiny_corpus.root)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _torchrun(ckpt, data, str(out), "one")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    want = compute(ckpt, data, first=1)[0]
+    for rank in (0, 1):
+        got = NAPs.load(out / f"one{rank}.npz")
+        assert got.settings["utterances"] == want.settings["utterances"] == 1
+        for layer in LAYERS:
+            np.testing.assert_array_equal(got.counts(layer), want.counts(layer))
+            np.testing.assert_allclose(got.means(layer), want.means(layer), rtol=1e-5, atol=2e-5)
+
+
 if __name__ == "__main__":
-    worker(*sys.argv[1:4])
+    worker(*sys.argv[1:5])

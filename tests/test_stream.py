@@ -150,6 +150,10 @@ def test_stream_rejects_bad_settings(tiny, utts):
         next(stream_corpus(tiny, utts, batch_size=0))
     with pytest.raises(InputError, match="share the weighting"):
         fit_estimators(tiny, utts, [NAPEstimator("letter"), NAPEstimator("letter", weighting="gradient")])
+    batch = next(stream_corpus(tiny, utts[:2], ["conv3"], weighting="saliency"))
+    assert batch.weighting == "saliency"
+    with pytest.raises(InputError, match="weighting='gradient'"):
+        NAPEstimator("letter", ["conv3"], weighting="gradient").partial_fit(batch)
 
 
 def _estimators() -> dict[str, StreamEstimator]:

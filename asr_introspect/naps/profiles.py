@@ -261,8 +261,9 @@ class NAPEstimator(StreamEstimator):
     "saliency" (module docstring); skip_errors: skip (and list) utterances whose transcript
     cannot be aligned instead of raising; batch_size: of the stream :meth:`fit` runs.
 
-    Fitted state (after the first batch): ``stats_`` (one GroupStats per layer, ``G + 1`` rows),
-    ``n_utterances_``, ``skipped_`` ((id, reason) pairs).
+    Fitted state (sized by :meth:`prepare` or the first batch): ``layers_``, ``groups_``,
+    ``stats_`` (one GroupStats per layer, ``G + 1`` rows), ``n_utterances_``, ``skipped_``
+    ((id, reason) pairs).
     """
 
     def __init__(self, by: str | Callable = "letter", layers: Sequence[str] | None = None, *,
@@ -293,11 +294,17 @@ class NAPEstimator(StreamEstimator):
         self.groups = None if groups is None else list(groups)
         if self.groups is not None and len(set(self.groups)) != len(self.groups):
             raise InputError(f"duplicate group names in {self.groups}")
+        if self.by == "phoneme" and self.groups is not None:
+            unknown = [g for g in self.groups if g not in PHONE_TO_INDEX]
+            if unknown:
+                raise InputError(f"unknown phone(s) {unknown}; phones: {', '.join(PHONES)}")
         self.reset()
 
     def reset(self) -> NAPEstimator:
         """Forget all frames."""
         self.stats_: dict[str, GroupStats] | None = None
+        self.layers_: list[str] | None = None
+        self.groups_: list[str] | None = None
         self.n_utterances_ = 0
         self.skipped_: list[tuple[str, str]] = []
         return self
@@ -319,24 +326,23 @@ class NAPEstimator(StreamEstimator):
 
     def _bind(self, model, channels: dict[str, int]) -> None:
         """Layers, groups, the label -> group map and empty state for ``model``."""
-        self.layers = self.stream_layers(model)
+        self.layers_ = self.stream_layers(model)
         if self.by == "letter":
             alphabet = model.alphabet
-            self.groups = self.groups if self.groups is not None else letter_groups(alphabet)
-            self._map = np.full(len(alphabet), len(self.groups), dtype=np.int64)
-            for g, name in enumerate(self.groups):
+            self.groups_ = self.groups if self.groups is not None else letter_groups(alphabet)
+            self._map = np.full(len(alphabet), len(self.groups_), dtype=np.int64)
+            for g, name in enumerate(self.groups_):
                 self._map[alphabet.index(name)] = g
         elif self.by == "phoneme":
-            self.groups = self.groups if self.groups is not None else phoneme_groups()
-            unknown = [g for g in self.groups if g not in PHONE_TO_INDEX]
-            if unknown:
-                raise InputError(f"unknown phone(s) {unknown}; phones: {', '.join(PHONES)}")
+            self.groups_ = self.groups if self.groups is not None else phoneme_groups()
             # index len(PHONES) stands for -1 (no phone): rest
-            self._map = np.full(len(PHONES) + 1, len(self.groups), dtype=np.int64)
-            for g, name in enumerate(self.groups):
+            self._map = np.full(len(PHONES) + 1, len(self.groups_), dtype=np.int64)
+            for g, name in enumerate(self.groups_):
                 self._map[PHONE_TO_INDEX[name]] = g
-        G = len(self.groups)
-        self.stats_ = {name: GroupStats(G + 1, channels[name]) for name in self.layers}
+        else:
+            self.groups_ = list(self.groups)
+        G = len(self.groups_)
+        self.stats_ = {name: GroupStats(G + 1, channels[name]) for name in self.layers_}
 
     # -- labels ------------------------------------------------------------------------
 
@@ -344,7 +350,7 @@ class NAPEstimator(StreamEstimator):
         """Group index of every frame of the padded batch, (B, T_layer) int64 per layer: the group,
         G (rest) for valid frames in no group, -1 for padded frames and utterances without labels
         (the accumulator ignores -1)."""
-        G = len(self.groups)
+        G = len(self.groups_)
         if self.by == "letter":
             rows = batch.letter_rows(self.source)
             skipped = batch.skipped("letters", self.source)
@@ -358,7 +364,7 @@ class NAPEstimator(StreamEstimator):
         self.skipped_.extend(skipped)
         self.n_utterances_ += int(rows.sum())
         out = {}
-        for name in self.layers:
+        for name in self.layers_:
             valid = batch.mask(name) & rows[:, None]
             if self.by == "letter":
                 ids = batch.letter_labels(name, self.source, self.letter_mode, self.shift)
@@ -388,17 +394,22 @@ class NAPEstimator(StreamEstimator):
     # -- accumulation ------------------------------------------------------------------
 
     def partial_fit(self, batch: StreamBatch) -> NAPEstimator:
-        """Add one :class:`~asr_introspect.stream.StreamBatch` (recording at least ``self.layers``;
+        """Add one :class:`~asr_introspect.stream.StreamBatch` (recording at least ``self.layers_``;
         with ``weighting``, streamed with the same weighting)."""
-        if self.weighting is not None and batch.weights is None:
-            raise InputError(f"weighting={self.weighting!r} needs a stream with weighting={self.weighting!r}")
-        missing = [n for n in self.stream_layers(batch.model) if n not in batch.activations]
+        if self.weighting is not None and batch.weighting != self.weighting:
+            raise InputError(f"weighting={self.weighting!r} needs a stream with weighting={self.weighting!r}, "
+                             f"got {batch.weighting!r}")
+        if self.stats_ is None:
+            layers = self.stream_layers(batch.model)
+            missing = [n for n in layers if n not in batch.activations]
+            if missing:
+                raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
+            self._bind(batch.model, {n: int(batch.activations[n].shape[1]) for n in layers})
+        missing = [n for n in self.layers_ if n not in batch.activations]
         if missing:
             raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
-        if self.stats_ is None:
-            self._bind(batch.model, {n: int(batch.activations[n].shape[1]) for n in self.stream_layers(batch.model)})
         labels = self._group_labels(batch)
-        for name in self.layers:
+        for name in self.layers_:
             # the whole padded batch as (B*T, C) frames; padded frames and skipped utterances have
             # label -1, which the accumulator ignores. One NumPy transpose copy per layer (shared by
             # the estimators of a pass) is much cheaper than gathering the valid slices.
@@ -414,9 +425,9 @@ class NAPEstimator(StreamEstimator):
             return self
         if self.stats_ is None:
             raise InputError("merge into an estimator that has seen a batch (call partial_fit first)")
-        if other.layers != self.layers or other.groups != self.groups:
+        if other.layers_ != self.layers_ or other.groups_ != self.groups_:
             raise InputError("cannot merge NAP estimators with different layers or groups")
-        for name in self.layers:
+        for name in self.layers_:
             self.stats_[name].merge(other.stats_[name])
         self.n_utterances_ += other.n_utterances_
         self.skipped_.extend(other.skipped_)
@@ -425,7 +436,7 @@ class NAPEstimator(StreamEstimator):
     def all_reduce(self, group=None) -> NAPEstimator:
         """Sum the state over all torch.distributed processes (no-op without a process group)."""
         self._fitted()
-        for name in self.layers:
+        for name in self.layers_:
             self.stats_[name].all_reduce(group)
         dist = torch_distributed()
         if dist is not None:
@@ -445,13 +456,13 @@ class NAPEstimator(StreamEstimator):
         """The NAPs of everything added so far (a copy)."""
         self._fitted()
         settings = {
-            "by": self.by, "layers": self.layers, "groups": self.groups, "weighting": self.weighting,
+            "by": self.by, "layers": self.layers_, "groups": self.groups_, "weighting": self.weighting,
             "utterances": self.n_utterances_, "skipped": [sid for sid, _ in self.skipped_],
-            "frames": {n: int(self.stats_[n].counts.sum()) for n in self.layers},
+            "frames": {n: int(self.stats_[n].counts.sum()) for n in self.layers_},
         }
         if self.by == "letter":
             settings.update(source=self.source, mode=self.letter_mode, shift=self.shift)
-        return NAPs(self.layers, self.groups, {n: s.copy() for n, s in self.stats_.items()}, settings)
+        return NAPs(self.layers_, self.groups_, {n: s.copy() for n, s in self.stats_.items()}, settings)
 
 
 def compute_naps(model, utterances: Sequence, by: str | Callable = "letter", layers: Sequence[str] | None = None,
