@@ -17,14 +17,16 @@ Conventions (used by every analysis):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torchaudio.functional as AF
 
 from asr_introspect.errors import AlignmentError
+from asr_introspect.g2p import text_to_phones, word_pronunciations
 from asr_introspect.text import PHONES
 
 PHONE_TO_INDEX = {p: i for i, p in enumerate(PHONES)}
@@ -47,8 +49,6 @@ def forced_align(log_probs: torch.Tensor, targets: Sequence[int], blank: int = 0
     log_probs: (T_out, C) log-softmax of one utterance's valid frames.
     Returns (T_out,) int64: the token each frame emits (``blank`` for blanks).
     """
-    import torchaudio.functional as AF
-
     n_frames = log_probs.shape[0]
     needed = min_frames_for(targets)
     if len(targets) == 0:
@@ -227,38 +227,6 @@ class UtteranceAlignment:
         return letter_labels(path, mode)
 
 
-def align_corpus(model, utterances: Sequence, batch_size: int = 16, progress: bool = False,
-                 skip_errors: bool = False, keep_features: bool = False) -> Iterator[UtteranceAlignment]:
-    """Forced-align every utterance's transcript to the model's output frames.
-
-    Batches run padding-exactly (see :mod:`asr_introspect.hooks`). With
-    ``skip_errors`` an utterance that cannot be aligned is skipped instead of
-    raising :class:`AlignmentError`; with ``keep_features`` each alignment
-    carries the features the model saw, so the corpus is featurized once.
-    """
-    from asr_introspect.hooks import stream_activations
-
-    alphabet = model.alphabet
-    for batch in stream_activations(model, utterances, layers=[], batch_size=batch_size, progress=progress):
-        log_probs = F.log_softmax(batch.logits.float(), dim=1)
-        for b, utt in enumerate(batch.utterances):
-            n_out = int(batch.out_lengths[b])
-            lp = log_probs[b, :, :n_out].T.contiguous()  # (T_out, C)
-            targets = alphabet.encode(utt.text, utterance_id=utt.id)
-            try:
-                path = forced_align(lp, targets, blank=alphabet.blank, utterance_id=utt.id)
-            except AlignmentError:
-                if skip_errors:
-                    continue
-                raise
-            score = float(lp[torch.arange(n_out), torch.as_tensor(path)].sum())
-            n_in = int(batch.feature_lengths[b])
-            features = (np.ascontiguousarray(batch.features[b, :, :n_in].numpy(), dtype=np.float32)
-                        if keep_features else None)
-            yield UtteranceAlignment(utt, path, greedy_path(batch.logits[b, :, :n_out]),
-                                     token_spans(path, alphabet.blank), n_in, score, features)
-
-
 # ---------------------------------------------------------------------------
 # Where CTC puts a letter vs where its sound is
 
@@ -272,10 +240,6 @@ def word_phone_groups(words: Sequence[str], segments: Sequence) -> list[list] | 
     Returns None when no split uses every phone exactly once (the utterance is
     then skipped by the shift estimate).
     """
-    from functools import lru_cache
-
-    from asr_introspect.g2p import text_to_phones, word_pronunciations
-
     phones = [s for s in segments if s.phone != "sil"]
     names = [s.phone for s in phones]
     candidates = []
@@ -386,61 +350,3 @@ def estimate_shift(alignments: Sequence[UtteranceAlignment], frame_map, feature_
             onsets.append(emitted[0] - phones[0].start)
     step = frame_map.layer(output_layer).stride * feature_config.frame_seconds
     return ShiftReport(np.asarray(centers), np.asarray(onsets), used, skipped, step)
-
-
-def align_corpus_labels(model, utterances: Sequence, out_dir, layers: Sequence[str] | None = None,
-                        mode: str = "spike", batch_size: int = 16, progress: bool = False) -> dict:
-    """Align a corpus and write ``labels.npz`` and ``shift.json`` to ``out_dir``.
-
-    ``labels.npz`` holds, for each layer axis ``L`` (default: the output layer),
-    the labels of all utterances concatenated: ``letters_forced@L``,
-    ``letters_predicted@L``, ``phones@L`` (-1: no phone) and ``offsets@L``
-    ((N+1,) start of each utterance), plus ``ids``. Utterances whose transcript
-    cannot be aligned are listed in ``shift.json`` under ``skipped``.
-    """
-    from pathlib import Path
-
-    from asr_introspect.io import save_json, save_npz
-
-    out_dir = Path(out_dir)
-    layers = list(layers) if layers else [model.output_layer]
-    fm, fc = model.frame_map, model.feature_config
-    columns: dict[str, list[np.ndarray]] = {}
-    ids: list[str] = []
-    alignments: list[UtteranceAlignment] = []
-    aligned_ids = set()
-    for alignment in align_corpus(model, utterances, batch_size=batch_size, progress=progress,
-                                  skip_errors=True):
-        alignments.append(alignment)
-        utt, n_in = alignment.utterance, alignment.n_input_frames
-        aligned_ids.add(utt.id)
-        ids.append(utt.id)
-        forced = alignment.letters("forced", mode)
-        predicted = alignment.letters("predicted", mode)
-        for layer in layers:
-            n = int(fm.output_length(layer, n_in)) if layer != "input" else n_in
-            on_layer = {
-                "letters_forced": transfer_labels(forced, fm, model.output_layer, layer, n_in),
-                "letters_predicted": transfer_labels(predicted, fm, model.output_layer, layer, n_in),
-                "phones": phone_labels(utt.phones or (), (np.arange(n) * fc.frame_seconds) if layer == "input"
-                                       else frame_times(fm, layer, n, fc)),
-            }
-            for key, values in on_layer.items():
-                columns.setdefault(f"{key}@{layer}", []).append(values)
-    arrays: dict[str, np.ndarray] = {"ids": np.array(ids)}
-    for key, parts in columns.items():
-        arrays[key] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    for layer in layers:
-        sizes = [len(p) for p in columns.get(f"phones@{layer}", [])]
-        arrays[f"offsets@{layer}"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    labels_path = save_npz(out_dir / "labels.npz", **arrays)
-    report = estimate_shift(alignments, fm, fc, model.output_layer)
-    skipped = [u.id for u in utterances if u.id not in aligned_ids]
-    shift = {**report.summary(), "output_frame_seconds": report.output_frame_seconds,
-             "skipped": skipped}
-    shift_path = save_json(out_dir / "shift.json", shift)
-    save_npz(out_dir / "shift.npz", center_shifts=report.center_shifts, onset_shifts=report.onset_shifts)
-    return {"utterances": len(ids), "skipped": len(skipped), "layers": layers,
-            "median_shift_seconds": shift["center_shift_seconds"].get("median"),
-            "correction_output_frames": report.correction_frames,
-            "labels": str(labels_path), "shift_report": str(shift_path)}

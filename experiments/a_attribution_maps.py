@@ -7,7 +7,7 @@ Example: python experiments/a_attribution_maps.py --out out/a [--model CKPT] [--
 
 import sys
 
-from asr_introspect.experiments.script import main
+from asr_introspect.workflows.script import main
 
 if __name__ == "__main__":
     sys.exit(main("a"))

@@ -7,7 +7,7 @@ Example: python experiments/b_optimal_inputs.py --out out/b [--model CKPT] [--da
 
 import sys
 
-from asr_introspect.experiments.script import main
+from asr_introspect.workflows.script import main
 
 if __name__ == "__main__":
     sys.exit(main("b"))

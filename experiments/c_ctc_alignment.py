@@ -7,7 +7,7 @@ Example: python experiments/c_ctc_alignment.py --out out/c [--model CKPT] [--dat
 
 import sys
 
-from asr_introspect.experiments.script import main
+from asr_introspect.workflows.script import main
 
 if __name__ == "__main__":
     sys.exit(main("c"))

@@ -7,7 +7,7 @@ Example: python experiments/d_letter_patterns.py --out out/d [--model CKPT] [--d
 
 import sys
 
-from asr_introspect.experiments.script import main
+from asr_introspect.workflows.script import main
 
 if __name__ == "__main__":
     sys.exit(main("d"))

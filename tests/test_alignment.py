@@ -162,7 +162,7 @@ def _noise_corpus(tmp_path, texts):
 
 
 def test_align_corpus_emits_one_span_per_character(tmp_path):
-    from asr_introspect.alignment import align_corpus
+    from asr_introspect.stream import align_corpus
 
     torch.manual_seed(0)
     model = build_model("tiny").eval()

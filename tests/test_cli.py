@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -79,3 +80,56 @@ def test_bad_input_exits_2_with_one_line(argv, fragment, tiny_ckpt, tiny_corpus,
     assert proc.returncode == 2, proc.stderr[-1500:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+def test_help_does_not_import_torch():
+    """`asr-introspect --help` and `<cmd> --help` build the parser from argparse and light modules only."""
+    code = textwrap.dedent("""
+        import contextlib, io, sys
+        from asr_introspect.cli import SUBCOMMANDS, build_parser
+        parser = build_parser()
+        assert "torch" not in sys.modules
+        for argv in [["--help"]] + [[name, "--help"] for name in SUBCOMMANDS]:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                try:
+                    parser.parse_args(argv)
+                except SystemExit as exc:
+                    assert exc.code == 0, argv
+            assert "usage:" in out.getvalue(), argv
+        heavy = sorted(m for m in ("torch", "torchaudio", "scipy", "matplotlib", "sklearn") if m in sys.modules)
+        assert not heavy, heavy
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_flag_choices_equal_the_library_values():
+    """The CLI keeps copies of choices that live in torch-importing modules; they must not drift."""
+    from asr_introspect import naps
+    from asr_introspect.attribution import METHODS
+    from asr_introspect.cli import _choices
+    from asr_introspect.workflows.figures import FAMILIES
+
+    assert _choices.LINKAGES == naps.LINKAGES
+    assert _choices.METRICS == naps.METRICS
+    assert _choices.NAP_NORMALIZATIONS == naps.NORMALIZATIONS
+    assert _choices.ATTRIBUTION_METHODS == METHODS
+    assert _choices.FIGURE_FAMILIES == "".join(FAMILIES)
+
+
+def test_eval_workflow_returns_what_the_cli_prints(tiny_ckpt, tiny_corpus, capsys):
+    from asr_introspect.loading import load_model_and_corpus
+    from asr_introspect.workflows.eval import evaluate_corpus
+
+    model, utterances, model_path, data_path = load_model_and_corpus(tiny_ckpt, tiny_corpus.root)
+    run = evaluate_corpus(model, utterances, limit=3, model_path=model_path, data_path=data_path)
+    assert run.evaluation["utterances"] == len(run.utterances) == 3
+    assert main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--limit", "3", "--json",
+                 "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(run.summary))
+
+
+def test_demo_rejects_an_unknown_family_before_loading(tmp_path, capsys):
+    assert main(["demo", "--only", "az", "--model", str(tmp_path / "missing.safetensors"), "--out",
+                 str(tmp_path / "demo"), "--quiet"]) == 2
+    assert "--only: unknown figure family 'z'" in capsys.readouterr().err

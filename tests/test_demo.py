@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,16 +13,37 @@ from asr_introspect.cli import main
 from asr_introspect.models import build_model, save_checkpoint
 
 
+LOADS: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory, tiny_corpus):
-    tmp = tmp_path_factory.mktemp("demo")
+def tiny_ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp / "tiny.safetensors", build_model("tiny").eval())
-    out = tmp / "out"
-    code = main(["demo", "--model", str(ckpt), "--data", str(tiny_corpus.root), "--out", str(out),
-                 "--fast", "--quiet", "--json"])
+    return save_checkpoint(tmp_path_factory.mktemp("demo_ckpt") / "tiny.safetensors", build_model("tiny").eval())
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory, tiny_corpus, tiny_ckpt):
+    from asr_introspect import loading
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            LOADS[name] = LOADS.get(name, 0) + 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loading, "load_checkpoint", counted("model", loading.load_checkpoint))
+        patch.setattr(loading, "load_corpus", counted("corpus", loading.load_corpus))
+        code = main(["demo", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--out", str(out),
+                     "--fast", "--quiet", "--json"])
     assert code == 0
     return out
+
+
+def test_demo_loads_model_and_corpus_once(demo_out):
+    assert LOADS == {"model": 1, "corpus": 1}
 
 
 def test_demo_writes_every_section_and_the_report(demo_out):
@@ -48,3 +70,17 @@ def test_demo_report_loads_cleanly_in_chromium(demo_out):
     assert report.problems() == []
     assert len(report.images) >= 5 and all(img["natural_width"] > 0 for img in report.images)
     assert report.audio, "the report has audio players"
+
+
+def test_experiment_script_runs_a_family(tiny_ckpt, tiny_corpus, tmp_path, capsys):
+    from asr_introspect.workflows.script import main as script_main
+
+    out = tmp_path / "c"
+    assert script_main("c", ["--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--out", str(out),
+                             "--quiet", "--limit", "4"]) == 0
+    section = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert section["id"] == "ctc-alignment" and section["figures"]
+    assert all(Path(f["path"]).is_file() for f in section["figures"])
+    saved = json.loads((out / "c_ctc_alignment.json").read_text())
+    assert saved["settings"]["limit"] == 4
+    assert script_main("c", ["--model", str(tmp_path / "missing.safetensors"), "--out", str(out), "--quiet"]) == 2

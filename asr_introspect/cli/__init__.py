@@ -1,32 +1,40 @@
 """The ``asr-introspect`` command line: one entry point, one module per subcommand.
 
 Each subcommand module defines ``register(subparsers)`` (adds its parser and
-sets ``func``) and a ``run(args) -> dict`` that calls the library and returns
-the JSON summary (paths written and key numbers). This module only dispatches,
-prints the summary with ``--json`` and maps :class:`InputError` to exit code 2.
+sets ``func``) and a ``run(args) -> dict`` that validates the flags, loads the
+model and corpus once (:mod:`asr_introspect.loading`), calls its workflow
+(:mod:`asr_introspect.workflows`) and returns the JSON summary (paths written
+and key numbers). This module only dispatches, prints the summary with
+``--json`` and maps :class:`InputError` to exit code 2.
+
+Building the parser imports only argparse and light modules (no torch):
+``asr-introspect --help`` is instant. The subcommands import their workflows
+inside ``run``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from asr_introspect.cli import align, attribute, demo, naps, patterns, synth, train, transcribe, visualize
+from asr_introspect.cli import eval as evaluate
 from asr_introspect.cli._common import run_command
 
-#: Subcommands in the order ``--help`` lists them; each is ``cli/<name>.py``.
-SUBCOMMANDS = (
-    "synth",
-    "train",
-    "eval",
-    "transcribe",
-    "align",
-    "attribute",
-    "visualize",
-    "patterns",
-    "naps",
-    "demo",
-)
+#: Subcommands in the order ``--help`` lists them: name -> module ``cli/<name>.py``.
+COMMANDS = {
+    "synth": synth,
+    "train": train,
+    "eval": evaluate,
+    "transcribe": transcribe,
+    "align": align,
+    "attribute": attribute,
+    "visualize": visualize,
+    "patterns": patterns,
+    "naps": naps,
+    "demo": demo,
+}
+SUBCOMMANDS = tuple(COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"asr_introspect.cli.{name}")
-        except ModuleNotFoundError as exc:  # a subcommand not built yet
-            if exc.name != f"asr_introspect.cli.{name}":
-                raise
-            continue
+    for module in COMMANDS.values():
         module.register(subparsers)
     return parser
 

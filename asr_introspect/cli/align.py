@@ -20,21 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from asr_introspect.alignment import align_corpus_labels
-
+    # imported here, not at the top: `asr-introspect --help` stays free of torch
     from asr_introspect.loading import load_model_and_corpus
+    from asr_introspect.workflows.align import align
 
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
-    layers = [model.output_layer]
-    if args.layers:
-        extra = [name.strip() for name in args.layers.split(",") if name.strip()]
-        unknown = [n for n in extra if n != "input" and n not in model.layer_names]
-        if unknown:
-            from asr_introspect.errors import InputError
-
-            raise InputError(f"unknown layer(s) {', '.join(unknown)}; the model has input, "
-                             f"{', '.join(model.layer_names)}")
-        layers += [n for n in extra if n not in layers]
-    result = align_corpus_labels(model, utterances, args.out, layers=layers, mode=args.mode,
-                                 batch_size=args.batch_size, progress=progress_enabled(args))
-    return {"model": str(model_path), "data": str(data_path), **result}
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
+    return align(model, utterances, args.out, layers=layers, mode=args.mode, batch_size=args.batch_size,
+                 model_path=model_path, data_path=data_path, progress=progress_enabled(args)).summary

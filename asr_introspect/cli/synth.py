@@ -38,6 +38,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
+    # imported here, not at the top: `asr-introspect --help` stays free of torch
     from asr_introspect.corpus.synth import synthesize_corpus
 
     return synthesize_corpus(

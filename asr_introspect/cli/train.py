@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    # imported here, not at the top: `asr-introspect --help` stays free of torch
     from asr_introspect.corpus import filter_speakers, load_corpus, split_by_text
     from asr_introspect.training import TrainConfig, train
 

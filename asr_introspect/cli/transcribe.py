@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from asr_introspect.loading import load_model, transcribe_files
+    # imported here, not at the top: `asr-introspect --help` stays free of torch
+    from asr_introspect.loading import load_model
+    from asr_introspect.workflows.transcribe import transcribe_files
 
     model, model_path = load_model(args.model)
     texts = transcribe_files(model, args.audio)

@@ -9,10 +9,12 @@ measures objective vs naturalness for every regularizer set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr_introspect.experiments.common import Section, model_data_flags, run_subcommand
+from asr_introspect.workflows.figures.section import Section
+from asr_introspect.workflows.visualize import visualize
 
 
 @dataclass
@@ -27,16 +29,13 @@ class Settings:
 FAST = Settings(steps=8, max_windows=50)
 
 
-def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
-        progress: bool = False) -> Section:
+def run(model, utterances: Sequence, out: str | Path, settings: Settings | None = None, *, progress: bool = False,
+        model_path: str | Path | None = None, data_path: str | Path | None = None) -> Section:
+    """Render the letter objective and the optimal-inputs grid (prior fitted on ``utterances``) under ``out``."""
     settings = settings or Settings()
-    out = Path(out)
-    argv = ["visualize", "--objective", settings.letter_objective, "--grid", "--regularization", "weak",
-            "--steps", str(settings.steps), "--max-windows", str(settings.max_windows),
-            "--seed", str(settings.seed), "--out", str(out), *model_data_flags(model, data)]
-    if not progress:
-        argv.append("--quiet")
-    summary = run_subcommand(argv)
+    summary = visualize(model, out, objective=settings.letter_objective, grid=True, utterances=utterances,
+                        steps=settings.steps, regularization="weak", max_windows=settings.max_windows,
+                        seed=settings.seed, model_path=model_path, progress=progress).summary
     figures = [{"path": Path(summary["grid"]["png"]),
                 "caption": "Rows: a first-layer channel, a middle-layer channel, the output logit of a letter; "
                            "columns: weakly vs strongly regularized optimization. Panel titles give the "

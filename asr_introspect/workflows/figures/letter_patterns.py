@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr_introspect.experiments.common import Section, model_data_flags, run_subcommand
+from asr_introspect.patterns import save_sonifications
+from asr_introspect.workflows.figures.section import Section
+from asr_introspect.workflows.patterns import patterns
 
 
 @dataclass
@@ -22,19 +25,18 @@ class Settings:
 FAST = Settings(sonify=False)
 
 
-def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
-        progress: bool = False) -> Section:
+def run(model, utterances: Sequence, out: str | Path, settings: Settings | None = None, *, progress: bool = False,
+        model_path: str | Path | None = None, data_path: str | Path | None = None) -> Section:
+    """Letter and phoneme patterns (and the sonifications the report plays) under ``out``."""
     settings = settings or Settings()
     out = Path(out)
-    common = model_data_flags(model, data) + ["--frames", settings.frames, "--out", str(out)]
-    if not progress:
-        common.append("--quiet")
-    common.append("--no-audio")  # only the patterns the report plays are sonified, below
-    if settings.limit:
-        common += ["--limit", str(settings.limit)]
-    letters = run_subcommand(["patterns", "--by", "letter", "--source", settings.source,
-                              "--shift-correction", str(settings.shift_correction), *common])
-    phones = run_subcommand(["patterns", "--by", "phoneme", *common])
+    # only the patterns the report plays are sonified, below
+    common = dict(frames=settings.frames, audio=False, limit=settings.limit or None, model_path=model_path,
+                  data_path=data_path, progress=progress)
+    letter_run = patterns(model, utterances, out, by="letter", source=settings.source,
+                          shift_correction=settings.shift_correction, **common)
+    phone_run = patterns(model, utterances, out, by="phoneme", **common)
+    letters, phones = letter_run.summary, phone_run.summary
     figures = [
         {"path": out / "letter_before_after.png",
          "caption": "Per-letter averages of the input window around each predicted letter (top) and the same "
@@ -46,10 +48,8 @@ def run(out: Path, model: Path | None = None, data: Path | None = None, settings
     ]
     audio = []
     if settings.sonify:
-        from asr_introspect.patterns import PatternResult, save_sonifications
-
-        for by, labels in (("letter", settings.sonify_letters), ("phoneme", settings.sonify_phonemes)):
-            result = PatternResult.load(out / f"patterns_{by}.npz")
+        for by, labels, result in (("letter", settings.sonify_letters, letter_run.result),
+                                   ("phoneme", settings.sonify_phonemes, phone_run.result)):
             present = [name for name in labels if name in result.names
                        and result.counts[list(result.names).index(name)] > 0]
             for name, path in zip(present, save_sonifications(result, out / "audio", "subtract", labels=present)):

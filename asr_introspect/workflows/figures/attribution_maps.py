@@ -9,13 +9,21 @@ insertion curves against random orders).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from asr_introspect.experiments.common import Section
+from asr_introspect.attribution import attribute, faithfulness, randomization_test
+from asr_introspect.audio import load_audio
+from asr_introspect.errors import InputError
+from asr_introspect.features import compute_features
+from asr_introspect.io import save_json, save_npz
+from asr_introspect.plotting.attribution import plot_frame_attribution, plot_randomization
+from asr_introspect.plotting.common import save_figure
+from asr_introspect.workflows.figures.section import Section
 
 
 @dataclass
@@ -33,9 +41,6 @@ FAST = Settings(check_frames=3)
 
 def _example(model, utterances, settings):
     """(utterance, features, frame, letter index): a frame confidently predicted as a letter."""
-    from asr_introspect.audio import load_audio
-    from asr_introspect.features import compute_features
-
     fc, alphabet = model.feature_config, model.alphabet
     wanted = alphabet.index(settings.letter) if settings.letter in alphabet.symbols else None
     best = None
@@ -58,49 +63,40 @@ def _example(model, utterances, settings):
         if best is not None and best[0] > 1.9:
             break
     if best is None:
-        from asr_introspect.errors import InputError
-
         raise InputError("no frame of the corpus is predicted as a letter; is the model trained?")
     return best[1:]
 
 
-def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
-        progress: bool = False) -> Section:
-    from asr_introspect.attribution import attribute
-    from asr_introspect.attribution.evaluation import faithfulness, randomization_test
-    from asr_introspect.io import save_json, save_npz
-    from asr_introspect.loading import load_model_and_corpus
-    from asr_introspect.plotting.attribution import plot_frame_attribution, plot_randomization
-    from asr_introspect.plotting.common import save_figure
-
+def run(model, utterances: Sequence, out: str | Path, settings: Settings | None = None, *, progress: bool = False,
+        model_path: str | Path | None = None, data_path: str | Path | None = None) -> Section:
+    """Draw the example frame's maps and measure the sanity checks; write figures, npz and json under ``out``."""
     settings = settings or Settings()
     out = Path(out)
-    asr, utterances, _, _ = load_model_and_corpus(model, data)
-    utt, features, frame, letter = _example(asr, utterances, settings)
-    symbol = asr.alphabet.symbols[letter]
-    main = attribute(asr, features, settings.method, frames=[frame], target="predicted-letter")
-    other = attribute(asr, features, settings.compare, frames=[frame], target="predicted-letter")
+    utt, features, frame, letter = _example(model, utterances, settings)
+    symbol = model.alphabet.symbols[letter]
+    main = attribute(model, features, settings.method, frames=[frame], target="predicted-letter")
+    other = attribute(model, features, settings.compare, frames=[frame], target="predicted-letter")
     figures = []
-    fig = plot_frame_attribution(features.numpy(), main, frame, asr.feature_config, asr.alphabet, compare=other)
+    fig = plot_frame_attribution(features.numpy(), main, frame, model.feature_config, model.alphabet, compare=other)
     figures.append({"path": save_figure(fig, out / "a_frame_attribution.png")[0],
                     "caption": f"{utt.id}, output frame {frame} predicted as '{symbol}': the input around the "
                                f"frame's receptive field, {settings.method} (LRP) and {settings.compare}."})
     # letter frames of the same utterance for the sanity checks
     with torch.no_grad():
-        logits, _ = asr.logits(features[None])
+        logits, _ = model.logits(features[None])
     predicted = logits[0].argmax(0).numpy()
-    letter_frames = [t for t in range(len(predicted)) if predicted[t] in asr.alphabet.letter_indices[2:]]
+    letter_frames = [t for t in range(len(predicted)) if predicted[t] in model.alphabet.letter_indices[2:]]
     rng = np.random.default_rng(settings.seed)
     if len(letter_frames) > settings.check_frames:
         letter_frames = sorted(rng.choice(letter_frames, settings.check_frames, replace=False).tolist())
     methods = (settings.method, settings.compare)
-    randomization = randomization_test(asr, features, methods=methods, frames=letter_frames,
+    randomization = randomization_test(model, features, methods=methods, frames=letter_frames,
                                        target="predicted-letter", seed=settings.seed)
     figures.append({"path": save_figure(plot_randomization(randomization), out / "a_randomization.png")[0],
                     "caption": "Cascading randomization (output layer first): rank correlation of each method's "
                                "maps with the trained model's maps. A map that stays correlated does not depend "
                                "on the randomized layers."})
-    table = faithfulness(asr, features, methods=methods, frames=letter_frames, target="predicted-letter",
+    table = faithfulness(model, features, methods=methods, frames=letter_frames, target="predicted-letter",
                          n_steps=10, n_random=2, seed=settings.seed)
     columns = sorted(next(iter(table.values())).keys())
     rows = [[name] + [round(float(values[c]), 3) for c in columns] for name, values in table.items()]

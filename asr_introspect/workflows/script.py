@@ -1,4 +1,7 @@
-"""Command line of the ``experiments/`` scripts: flags from a family's ``Settings`` dataclass."""
+"""Command line of the ``experiments/`` scripts: flags from a figure family's ``Settings`` dataclass.
+
+The script loads the model and corpus once and calls the family's ``run``.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,13 @@ import typing
 from pathlib import Path
 
 from asr_introspect.errors import InputError
-from asr_introspect.experiments.common import load_family
 from asr_introspect.io import to_json
+from asr_introspect.loading import load_model_and_corpus
+from asr_introspect.workflows.figures import FAMILIES
 
 
-def _parser(module) -> argparse.ArgumentParser:
+def build_parser(module) -> argparse.ArgumentParser:
+    """``--model``, ``--data``, ``--out``, ``--quiet`` and one flag per field of ``module.Settings``."""
     parser = argparse.ArgumentParser(description=(module.__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped model)")
     parser.add_argument("--data", type=Path, default=None, help="corpus (default: the shipped corpus)")
@@ -35,14 +40,15 @@ def _parser(module) -> argparse.ArgumentParser:
 
 
 def main(family: str, argv: list[str] | None = None) -> int:
-    """Run one figure family; print its section (figures, key numbers) as JSON."""
-    module = load_family(family)
-    args = _parser(module).parse_args(argv)
+    """Run one figure family (a letter of ``FAMILIES``); print its section (figures, key numbers) as JSON."""
+    module = FAMILIES[family]
+    args = build_parser(module).parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(module.Settings)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
-        section = module.run(args.out, model=args.model, data=args.data, settings=module.Settings(**values),
-                             progress=not args.quiet)
+        model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
+        section = module.run(model, utterances, args.out, settings=module.Settings(**values),
+                             progress=not args.quiet, model_path=model_path, data_path=data_path)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

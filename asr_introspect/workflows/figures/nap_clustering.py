@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr_introspect.experiments.common import Section, model_data_flags, run_subcommand
+from asr_introspect.workflows.figures.section import Section
+from asr_introspect.workflows.naps import naps
 
 
 @dataclass
@@ -15,25 +16,27 @@ class Settings:
     normalize: str = "zscore"
     linkage: str = "average"
     metric: str = "euclidean"
-    limit: int | None = None
+    limit: int | None = None          # only the first N utterances
 
 #: small settings for smoke tests (``asr-introspect demo --fast``)
 FAST = Settings()
 
 
-def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
-        progress: bool = False) -> Section:
+def run(model, utterances: Sequence, out: str | Path, settings: Settings | None = None, *, progress: bool = False,
+        model_path: str | Path | None = None, data_path: str | Path | None = None) -> Section:
+    """Letter and phoneme NAPs of every layer, clustered and scored, under ``out``."""
     settings = settings or Settings()
     out = Path(out)
-    argv = ["naps", "--by", "both", "--out", str(out), "--normalize", settings.normalize,
-            "--linkage", settings.linkage, "--metric", settings.metric, *model_data_flags(model, data)]
-    if not progress:
-        argv.append("--quiet")
-    summary = run_subcommand(argv)
+    utterances = list(utterances)
+    if settings.limit:
+        utterances = utterances[: settings.limit]
+    result = naps(model, utterances, out, by="both", normalize=settings.normalize, linkage=settings.linkage,
+                  metric=settings.metric, model_path=model_path, data_path=data_path, progress=progress)
+    summary = result.summary
     figures = []
-    quality = sorted(out.glob("figures/quality*.png"))
-    if quality:
-        figures.append({"path": quality[0], "caption": "Per layer: agreement of the NAP clustering with "
+    quality = out / "figures" / "quality.png"
+    if quality.is_file():
+        figures.append({"path": quality, "caption": "Per layer: agreement of the NAP clustering with "
                         "phonetic categories (ARI), silhouette, cophenetic correlation and between/within-group "
                         "variance, for letters and phonemes."})
     for by in ("letter", "phoneme"):
@@ -45,10 +48,7 @@ def run(out: Path, model: Path | None = None, data: Path | None = None, settings
     numbers: dict = {}
     tables = []
     for by in ("letter", "phoneme"):
-        path = out / f"naps_{by}.json"
-        if not path.is_file():
-            continue
-        layers = json.loads(path.read_text()).get("layers", {})
+        layers = result.reports.get(by, {}).get("layers", {})
         ari_keys = sorted({k for entry in layers.values() for k in entry.get("quality", {}).get("ari", {})})
         rows = []
         for layer, entry in layers.items():
@@ -59,7 +59,8 @@ def run(out: Path, model: Path | None = None, data: Path | None = None, settings
             tables.append({"caption": f"{by} NAPs per layer",
                            "columns": ["layer"] + [f"ARI {k}" for k in ari_keys]
                            + ["silhouette", "cophenetic corr.", "between/within variance"], "rows": rows})
-    numbers.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and k not in ("model", "data")})
+    numbers.update({k: v for k, v in summary.items()
+                    if isinstance(v, (int, float, str)) and k not in ("model", "data")})
     text = ("A neuron activation profile (NAP) is a layer's mean activation over all frames of one letter or "
             "phoneme in the corpus. Clustering the NAPs of a layer shows what it encodes: groups that end up "
             "close in the dendrogram evoke similar responses. The original work reports that phoneme clusters "

@@ -8,12 +8,20 @@ the spikes moved by the median lag.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from asr_introspect.experiments.common import Section
+from asr_introspect.alignment import estimate_shift, frame_times, token_spans
+from asr_introspect.audio import load_audio
+from asr_introspect.features import compute_features
+from asr_introspect.io import save_json, save_npz
+from asr_introspect.plotting.alignment import predictions_vs_spectrogram, shift_histogram
+from asr_introspect.plotting.common import save_figure
+from asr_introspect.stream import align_corpus
+from asr_introspect.workflows.figures.section import Section
 
 
 @dataclass
@@ -26,35 +34,28 @@ class Settings:
 FAST = Settings()
 
 
-def run(out: Path, model: Path | None = None, data: Path | None = None, settings: Settings | None = None,
-        progress: bool = False) -> Section:
-    from asr_introspect.alignment import align_corpus, estimate_shift, frame_times, token_spans
-    from asr_introspect.features import compute_features
-    from asr_introspect.audio import load_audio
-    from asr_introspect.io import save_json, save_npz
-    from asr_introspect.loading import load_model_and_corpus
-    from asr_introspect.plotting.alignment import predictions_vs_spectrogram, shift_histogram
-    from asr_introspect.plotting.common import save_figure
-
+def run(model, utterances: Sequence, out: str | Path, settings: Settings | None = None, *, progress: bool = False,
+        model_path: str | Path | None = None, data_path: str | Path | None = None) -> Section:
+    """Measure the CTC lag on the corpus and draw an example; write figures, npz and json under ``out``."""
     settings = settings or Settings()
     out = Path(out)
-    asr, utterances, _, _ = load_model_and_corpus(model, data)
+    utterances = list(utterances)
     if settings.limit:
         utterances = utterances[: settings.limit]
-    alignments = list(align_corpus(asr, utterances, batch_size=settings.batch_size, progress=progress,
+    alignments = list(align_corpus(model, utterances, batch_size=settings.batch_size, progress=progress,
                                    skip_errors=True))
-    fm, fc = asr.frame_map, asr.feature_config
-    report = estimate_shift(alignments, fm, fc, asr.output_layer)
+    fm, fc = model.frame_map, model.feature_config
+    report = estimate_shift(alignments, fm, fc, model.output_layer)
     correction = report.correction_frames * report.output_frame_seconds
     example = next((a for a in alignments if a.utterance.phones and a.utterance.duration
                     and a.utterance.duration <= settings.example_max_seconds), alignments[0])
     utt = example.utterance
     features = compute_features(load_audio(utt.audio_path, fc.sample_rate), fc)
-    times = frame_times(fm, asr.output_layer, len(example.frame_tokens), fc)
+    times = frame_times(fm, model.output_layer, len(example.frame_tokens), fc)
     figures = []
-    fig = predictions_vs_spectrogram(features.numpy(), fc, utt.phones, example.spans, times, asr.alphabet,
+    fig = predictions_vs_spectrogram(features.numpy(), fc, utt.phones, example.spans, times, model.alphabet,
                                      correction_seconds=correction,
-                                     predicted_spans=token_spans(example.predicted, asr.alphabet.blank),
+                                     predicted_spans=token_spans(example.predicted, model.alphabet.blank),
                                      title=f"{utt.id}: \"{utt.text}\"")
     figures.append({"path": save_figure(fig, out / "c_predictions_vs_spectrogram.png")[0],
                     "caption": "Input features with phone segments; below, where CTC emits each letter "

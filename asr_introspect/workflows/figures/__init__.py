@@ -1,0 +1,29 @@
+"""The figure families of the original work, one module each; ``experiments/`` scripts and the demo run them.
+
+Each module has a ``Settings`` dataclass (every setting in one place, fixed
+seed), ``FAST`` (small settings for ``asr-introspect demo --fast``) and
+``run(model, utterances, out, settings=None, *, progress=False, model_path=None,
+data_path=None) -> Section``: it calls the subcommand workflows with the loaded
+model and utterances, writes PNG (+ SVG), ``.npz`` data and a JSON of the key
+numbers under ``out`` and returns the report :class:`~.section.Section`.
+"""
+
+from asr_introspect.workflows.figures import (
+    attribution_maps,
+    ctc_alignment,
+    letter_patterns,
+    nap_clustering,
+    optimal_inputs,
+)
+from asr_introspect.workflows.figures.section import Section
+
+#: figure family letter -> module, in the order of the original work
+FAMILIES = {
+    "a": attribution_maps,
+    "b": optimal_inputs,
+    "c": ctc_alignment,
+    "d": letter_patterns,
+    "e": nap_clustering,
+}
+
+__all__ = ["FAMILIES", "Section"]
