@@ -13,7 +13,7 @@ TORCH  := torch==2.14.1 torchaudio==2.11.0
 DEBS   := flite espeak-ng fortunes fortunes-min chromium
 OUT    ?= out/demo
 
-.PHONY: setup system-packages demo test bench clean
+.PHONY: setup system-packages demo lint test bench clean
 
 setup: $(STAMP)
 
@@ -37,7 +37,11 @@ system-packages:
 demo: setup
 	$(BIN)/asr-introspect demo --out $(OUT)
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -42,8 +42,9 @@ def min_frames_for(targets: Sequence[int]) -> int:
     return len(targets) + repeats
 
 
-def forced_align(log_probs: torch.Tensor, targets: Sequence[int], blank: int = 0,
-                 utterance_id: str | None = None) -> np.ndarray:
+def forced_align(
+    log_probs: torch.Tensor, targets: Sequence[int], blank: int = 0, utterance_id: str | None = None
+) -> np.ndarray:
     """Most likely CTC path that emits ``targets``.
 
     log_probs: (T_out, C) log-softmax of one utterance's valid frames.
@@ -58,9 +59,9 @@ def forced_align(log_probs: torch.Tensor, targets: Sequence[int], blank: int = 0
         raise AlignmentError(
             f"{who}transcript needs at least {needed} output frames ({len(targets)} letters + "
             f"repeats) but the audio gives {n_frames} (check the transcript belongs to the audio, "
-            "or use a longer clip)")
-    path, _ = AF.forced_align(log_probs[None].float().cpu().contiguous(), torch.as_tensor([list(targets)]),
-                              blank=blank)
+            "or use a longer clip)"
+        )
+    path, _ = AF.forced_align(log_probs[None].float().cpu().contiguous(), torch.as_tensor([list(targets)]), blank=blank)
     return path[0].numpy().astype(np.int64)
 
 
@@ -148,10 +149,12 @@ class PhoneTimeline:
     ids: np.ndarray
 
     @classmethod
-    def from_segments(cls, segments: Sequence) -> "PhoneTimeline":
-        return cls(np.array([s.start for s in segments], dtype=np.float64),
-                   np.array([s.end for s in segments], dtype=np.float64),
-                   np.array([PHONE_TO_INDEX[s.phone] for s in segments], dtype=np.int64))
+    def from_segments(cls, segments: Sequence) -> PhoneTimeline:
+        return cls(
+            np.array([s.start for s in segments], dtype=np.float64),
+            np.array([s.end for s in segments], dtype=np.float64),
+            np.array([PHONE_TO_INDEX[s.phone] for s in segments], dtype=np.int64),
+        )
 
     def labels(self, times: np.ndarray) -> np.ndarray:
         """(T,) seconds -> (T,) int64 phone index of the covering segment ``[start, end)``, -1 if none."""
@@ -169,8 +172,9 @@ def transfer_index(frame_map, source: str, target: str, n_target: int) -> np.nda
     """For frames ``0 .. n_target-1`` of ``target``, the ``source`` frame nearest its receptive-field
     centre: (n_target,) int64, >= 0, not clipped above (clip to the utterance's last source frame;
     see :func:`transfer_labels`). Depends on the frame index only, so one array serves a whole batch."""
-    centers = frame_map.center(target, np.arange(n_target)) if target != "input" \
-        else np.arange(n_target, dtype=np.float64)
+    centers = (
+        frame_map.center(target, np.arange(n_target)) if target != "input" else np.arange(n_target, dtype=np.float64)
+    )
     if source == "input":
         return np.maximum(np.floor(np.asarray(centers) + 0.5), 0).astype(np.int64)
     return np.asarray(frame_map.layer_frame_of_input(source, centers), dtype=np.int64)
@@ -217,7 +221,7 @@ class UtteranceAlignment:
     spans: list[TokenSpan]
     n_input_frames: int
     log_prob: float = field(default=float("nan"))
-    features: np.ndarray | None = None   # (F, T_in) the model's input, with ``keep_features``
+    features: np.ndarray | None = None  # (F, T_in) the model's input, with ``keep_features``
 
     def letters(self, source: str = "forced", mode: str = "spike") -> np.ndarray:
         """(T_out,) letter labels from the forced alignment or the greedy prediction."""
@@ -250,13 +254,15 @@ def word_phone_groups(words: Sequence[str], segments: Sequence) -> list[list] | 
             return None
         candidates.append(prons)
 
-    @lru_cache(maxsize=None)
+    @cache
     def split(w: int, position: int) -> tuple[int, ...] | None:
         if w == len(words):
             return () if position == len(phones) else None
         # exact matches first, then any length (flite's lexicon may differ from CMUdict)
-        options = sorted({len(p) for p in candidates[w]},
-                         key=lambda n: not any(names[position:position + n] == p for p in candidates[w]))
+        options = sorted(
+            {len(p) for p in candidates[w]},
+            key=lambda n: not any(names[position : position + n] == p for p in candidates[w]),
+        )
         for n in options:
             if position + n <= len(phones):
                 rest = split(w + 1, position + n)
@@ -269,7 +275,7 @@ def word_phone_groups(words: Sequence[str], segments: Sequence) -> list[list] | 
         return None
     groups, position = [], 0
     for n in lengths:
-        groups.append(phones[position:position + n])
+        groups.append(phones[position : position + n])
         position += n
     return groups
 
@@ -305,19 +311,29 @@ class ShiftReport:
             if not len(x):
                 return {"n": 0}
             q = np.percentile(x, [5, 25, 50, 75, 95])
-            return {"n": int(len(x)), "mean": float(x.mean()), "std": float(x.std()),
-                    "p5": float(q[0]), "p25": float(q[1]), "median": float(q[2]),
-                    "p75": float(q[3]), "p95": float(q[4])}
+            return {
+                "n": int(len(x)),
+                "mean": float(x.mean()),
+                "std": float(x.std()),
+                "p5": float(q[0]),
+                "p25": float(q[1]),
+                "median": float(q[2]),
+                "p75": float(q[3]),
+                "p95": float(q[4]),
+            }
 
-        return {"center_shift_seconds": stats(self.center_shifts),
-                "onset_shift_seconds": stats(self.onset_shifts),
-                "correction_output_frames": self.correction_frames,
-                "utterances_used": self.utterances_used,
-                "utterances_skipped": self.utterances_skipped}
+        return {
+            "center_shift_seconds": stats(self.center_shifts),
+            "onset_shift_seconds": stats(self.onset_shifts),
+            "correction_output_frames": self.correction_frames,
+            "utterances_used": self.utterances_used,
+            "utterances_skipped": self.utterances_skipped,
+        }
 
 
-def estimate_shift(alignments: Sequence[UtteranceAlignment], frame_map, feature_config,
-                   output_layer: str, space: int = 1) -> ShiftReport:
+def estimate_shift(
+    alignments: Sequence[UtteranceAlignment], frame_map, feature_config, output_layer: str, space: int = 1
+) -> ShiftReport:
     """Measure where CTC emits each word's letters relative to the word's phones.
 
     Needs utterances with phone segments; the others (and those whose phones
@@ -345,7 +361,7 @@ def estimate_shift(alignments: Sequence[UtteranceAlignment], frame_map, feature_
             continue
         used += 1
         for spans, phones in zip(word_spans, groups):
-            emitted = np.array([times[s.start: s.end].mean() for s in spans])
+            emitted = np.array([times[s.start : s.end].mean() for s in spans])
             centers.append(emitted.mean() - 0.5 * (phones[0].start + phones[-1].end))
             onsets.append(emitted[0] - phones[0].start)
     step = frame_map.layer(output_layer).stride * feature_config.frame_seconds

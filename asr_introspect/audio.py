@@ -48,8 +48,7 @@ def _check_exists(path: Path) -> None:
 def _unreadable(path: Path, exc: Exception) -> AudioError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return AudioError(
-        f"{path}: cannot read audio ({reason}); the file is corrupt or not a supported format "
-        "(use WAV or FLAC)"
+        f"{path}: cannot read audio ({reason}); the file is corrupt or not a supported format (use WAV or FLAC)"
     )
 
 
@@ -70,9 +69,7 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.frames), int(info.channels)
 
 
-def load_audio(
-    path: str | os.PathLike, sample_rate: int = 16000, min_duration: float = 0.0
-) -> np.ndarray:
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000, min_duration: float = 0.0) -> np.ndarray:
     """Read a WAV/FLAC file as mono float32 at ``sample_rate``.
 
     Returns ``audio: (n_samples,)`` float32 (nominally in [-1, 1]). Channels

@@ -42,8 +42,7 @@ def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
     for i, ref_item in enumerate(reference, start=1):
         current = [i]
         for j, hyp_item in enumerate(hypothesis, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1,
-                               previous[j - 1] + (ref_item != hyp_item)))
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_item != hyp_item)))
         previous = current
     return previous[-1]
 
@@ -51,8 +50,7 @@ def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
 def error_counts(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
     """(char errors, reference chars, word errors, reference words) of one utterance."""
     ref_words, hyp_words = reference.split(), hypothesis.split()
-    return (edit_distance(reference, hypothesis), len(reference),
-            edit_distance(ref_words, hyp_words), len(ref_words))
+    return (edit_distance(reference, hypothesis), len(reference), edit_distance(ref_words, hyp_words), len(ref_words))
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[float, float]:

@@ -14,14 +14,16 @@ DEFAULT_CORPUS = DATA_DIR / "eval_corpus"
 def default_model_path() -> Path:
     """The shipped checkpoint; a clear error if the installation lacks it."""
     if not DEFAULT_MODEL.is_file():
-        raise InputError(f"{DEFAULT_MODEL}: the shipped default model is missing "
-                         "(reinstall the package or pass --model CKPT)")
+        raise InputError(
+            f"{DEFAULT_MODEL}: the shipped default model is missing (reinstall the package or pass --model CKPT)"
+        )
     return DEFAULT_MODEL
 
 
 def default_corpus_path() -> Path:
     """The shipped evaluation corpus (LibriSpeech layout with TextGrids)."""
     if not DEFAULT_CORPUS.is_dir():
-        raise InputError(f"{DEFAULT_CORPUS}: the shipped evaluation corpus is missing "
-                         "(reinstall the package or pass --data DIR)")
+        raise InputError(
+            f"{DEFAULT_CORPUS}: the shipped evaluation corpus is missing (reinstall the package or pass --data DIR)"
+        )
     return DEFAULT_CORPUS

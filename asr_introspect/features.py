@@ -79,13 +79,9 @@ class FeatureConfig:
                 raise ValueError(f"FeatureConfig.{name} must be positive, got {value}")
             object.__setattr__(self, name, int(value))
         if self.win_length > self.n_fft:
-            raise ValueError(
-                f"FeatureConfig.win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})"
-            )
+            raise ValueError(f"FeatureConfig.win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
         if self.window not in _WINDOWS:
-            raise ValueError(
-                f"FeatureConfig.window must be one of {sorted(_WINDOWS)}, got {self.window!r}"
-            )
+            raise ValueError(f"FeatureConfig.window must be one of {sorted(_WINDOWS)}, got {self.window!r}")
         for name in ("fmin", "fmax", "top_db"):
             value = getattr(self, name)
             if value is None and name != "fmin":
@@ -99,28 +95,23 @@ class FeatureConfig:
         if self.fmin < 0:
             raise ValueError(f"FeatureConfig.fmin must be >= 0, got {self.fmin}")
         if self.fmax is not None and self.fmax > nyquist:
-            raise ValueError(
-                f"FeatureConfig.fmax ({self.fmax} Hz) must be <= sample_rate / 2 ({nyquist} Hz)"
-            )
+            raise ValueError(f"FeatureConfig.fmax ({self.fmax} Hz) must be <= sample_rate / 2 ({nyquist} Hz)")
         if self.fmin >= self.fmax_hz:
-            raise ValueError(
-                f"FeatureConfig.fmin ({self.fmin} Hz) must be below fmax ({self.fmax_hz} Hz)"
-            )
+            raise ValueError(f"FeatureConfig.fmin ({self.fmin} Hz) must be below fmax ({self.fmax_hz} Hz)")
         if self.top_db is not None and self.top_db <= 0:
             raise ValueError(f"FeatureConfig.top_db must be positive or None, got {self.top_db}")
         if self.normalization not in _NORMALIZATIONS:
             raise ValueError(
-                f"FeatureConfig.normalization must be one of {_NORMALIZATIONS}, "
-                f"got {self.normalization!r}"
+                f"FeatureConfig.normalization must be one of {_NORMALIZATIONS}, got {self.normalization!r}"
             )
 
     @classmethod
-    def paper(cls) -> "FeatureConfig":
+    def paper(cls) -> FeatureConfig:
         """The original work's front end: 16 kHz, n_fft 512 (32 ms), hop 128 (8 ms), 128 mels."""
         return cls(sample_rate=16000, n_fft=512, win_length=512, hop_length=128, n_mels=128)
 
     @classmethod
-    def small(cls) -> "FeatureConfig":
+    def small(cls) -> FeatureConfig:
         """The CPU-sized preset: as :meth:`paper` but 64 mel bands."""
         return dataclasses.replace(cls.paper(), n_mels=64)
 
@@ -143,7 +134,7 @@ class FeatureConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
+    def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise ValueError."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -278,9 +269,7 @@ def mel_frequencies(config: FeatureConfig) -> np.ndarray:
     These are the peaks of the filters: ``n_mels + 2`` points equally spaced on
     the Slaney mel scale from fmin to fmax, without the two edges.
     """
-    edges = librosa.mel_frequencies(
-        n_mels=config.n_mels + 2, fmin=config.fmin, fmax=config.fmax_hz, htk=False
-    )
+    edges = librosa.mel_frequencies(n_mels=config.n_mels + 2, fmin=config.fmin, fmax=config.fmax_hz, htk=False)
     return np.asarray(edges[1:-1], dtype=np.float64)
 
 

@@ -32,8 +32,9 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import InputError
 from .io import write_text_atomic
@@ -227,9 +228,7 @@ def word_phones(text: str, utterance_id: str | None = None) -> list[tuple[str, l
     return out
 
 
-def text_to_phones(
-    text: str, word_boundary: str | None = None, utterance_id: str | None = None
-) -> list[str]:
+def text_to_phones(text: str, word_boundary: str | None = None, utterance_id: str | None = None) -> list[str]:
     """Phones (PHONES names, no stress) for ``text``: ``"the cat" -> ["dh","ah","k","ae","t"]``.
 
     word_boundary: when given (e.g. ``"sil"`` or ``"|"``), inserted between words.

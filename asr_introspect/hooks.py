@@ -37,9 +37,10 @@ class ActivationRecorder:
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
             self.activations[name] = output.detach() if self.detach else output
+
         return hook
 
-    def __enter__(self) -> "ActivationRecorder":
+    def __enter__(self) -> ActivationRecorder:
         for name in self.layers:
             self._handles.append(self.model.layer_module(name).register_forward_hook(self._hook(name)))
         return self

@@ -63,8 +63,20 @@ from asr_introspect.corpus.batching import iterate_batches
 from asr_introspect.errors import AlignmentError, InputError
 from asr_introspect.hooks import ActivationRecorder
 
-__all__ = ["StreamBatch", "StreamEstimator", "stream_corpus", "fit_estimators", "align_corpus", "shard", "eval_mode", "layer_channels",
-           "LETTER_SOURCES", "LETTER_MODES", "WEIGHTINGS", "DEFAULT_SOURCE"]
+__all__ = [
+    "StreamBatch",
+    "StreamEstimator",
+    "stream_corpus",
+    "fit_estimators",
+    "align_corpus",
+    "shard",
+    "eval_mode",
+    "layer_channels",
+    "LETTER_SOURCES",
+    "LETTER_MODES",
+    "WEIGHTINGS",
+    "DEFAULT_SOURCE",
+]
 
 LETTER_SOURCES = ("forced", "predicted")
 LETTER_MODES = ("spike", "span")
@@ -195,16 +207,20 @@ class StreamBatch:
         """(B,) log-probability of each forced path (NaN where none)."""
         paths = self.output_paths("forced")
         log_probs = F.log_softmax(self.logits.float(), dim=1)
-        return np.array([np.nan if p is None else
-                         float(log_probs[b, torch.as_tensor(p), torch.arange(len(p))].sum())
-                         for b, p in enumerate(paths)])
+        return np.array(
+            [
+                np.nan if p is None else float(log_probs[b, torch.as_tensor(p), torch.arange(len(p))].sum())
+                for b, p in enumerate(paths)
+            ]
+        )
 
     def letter_rows(self, source: str = DEFAULT_SOURCE) -> np.ndarray:
         """(B,) bool: utterances that have letter labels from ``source``."""
         return np.array([p is not None for p in self.output_paths(source)], dtype=bool)
 
-    def letter_labels(self, layer: str, source: str = DEFAULT_SOURCE, letter_mode: str = "spike",
-                      shift: int = 0) -> np.ndarray:
+    def letter_labels(
+        self, layer: str, source: str = DEFAULT_SOURCE, letter_mode: str = "spike", shift: int = 0
+    ) -> np.ndarray:
         """(B, T_layer) int64 alphabet indices on ``layer``'s axis, -1 for no label.
 
         The output-axis path (``source``), as ``letter_mode`` labels (spike / span), moved ``shift``
@@ -338,9 +354,18 @@ def _forward(model, recorder: ActivationRecorder, batch, weighting: str | None):
     return logits.detach(), out_lengths, {k: v.detach() for k, v in acts.items()}, weights
 
 
-def stream_corpus(model, utterances: Sequence, layers: Sequence[str] = (), *, weighting: str | None = None,
-                  batch_size: int = 16, bucket: bool = True, forward: bool = True, progress: bool = False,
-                  desc: str = "corpus") -> Iterator[StreamBatch]:
+def stream_corpus(
+    model,
+    utterances: Sequence,
+    layers: Sequence[str] = (),
+    *,
+    weighting: str | None = None,
+    batch_size: int = 16,
+    bucket: bool = True,
+    forward: bool = True,
+    progress: bool = False,
+    desc: str = "corpus",
+) -> Iterator[StreamBatch]:
     """Stream ``utterances`` through ``model`` (eval mode), one :class:`StreamBatch` at a time.
 
     layers: layers whose activations to record (the model's ``layer_names``); weighting: None,
@@ -358,8 +383,7 @@ def stream_corpus(model, utterances: Sequence, layers: Sequence[str] = (), *, we
     utterances = list(utterances)
     if not utterances:
         return
-    batches = iterate_batches(utterances, model.feature_config, model.alphabet, batch_size=batch_size,
-                              bucket=bucket)
+    batches = iterate_batches(utterances, model.feature_config, model.alphabet, batch_size=batch_size, bucket=bucket)
     bar = tqdm(total=len(utterances), desc=desc, unit="utt", disable=not progress)
     recorder = ActivationRecorder(model, layers, detach=weighting is None)
     try:
@@ -369,10 +393,19 @@ def stream_corpus(model, utterances: Sequence, layers: Sequence[str] = (), *, we
                 acts: dict[str, torch.Tensor] = {}
                 if forward:
                     logits, out_lengths, acts, weights = _forward(model, recorder, batch, weighting)
-                lengths = {name: torch.as_tensor(model.layer_length(name, batch.feature_lengths))
-                           for name in layers}
-                yield StreamBatch(model, list(batch.utterances), batch.features, batch.feature_lengths, logits,
-                                  out_lengths, acts, lengths, weights, weighting if forward else None)
+                lengths = {name: torch.as_tensor(model.layer_length(name, batch.feature_lengths)) for name in layers}
+                yield StreamBatch(
+                    model,
+                    list(batch.utterances),
+                    batch.features,
+                    batch.feature_lengths,
+                    logits,
+                    out_lengths,
+                    acts,
+                    lengths,
+                    weights,
+                    weighting if forward else None,
+                )
                 bar.update(len(batch.utterances))
     finally:
         bar.close()
@@ -401,18 +434,27 @@ class StreamEstimator:
         """Size the state for ``model`` before any batch (so a process with an empty shard can still
         all-reduce). Estimators that size themselves on the first batch override this."""
 
-    def fit(self, model, utterances: Sequence, *, progress: bool = False,
-            distributed: bool | None = None) -> StreamEstimator:
+    def fit(
+        self, model, utterances: Sequence, *, progress: bool = False, distributed: bool | None = None
+    ) -> StreamEstimator:
         """Reset, then stream ``utterances`` through ``model`` (sharded under torchrun); returns self."""
         self.reset()
-        fit_estimators(model, utterances, [self], batch_size=self.batch_size, progress=progress,
-                       distributed=distributed)
+        fit_estimators(
+            model, utterances, [self], batch_size=self.batch_size, progress=progress, distributed=distributed
+        )
         return self
 
 
-def fit_estimators(model, utterances: Sequence, estimators: Sequence[StreamEstimator], *,
-                   batch_size: int = 16, progress: bool = False, distributed: bool | None = None,
-                   bucket: bool = True) -> list[StreamEstimator]:
+def fit_estimators(
+    model,
+    utterances: Sequence,
+    estimators: Sequence[StreamEstimator],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    distributed: bool | None = None,
+    bucket: bool = True,
+) -> list[StreamEstimator]:
     """One stream for several estimators (e.g. letter and phoneme NAPs and patterns in one pass).
 
     The estimators must share ``weighting``. Under ``torchrun`` each process streams its shard and the
@@ -428,8 +470,16 @@ def fit_estimators(model, utterances: Sequence, estimators: Sequence[StreamEstim
     part, rank, world = shard(utterances, distributed)
     for e in estimators:
         e.prepare(model)
-    for batch in stream_corpus(model, part, layers, weighting=weighting, batch_size=batch_size, bucket=bucket,
-                               forward=forward, progress=progress and rank == 0):
+    for batch in stream_corpus(
+        model,
+        part,
+        layers,
+        weighting=weighting,
+        batch_size=batch_size,
+        bucket=bucket,
+        forward=forward,
+        progress=progress and rank == 0,
+    ):
         for e in estimators:
             e.partial_fit(batch)
     if world > 1:
@@ -438,16 +488,23 @@ def fit_estimators(model, utterances: Sequence, estimators: Sequence[StreamEstim
     return estimators
 
 
-def align_corpus(model, utterances: Sequence, batch_size: int = 16, progress: bool = False,
-                 skip_errors: bool = False, keep_features: bool = False) -> Iterator[UtteranceAlignment]:
+def align_corpus(
+    model,
+    utterances: Sequence,
+    batch_size: int = 16,
+    progress: bool = False,
+    skip_errors: bool = False,
+    keep_features: bool = False,
+) -> Iterator[UtteranceAlignment]:
     """Forced-align every utterance's transcript to the model's output frames, in corpus order.
 
     With ``skip_errors`` an utterance that cannot be aligned is skipped instead of raising
     :class:`~asr_introspect.errors.AlignmentError`; with ``keep_features`` each alignment carries the
     features ``(F, T_in)`` the model saw, so the corpus is featurized once.
     """
-    for batch in stream_corpus(model, utterances, batch_size=batch_size, bucket=False, progress=progress,
-                               desc="aligning"):
+    for batch in stream_corpus(
+        model, utterances, batch_size=batch_size, bucket=False, progress=progress, desc="aligning"
+    ):
         forced = batch.output_paths("forced")
         if not skip_errors and not all(p is not None for p in forced):
             raise AlignmentError(batch.skipped("letters", "forced")[0][1])
@@ -457,5 +514,12 @@ def align_corpus(model, utterances: Sequence, batch_size: int = 16, progress: bo
             if forced[b] is None:
                 continue
             features = batch.utterance_features(b) if keep_features else None
-            yield UtteranceAlignment(utt, forced[b], predicted[b], token_spans(forced[b], model.alphabet.blank),
-                                     int(batch.feature_lengths[b]), float(scores[b]), features)
+            yield UtteranceAlignment(
+                utt,
+                forced[b],
+                predicted[b],
+                token_spans(forced[b], model.alphabet.blank),
+                int(batch.feature_lengths[b]),
+                float(scores[b]),
+                features,
+            )

@@ -42,8 +42,9 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import InputError, TranscriptError
 
@@ -89,10 +90,7 @@ def _outside_message(utterance_id: str | None, chars: Sequence[str], text: str) 
         where = f"utt {utterance_id}: transcript"
     else:
         where = f"transcript {text[:60]!r}"
-    return (
-        f"{where} has characters outside the alphabet: {listed} "
-        "(normalize or extend the alphabet)"
-    )
+    return f"{where} has characters outside the alphabet: {listed} (normalize or extend the alphabet)"
 
 
 @dataclass(frozen=True)
@@ -117,14 +115,13 @@ class Alphabet:
         for i, s in enumerate(symbols):
             if i != self.blank and len(s) != 1:
                 raise InputError(
-                    f"alphabet: symbol {s!r} at index {i} is not a single character "
-                    "(only the blank may be longer)"
+                    f"alphabet: symbol {s!r} at index {i} is not a single character (only the blank may be longer)"
                 )
         index = {s: i for i, s in enumerate(symbols) if i != self.blank}
         object.__setattr__(self, "_index", index)
 
     @classmethod
-    def default(cls) -> "Alphabet":
+    def default(cls) -> Alphabet:
         """The 29-symbol English alphabet (blank, space, apostrophe, a-z)."""
         return cls()
 
@@ -197,7 +194,7 @@ class Alphabet:
         return {"symbols": list(self.symbols), "blank": self.blank}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Alphabet":
+    def from_dict(cls, d: Mapping[str, Any]) -> Alphabet:
         """Inverse of :meth:`to_dict`; raises InputError on a malformed dict."""
         if not isinstance(d, Mapping) or "symbols" not in d:
             raise InputError("alphabet: expected a dict with 'symbols' (and optionally 'blank')")
@@ -323,9 +320,7 @@ _CURRENCY = {
 _SCALE_WORDS = r"thousand|million|billion|trillion"
 
 _RE_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_RE_CURRENCY = re.compile(
-    r"([$£€])\s?(\d+)(?:\.(\d+))?(?:\s+(" + _SCALE_WORDS + r")\b)?"
-)
+_RE_CURRENCY = re.compile(r"([$£€])\s?(\d+)(?:\.(\d+))?(?:\s+(" + _SCALE_WORDS + r")\b)?")
 _RE_ORDINAL = re.compile(r"(\d+)(?:st|nd|rd|th)\b")
 _RE_DECADE = re.compile(r"(\d+)'?s\b")
 _RE_DECIMAL = re.compile(r"(\d+)\.(\d+)|(?<![\w.])\.(\d+)")
@@ -355,9 +350,7 @@ def _expand_numbers(text: str) -> str:
     text = _RE_CURRENCY.sub(_currency, text)
     text = _RE_ORDINAL.sub(lambda m: f" {ordinal_words(int(m.group(1)))} ", text)
     text = _RE_DECADE.sub(lambda m: f" {_plural_words(_integer_words(m.group(1)))} ", text)
-    text = _RE_DECIMAL.sub(
-        lambda m: f" {_decimal_words(m.group(1) or '', m.group(2) or m.group(3))} ", text
-    )
+    text = _RE_DECIMAL.sub(lambda m: f" {_decimal_words(m.group(1) or '', m.group(2) or m.group(3))} ", text)
     text = _RE_INTEGER.sub(lambda m: f" {_integer_words(m.group(0))} ", text)
     return text
 
@@ -394,9 +387,7 @@ def _clean_char(c: str) -> str:
     return c
 
 
-def normalize_transcript(
-    text: str, utterance_id: str | None = None, alphabet: Alphabet | None = None
-) -> str:
+def normalize_transcript(text: str, utterance_id: str | None = None, alphabet: Alphabet | None = None) -> str:
     """Normalize ``text`` for the CTC alphabet (module docstring lists the rules).
 
     ``"I have 2 dogs!"`` -> ``"i have two dogs"``. Raises TranscriptError naming
@@ -530,9 +521,7 @@ def phone_from_flite(name: str) -> str:
     try:
         return FLITE_TO_PHONE[name.strip().lower()]
     except (KeyError, AttributeError):
-        raise InputError(
-            f"unknown flite phone name {name!r} (add it to asr_introspect.text.FLITE_TO_PHONE)"
-        ) from None
+        raise InputError(f"unknown flite phone name {name!r} (add it to asr_introspect.text.FLITE_TO_PHONE)") from None
 
 
 def phone_from_cmudict(symbol: str) -> str:
@@ -551,9 +540,7 @@ def category_labels(phones: Iterable[str], kind: str = "manner") -> list[str]:
     "voiceless", "silence").
     """
     if kind not in ("manner", "place", "vowel", "voicing"):
-        raise InputError(
-            f"category_labels: unknown kind {kind!r} (use 'manner', 'place', 'vowel' or 'voicing')"
-        )
+        raise InputError(f"category_labels: unknown kind {kind!r} (use 'manner', 'place', 'vowel' or 'voicing')")
     out = []
     for p in phones:
         cat = PHONE_CATEGORIES[PHONES[phone_index(p)]]

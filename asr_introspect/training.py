@@ -56,14 +56,14 @@ class TrainConfig:
     """Everything that defines a training run (stored in ``RUN/config.json``)."""
 
     preset: str = "small"
-    batch_norm: bool | None = None       # None: the preset's choice
-    batch_size: int = 16                 # global batch (split across processes)
+    batch_norm: bool | None = None  # None: the preset's choice
+    batch_size: int = 16  # global batch (split across processes)
     max_steps: int = 20000
-    lr: float = 1e-3                     # peak learning rate of AdamW
+    lr: float = 1e-3  # peak learning rate of AdamW
     warmup_steps: int = 500
-    final_lr_fraction: float = 0.05      # cosine decay ends at lr * this
+    final_lr_fraction: float = 0.05  # cosine decay ends at lr * this
     weight_decay: float = 1e-2
-    grad_clip: float = 1.0               # max global gradient norm
+    grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0
     # augmentation
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
@@ -85,7 +85,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -130,8 +130,7 @@ def add_noise(audio: torch.Tensor, snr_db: float, generator: torch.Generator) ->
     return audio + noise * torch.sqrt(power / (10.0 ** (snr_db / 10.0)))
 
 
-def spec_augment(features: torch.Tensor, length: int, config: TrainConfig,
-                 generator: torch.Generator) -> torch.Tensor:
+def spec_augment(features: torch.Tensor, length: int, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
     """SpecAugment-style masking (set to 0, the normalized mean) of one utterance.
 
     features: (F, T); only the first ``length`` frames are valid.
@@ -141,12 +140,12 @@ def spec_augment(features: torch.Tensor, length: int, config: TrainConfig,
     for _ in range(config.freq_masks):
         width = int(torch.randint(0, config.freq_mask_width + 1, (1,), generator=generator))
         start = int(torch.randint(0, max(n_features - width, 0) + 1, (1,), generator=generator))
-        features[start:start + width, :] = 0.0
+        features[start : start + width, :] = 0.0
     seconds = length * 0.008
     for _ in range(int(config.time_masks_per_second * seconds)):
         width = int(torch.randint(0, config.time_mask_width + 1, (1,), generator=generator))
         start = int(torch.randint(0, max(length - width, 0) + 1, (1,), generator=generator))
-        features[:, start:start + width] = 0.0
+        features[:, start : start + width] = 0.0
     return features
 
 
@@ -159,13 +158,14 @@ class EncodedCorpus:
     """A corpus held in memory for training: int16 audio and encoded targets."""
 
     ids: list[str]
-    audio: list[np.ndarray]      # int16 (n_samples,) each
+    audio: list[np.ndarray]  # int16 (n_samples,) each
     targets: list[list[int]]
-    frames: list[int]            # feature frames of the unaugmented audio
+    frames: list[int]  # feature frames of the unaugmented audio
 
     @classmethod
-    def load(cls, utterances: Sequence[Utterance], alphabet: Alphabet, feature_config: FeatureConfig,
-             progress: bool = False) -> "EncodedCorpus":
+    def load(
+        cls, utterances: Sequence[Utterance], alphabet: Alphabet, feature_config: FeatureConfig, progress: bool = False
+    ) -> EncodedCorpus:
         ids, audio, targets, frames = [], [], [], []
         for utt in tqdm(utterances, desc="loading audio", disable=not progress, unit="utt"):
             wave = load_audio(utt.audio_path, sample_rate=feature_config.sample_rate)
@@ -175,8 +175,9 @@ class EncodedCorpus:
             frames.append(feature_config.frames(len(wave)))
         return cls(ids, audio, targets, frames)
 
-    def batch(self, indices: Sequence[int], feature_config: FeatureConfig, config: TrainConfig,
-              epoch: int, augment: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch(
+        self, indices: Sequence[int], feature_config: FeatureConfig, config: TrainConfig, epoch: int, augment: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features (B, F, T), frame lengths (B,), targets (sum S,), target lengths (B,)."""
         waves = []
         generators = []
@@ -194,8 +195,9 @@ class EncodedCorpus:
             waves.append(wave)
         features, frame_lengths = featurize(waves, feature_config)
         if augment:
-            features = torch.stack([spec_augment(features[b], int(frame_lengths[b]), config, generators[b])
-                                    for b in range(len(indices))])
+            features = torch.stack(
+                [spec_augment(features[b], int(frame_lengths[b]), config, generators[b]) for b in range(len(indices))]
+            )
         targets = torch.tensor([t for i in indices for t in self.targets[i]], dtype=torch.long)
         target_lengths = torch.tensor([len(self.targets[i]) for i in indices], dtype=torch.long)
         return features, frame_lengths, targets, target_lengths
@@ -205,15 +207,17 @@ class EncodedCorpus:
 # Loss, schedule, evaluation
 
 
-def ctc_loss(logits: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor,
-             target_lengths: torch.Tensor, blank: int = 0) -> torch.Tensor:
+def ctc_loss(
+    logits: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor, blank: int = 0
+) -> torch.Tensor:
     """Per-utterance CTC loss divided by its target length.
 
     logits: (B, C, T_out) -> (B,) losses (impossible alignments give 0, not inf).
     """
     log_probs = F.log_softmax(logits.float(), dim=1).permute(2, 0, 1)  # (T, B, C)
-    losses = F.ctc_loss(log_probs, targets, out_lengths, target_lengths, blank=blank,
-                        reduction="none", zero_infinity=True)
+    losses = F.ctc_loss(
+        log_probs, targets, out_lengths, target_lengths, blank=blank, reduction="none", zero_infinity=True
+    )
     return losses / target_lengths.clamp_min(1)
 
 
@@ -234,8 +238,7 @@ def transcribe_features(model: ASRModel, features: torch.Tensor, lengths: torch.
     return greedy_decode(logits, out_lengths, model.alphabet)
 
 
-def evaluate(model: ASRModel, utterances: Sequence[Utterance], batch_size: int = 32,
-             progress: bool = False) -> dict:
+def evaluate(model: ASRModel, utterances: Sequence[Utterance], batch_size: int = 32, progress: bool = False) -> dict:
     """Greedy CER/WER of ``model`` on ``utterances`` (one corpus stream, eval mode; modes restored after).
 
     Returns ``{"cer", "wer", "utterances", "examples": [{"id", "reference", "hypothesis"}]}``
@@ -263,8 +266,10 @@ def grouped_error_rates(examples: Sequence[dict], group_of: Mapping[str, str]) -
         refs, hyps = pairs.setdefault(group_of[e["id"]], ([], []))
         refs.append(e["reference"])
         hyps.append(e["hypothesis"])
-    return {group: dict(zip(("cer", "wer"), error_rates(refs, hyps)), utterances=len(refs))
-            for group, (refs, hyps) in pairs.items()}
+    return {
+        group: dict(zip(("cer", "wer"), error_rates(refs, hyps)), utterances=len(refs))
+        for group, (refs, hyps) in pairs.items()
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -284,8 +289,13 @@ def _distributed() -> tuple[int, int]:
 # The loop
 
 
-def new_model(preset_name: str, alphabet: Alphabet, feature_config: FeatureConfig | None = None,
-              seed: int = 0, batch_norm: bool | None = None) -> ASRModel:
+def new_model(
+    preset_name: str,
+    alphabet: Alphabet,
+    feature_config: FeatureConfig | None = None,
+    seed: int = 0,
+    batch_norm: bool | None = None,
+) -> ASRModel:
     """A freshly initialized preset (initialization drawn from ``seed``).
 
     BatchNorm statistics are per process under DistributedDataParallel, so a
@@ -298,9 +308,15 @@ def new_model(preset_name: str, alphabet: Alphabet, feature_config: FeatureConfi
 class Trainer:
     """Stateful CTC training run in ``run_dir`` (see the module docstring)."""
 
-    def __init__(self, model: ASRModel, config: TrainConfig, run_dir: str | os.PathLike,
-                 train: EncodedCorpus, valid: Sequence[Utterance] = (),
-                 data_info: dict | None = None):
+    def __init__(
+        self,
+        model: ASRModel,
+        config: TrainConfig,
+        run_dir: str | os.PathLike,
+        train: EncodedCorpus,
+        valid: Sequence[Utterance] = (),
+        data_info: dict | None = None,
+    ):
         self.model = model
         self.config = config
         self.run_dir = Path(run_dir)
@@ -315,8 +331,7 @@ class Trainer:
         self.wall_seconds = 0.0
         self.history: list[dict] = []
         params = [p for p in model.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.98),
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
         self.network: torch.nn.Module = model.module
         if self.world > 1:
             self.network = torch.nn.parallel.DistributedDataParallel(model.module)
@@ -374,8 +389,9 @@ class Trainer:
     # -- steps ---------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """Length-bucketed, shuffled global batches of one epoch (deterministic)."""
-        return batch_plan(self.train_data.frames, self.config.batch_size, shuffle=True,
-                          seed=self.config.seed, epoch=epoch)
+        return batch_plan(
+            self.train_data.frames, self.config.batch_size, shuffle=True, seed=self.config.seed, epoch=epoch
+        )
 
     def batches(self) -> Iterator[tuple[int, list[int]]]:
         """(epoch, global batch indices) from the current step on, forever."""
@@ -391,12 +407,13 @@ class Trainer:
     def train_step(self, epoch: int, batch: list[int]) -> float:
         """One optimizer step on a global batch; returns the global mean loss."""
         config = self.config
-        local = batch[self.rank::self.world]
+        local = batch[self.rank :: self.world]
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(self.step, config)
         self.network.train()
         features, frame_lengths, targets, target_lengths = self.train_data.batch(
-            local, self.model.feature_config, config, epoch, augment=True)
+            local, self.model.feature_config, config, epoch, augment=True
+        )
         self.optimizer.zero_grad(set_to_none=True)
         with self.rounded_weights():  # gradients at the rounded weights update the float ones
             # exact padding: each utterance is trained as if alone, whatever its batch
@@ -415,13 +432,13 @@ class Trainer:
         self.step += 1
         return float(total) / len(batch)
 
-    def run(self, steps: int | None = None, progress: bool = False,
-            on_eval: Callable[[dict], None] | None = None) -> dict:
+    def run(
+        self, steps: int | None = None, progress: bool = False, on_eval: Callable[[dict], None] | None = None
+    ) -> dict:
         """Train until ``config.max_steps`` (or ``steps`` more steps); returns the last metrics."""
         config = self.config
         stop = config.max_steps if steps is None else min(config.max_steps, self.step + steps)
-        bar = tqdm(total=stop, initial=self.step, desc="training", unit="step",
-                   disable=not progress or self.rank != 0)
+        bar = tqdm(total=stop, initial=self.step, desc="training", unit="step", disable=not progress or self.rank != 0)
         metrics: dict = self.history[-1] if self.history else {}
         smoothed = None
         started = time.perf_counter()
@@ -476,8 +493,14 @@ class Trainer:
     def evaluate(self, loss: float | None = None) -> dict:
         with self.rounded_weights():
             result = evaluate(self.model, self.valid, batch_size=self.config.eval_batch_size)
-        metrics = {"step": self.step, "loss": loss, "cer": result["cer"], "wer": result["wer"],
-                   "utterances": result["utterances"], "wall_seconds": round(self.wall_seconds, 1)}
+        metrics = {
+            "step": self.step,
+            "loss": loss,
+            "cer": result["cer"],
+            "wer": result["wer"],
+            "utterances": result["utterances"],
+            "wall_seconds": round(self.wall_seconds, 1),
+        }
         self.history.append(metrics)
         if self.rank == 0:
             with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as log:
@@ -493,22 +516,33 @@ def _copy_weights(source: ASRModel, model: ASRModel, path: str | os.PathLike, co
     if source.alphabet.symbols != model.alphabet.symbols:
         raise InputError(f"{path}: its alphabet differs from the training alphabet; it cannot be fine-tuned here")
     theirs, ours = source.module.state_dict(), model.module.state_dict()
-    mismatched = sorted(k for k in set(theirs) | set(ours)
-                        if k not in theirs or k not in ours or theirs[k].shape != ours[k].shape)
+    mismatched = sorted(
+        k for k in set(theirs) | set(ours) if k not in theirs or k not in ours or theirs[k].shape != ours[k].shape
+    )
     if mismatched:
-        raise InputError(f"{path}: its layers do not match preset {config.preset!r} "
-                         f"(batch_norm={config.batch_norm}): {', '.join(mismatched[:4])}; "
-                         "pass the --preset (and --no-batch-norm) the checkpoint was trained with")
+        raise InputError(
+            f"{path}: its layers do not match preset {config.preset!r} "
+            f"(batch_norm={config.batch_norm}): {', '.join(mismatched[:4])}; "
+            "pass the --preset (and --no-batch-norm) the checkpoint was trained with"
+        )
     with torch.no_grad():
         for name, tensor in ours.items():
             tensor.copy_(theirs[name].to(tensor.dtype))
 
 
-def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: str | os.PathLike,
-          valid_utterances: Sequence[Utterance] = (), resume: bool = False,
-          feature_config: FeatureConfig | None = None, steps: int | None = None,
-          progress: bool = False, data_info: dict | None = None,
-          extend_to: int | None = None, init_from: str | os.PathLike | None = None) -> tuple[ASRModel, dict]:
+def train(
+    config: TrainConfig,
+    train_utterances: Sequence[Utterance],
+    run_dir: str | os.PathLike,
+    valid_utterances: Sequence[Utterance] = (),
+    resume: bool = False,
+    feature_config: FeatureConfig | None = None,
+    steps: int | None = None,
+    progress: bool = False,
+    data_info: dict | None = None,
+    extend_to: int | None = None,
+    init_from: str | os.PathLike | None = None,
+) -> tuple[ASRModel, dict]:
     """Train (or resume) a preset on ``train_utterances``; returns (model, last metrics).
 
     On resume the stored settings win; ``extend_to`` lengthens the schedule to
@@ -528,9 +562,12 @@ def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: s
     if init_from is not None:
         source, source_meta = load_checkpoint(init_from)
         feature_config = source.feature_config
-        data_info = {**(data_info or {}), "init_from": str(init_from),
-                     "init_sha256": file_sha256(init_from),
-                     "init_step": (source_meta.get("training") or {}).get("step")}
+        data_info = {
+            **(data_info or {}),
+            "init_from": str(init_from),
+            "init_sha256": file_sha256(init_from),
+            "init_step": (source_meta.get("training") or {}).get("step"),
+        }
     if resume:
         if not config_path.is_file():
             raise InputError(f"{run_dir}: not a training run (config.json missing); drop --resume to start one")
@@ -550,13 +587,24 @@ def train(config: TrainConfig, train_utterances: Sequence[Utterance], run_dir: s
         trainer.load()
     elif trainer.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_json(config_path, {"train": config.to_dict(), "features": model.feature_config.to_dict(),
-                                "data": data_info or {}})
+        save_json(
+            config_path,
+            {"train": config.to_dict(), "features": model.feature_config.to_dict(), "data": data_info or {}},
+        )
     metrics = trainer.run(steps=steps, progress=progress)
     return model, metrics
 
 
 __all__ = [
-    "EncodedCorpus", "TrainConfig", "Trainer", "ctc_loss", "new_model",
-    "evaluate", "lr_factor", "spec_augment", "speed_perturb", "train", "transcribe_features",
+    "EncodedCorpus",
+    "TrainConfig",
+    "Trainer",
+    "ctc_loss",
+    "new_model",
+    "evaluate",
+    "lr_factor",
+    "spec_augment",
+    "speed_perturb",
+    "train",
+    "transcribe_features",
 ]

@@ -33,7 +33,6 @@ from numba import prange
 
 from asr_introspect.aggregate import GroupStats, WindowStats, group_stats, windowed_sums
 
-
 # --------------------------------------------------------------------------- read bound
 
 
@@ -247,12 +246,21 @@ def bench_group_sums(n_frames, n_neurons, n_groups, repeats, addat_frames, strea
     bound = min(best["read bound: parallel column sum (float64)"], best["read bound: parallel plain sum (fastmath)"])
     kernel = best[K]
     rows = [
-        dict(method=name, seconds=sec, gb_per_s=nbytes / sec / 1e9, ratio_to_numba=sec / kernel,
-             max_rel_err=checks.get(name))
+        dict(
+            method=name,
+            seconds=sec,
+            gb_per_s=nbytes / sec / 1e9,
+            ratio_to_numba=sec / kernel,
+            max_rel_err=checks.get(name),
+        )
         for name, sec in best.items()
     ]
     summary = dict(
-        frames=n_frames, neurons=n_neurons, groups=n_groups, threads=threads, bytes=nbytes,
+        frames=n_frames,
+        neurons=n_neurons,
+        groups=n_groups,
+        threads=threads,
+        bytes=nbytes,
         speedup_vs_torch_f32=best["torch.index_add_ (float32 accumulation)"] / kernel,
         speedup_vs_torch_f64=best["torch.index_add_ (float64, incl. conversion)"] / kernel,
         speedup_vs_np_add_at=best[ADDAT] / kernel,
@@ -315,8 +323,10 @@ def bench_windowed(n_mels, n_frames, n_windows, window, n_groups, repeats, numpy
 
     ref = outs["numba windowed_sums"]
     checks = {}
-    for name in (f"numba WindowStats.update per {stream_frames}-frame utterance",
-                 f"numba WindowStats.update per {stream_frames}-frame utterance, 1 thread"):
+    for name in (
+        f"numba WindowStats.update per {stream_frames}-frame utterance",
+        f"numba WindowStats.update per {stream_frames}-frame utterance, 1 thread",
+    ):
         got = outs[name]
         assert np.array_equal(got[1], ref[1])
         checks[name] = max_rel_err(got[0], ref[0])
@@ -328,12 +338,23 @@ def bench_windowed(n_mels, n_frames, n_windows, window, n_groups, repeats, numpy
 
     kernel = best["numba windowed_sums"]
     rows = [
-        dict(method=name, seconds=sec, windows_per_s=n_windows / sec, ratio_to_numba=sec / kernel,
-             max_rel_err=checks.get(name))
+        dict(
+            method=name,
+            seconds=sec,
+            windows_per_s=n_windows / sec,
+            ratio_to_numba=sec / kernel,
+            max_rel_err=checks.get(name),
+        )
         for name, sec in best.items()
     ]
-    summary = dict(mels=n_mels, frames=n_frames, windows=n_windows, window=window, groups=n_groups,
-                   speedup_vs_numpy=best[np_name] / kernel)
+    summary = dict(
+        mels=n_mels,
+        frames=n_frames,
+        windows=n_windows,
+        window=window,
+        groups=n_groups,
+        speedup_vs_numpy=best[np_name] / kernel,
+    )
     return rows, summary
 
 
@@ -364,9 +385,14 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     info = dict(
-        python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
-        torch=torch.__version__, cpu_count=os.cpu_count(), numba_threads=numba.get_num_threads(),
-        threading_layer=None, load_average=os.getloadavg(),
+        python=platform.python_version(),
+        numpy=np.__version__,
+        numba=numba.__version__,
+        torch=torch.__version__,
+        cpu_count=os.cpu_count(),
+        numba_threads=numba.get_num_threads(),
+        threading_layer=None,
+        load_average=os.getloadavg(),
     )
     g_rows, g_sum = bench_group_sums(
         args.frames, args.neurons, args.groups, args.repeats, args.addat_frames, args.stream_frames
@@ -375,32 +401,48 @@ def main(argv=None):
     w_rows, w_sum = [], None
     if not args.skip_windowed:
         w_rows, w_sum = bench_windowed(
-            args.mels, args.window_frames, args.windows, args.window, args.window_groups, args.repeats,
-            args.numpy_windows, args.stream_frames,
+            args.mels,
+            args.window_frames,
+            args.windows,
+            args.window,
+            args.window_groups,
+            args.repeats,
+            args.numpy_windows,
+            args.stream_frames,
         )
     compile_s = None if args.skip_compile else compile_cost()
     info["load_average_after"] = os.getloadavg()
 
     print(f"# aggregate benchmark  {json.dumps(info)}\n")
-    print(f"## Group sums: {args.frames:,} frames x {args.neurons} neurons float32, {args.groups} groups, "
-          f"{g_sum['threads']} threads ({g_sum['bytes'] / 1e9:.2f} GB read)\n")
+    print(
+        f"## Group sums: {args.frames:,} frames x {args.neurons} neurons float32, {args.groups} groups, "
+        f"{g_sum['threads']} threads ({g_sum['bytes'] / 1e9:.2f} GB read)\n"
+    )
     print("| method | seconds | GB/s | time / Numba | max rel. diff vs float64 reference |")
     print("|---|---:|---:|---:|---:|")
     for r in g_rows:
-        print(f"| {r['method']} | {r['seconds']:.4f} | {r['gb_per_s']:.2f} | {r['ratio_to_numba']:.2f} "
-              f"| {fmt(r['max_rel_err'], '.1e')} |")
-    print(f"\nNumba vs torch.index_add_: {g_sum['speedup_vs_torch_f32']:.2f}x faster (float32 accumulation), "
-          f"{g_sum['speedup_vs_torch_f64']:.2f}x (float64); vs np.add.at: {g_sum['speedup_vs_np_add_at']:.0f}x; "
-          f"kernel / read bound: {g_sum['kernel_over_read_bound']:.2f} "
-          f"(labels in runs: {g_sum['runs_kernel_over_read_bound']:.2f})\n")
+        print(
+            f"| {r['method']} | {r['seconds']:.4f} | {r['gb_per_s']:.2f} | {r['ratio_to_numba']:.2f} "
+            f"| {fmt(r['max_rel_err'], '.1e')} |"
+        )
+    print(
+        f"\nNumba vs torch.index_add_: {g_sum['speedup_vs_torch_f32']:.2f}x faster (float32 accumulation), "
+        f"{g_sum['speedup_vs_torch_f64']:.2f}x (float64); vs np.add.at: {g_sum['speedup_vs_np_add_at']:.0f}x; "
+        f"kernel / read bound: {g_sum['kernel_over_read_bound']:.2f} "
+        f"(labels in runs: {g_sum['runs_kernel_over_read_bound']:.2f})\n"
+    )
     if w_sum is not None:
-        print(f"## Windowed sums: features {args.mels} x {args.window_frames:,} frames, {args.windows:,} windows "
-              f"of W={args.window}, {args.window_groups} groups\n")
+        print(
+            f"## Windowed sums: features {args.mels} x {args.window_frames:,} frames, {args.windows:,} windows "
+            f"of W={args.window}, {args.window_groups} groups\n"
+        )
         print("| method | seconds | windows/s | time / Numba | max rel. diff vs Numba |")
         print("|---|---:|---:|---:|---:|")
         for r in w_rows:
-            print(f"| {r['method']} | {r['seconds']:.4f} | {r['windows_per_s']:,.0f} | {r['ratio_to_numba']:.2f} "
-                  f"| {fmt(r['max_rel_err'], '.1e')} |")
+            print(
+                f"| {r['method']} | {r['seconds']:.4f} | {r['windows_per_s']:,.0f} | {r['ratio_to_numba']:.2f} "
+                f"| {fmt(r['max_rel_err'], '.1e')} |"
+            )
         print(f"\nNumba vs NumPy gather + np.add.at: {w_sum['speedup_vs_numpy']:.0f}x faster\n")
     if compile_s:
         print("## First call in a fresh process (seconds): cold = empty Numba cache, warm = cached\n")
@@ -410,8 +452,16 @@ def main(argv=None):
             print(f"| {label} | {d['group_stats']:.2f} | {d['group_stats_weighted']:.2f} | {d['windowed_sums']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(info=info, group_sums=dict(rows=g_rows, summary=g_sum),
-                           windowed=dict(rows=w_rows, summary=w_sum), compile=compile_s), f, indent=2)
+            json.dump(
+                dict(
+                    info=info,
+                    group_sums=dict(rows=g_rows, summary=g_sum),
+                    windowed=dict(rows=w_rows, summary=w_sum),
+                    compile=compile_s,
+                ),
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,13 @@ OLD_COMMITS = ("94b499b", "48a1317")
 
 def load_old(directory: str, commit: str):
     """aggregate.py as of ``commit``, imported as a module (its Numba cache goes to ``directory``)."""
-    source = subprocess.run(["git", "show", f"{commit}:asr_introspect/aggregate.py"], capture_output=True,
-                            text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    source = subprocess.run(
+        ["git", "show", f"{commit}:asr_introspect/aggregate.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
     path = Path(directory) / f"aggregate_{commit}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"aggregate_{commit}", path)
@@ -55,8 +60,9 @@ def main() -> None:
         def run():
             acc = module.GroupStats(n_groups, n_neurons)
             for a in range(0, n_frames, size):
-                acc.update(values[a:a + size], labels[a:a + size])
+                acc.update(values[a : a + size], labels[a : a + size])
             return acc
+
         return run
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,8 +74,9 @@ def main() -> None:
             assert np.array_equal(result[2], reference[2])
             assert np.abs(result[0] - reference[0]).max() < 1e-6 * np.abs(reference[0]).max(), name
             updates(module, 1000)()
-            methods[f"{name}: one call, {numba.get_num_threads()} threads"] = \
-                lambda module=module: module.group_stats(values, labels, n_groups)
+            methods[f"{name}: one call, {numba.get_num_threads()} threads"] = lambda module=module: module.group_stats(
+                values, labels, n_groups
+            )
             methods[f"{name}: 5,000-frame updates"] = updates(module, 5000)
             methods[f"{name}: 1,000-frame updates, 1 thread"] = one_thread(updates(module, 1000))
         _read_sum(flat[:10])

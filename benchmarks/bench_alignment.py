@@ -29,20 +29,30 @@ def main() -> None:
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
     list(align_corpus(model, utterances[:4], batch_size=4))  # warm-up
     start = time.perf_counter()
-    forward_utts = sum(len(b.utterances) for b in stream_corpus(model, utterances, batch_size=args.batch_size,
-                                                                bucket=False))
+    forward_utts = sum(
+        len(b.utterances) for b in stream_corpus(model, utterances, batch_size=args.batch_size, bucket=False)
+    )
     forward = time.perf_counter() - start
     start = time.perf_counter()
     aligned = sum(1 for _ in align_corpus(model, utterances, batch_size=args.batch_size, skip_errors=True))
     total = time.perf_counter() - start
     seconds = sum(u.duration or 0 for u in utterances)
-    print(json.dumps({"model": str(model_path), "data": str(data_path), "utterances": len(utterances),
-                      "aligned": aligned, "audio_seconds": round(seconds, 1),
-                      "forward_only_utt_per_s": round(forward_utts / forward, 1),
-                      "alignment_utt_per_s": round(aligned / total, 1),
-                      "alignment_x_realtime": round(seconds / total, 1),
-                      "alignment_overhead_vs_forward": round(total / forward, 2),
-                      "threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                "model": str(model_path),
+                "data": str(data_path),
+                "utterances": len(utterances),
+                "aligned": aligned,
+                "audio_seconds": round(seconds, 1),
+                "forward_only_utt_per_s": round(forward_utts / forward, 1),
+                "alignment_utt_per_s": round(aligned / total, 1),
+                "alignment_x_realtime": round(seconds / total, 1),
+                "alignment_overhead_vs_forward": round(total / forward, 2),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

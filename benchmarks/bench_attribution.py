@@ -57,12 +57,15 @@ def zennit_loop(model, x, frames, targets) -> tuple[np.ndarray, list[float]]:
             m.eps = 0.0
     names = [f"blocks.{name}.conv" for name in model.layer_names]
     composite = composites.NameLayerMapComposite(
-        name_map=[(tuple(names), rules.Epsilon(1e-6))], layer_map=composites.layer_map_base(),
-        canonizers=[canonizers.SequentialMergeBatchNorm()])
+        name_map=[(tuple(names), rules.Epsilon(1e-6))],
+        layer_map=composites.layer_map_base(),
+        canonizers=[canonizers.SequentialMergeBatchNorm()],
+    )
     maps, seconds = [], []
     with Gradient(module, composite) as attributor:
         inputs = x if isinstance(x, list) else [x] * len(frames)
         for inp, t, c in zip(inputs, frames, targets):
+
             def start(output, t=int(t), c=int(c)):
                 grad = torch.zeros_like(output)
                 grad[0, c, t] = output[0, c, t]
@@ -86,7 +89,7 @@ def zennit_crop_loop(model, x: torch.Tensor, frames, targets, geometry) -> tuple
     crops, local = [], []
     for t in frames:
         start = int(t) * stride + offset
-        crops.append(x[:, start - shift:start + rf])
+        crops.append(x[:, start - shift : start + rf])
         local.append((shift - offset) // stride)
     maps, seconds = zennit_loop(model, crops, local, targets)
     return maps[:, :, shift:], seconds
@@ -126,29 +129,39 @@ def bench(preset: str, seconds: float, n_zennit: int) -> dict:
 
     subset = np.unique(np.linspace(0, n_out - 1, n_zennit).round().astype(int))
     zmaps, zsec = zennit_loop(model, x, subset, ours.targets[subset])
-    dense = ours.dense()[subset] if n_out * x.numel() < 4e8 else np.stack(
-        [ours.frame(int(t)) for t in subset])
+    dense = ours.dense()[subset] if n_out * x.numel() < 4e8 else np.stack([ours.frame(int(t)) for t in subset])
     err = np.abs(dense - zmaps).max(axis=(1, 2)) / np.abs(zmaps).max(axis=(1, 2))
     per_frame = float(np.median(zsec))
     middle = int(subset[len(subset) // 2])
 
     geometry = CropGeometry(conv_stack(model), n_in)
-    interior = [int(t) for t in np.linspace(0, n_out - 1, n_zennit + 2).round().astype(int)
-                if geometry.offsets([t])[0] >= 1 and geometry.offsets([t])[0] + geometry.receptive_field <= n_in]
+    interior = [
+        int(t)
+        for t in np.linspace(0, n_out - 1, n_zennit + 2).round().astype(int)
+        if geometry.offsets([t])[0] >= 1 and geometry.offsets([t])[0] + geometry.receptive_field <= n_in
+    ]
     cmaps, csec = zennit_crop_loop(model, x, interior, ours.targets[interior], geometry)
     crops = ours.crops()[interior]
     crop_err = np.abs(crops - cmaps).max(axis=(1, 2)) / np.abs(cmaps).max(axis=(1, 2))
     crop_per_frame = float(np.median(csec))
     zennit_total = per_frame * n_out
     result = {
-        "preset": preset, "weights": source, "parameters": sum(p.numel() for p in model.module.parameters()),
-        "input_frames": n_in, "output_frames": n_out, "threads": torch.get_num_threads(),
-        "ours_seconds": round(ours_s, 2), "ours_ms_per_frame": round(1000 * ours_s / n_out, 2),
-        "zennit_frames_timed": int(len(subset)), "zennit_seconds_per_frame": round(per_frame, 3),
+        "preset": preset,
+        "weights": source,
+        "parameters": sum(p.numel() for p in model.module.parameters()),
+        "input_frames": n_in,
+        "output_frames": n_out,
+        "threads": torch.get_num_threads(),
+        "ours_seconds": round(ours_s, 2),
+        "ours_ms_per_frame": round(1000 * ours_s / n_out, 2),
+        "zennit_frames_timed": int(len(subset)),
+        "zennit_seconds_per_frame": round(per_frame, 3),
         "zennit_seconds_all_frames_extrapolated": round(zennit_total, 1),
         "speedup": round(zennit_total / ours_s, 1),
-        "max_relative_difference": float(err.max()), "median_relative_difference": float(np.median(err)),
-        "zennit_crop_frames_timed": len(interior), "zennit_crop_seconds_per_frame": round(crop_per_frame, 3),
+        "max_relative_difference": float(err.max()),
+        "median_relative_difference": float(np.median(err)),
+        "zennit_crop_frames_timed": len(interior),
+        "zennit_crop_seconds_per_frame": round(crop_per_frame, 3),
         "zennit_crop_seconds_all_frames_extrapolated": round(crop_per_frame * n_out, 1),
         "speedup_vs_crops": round(crop_per_frame * n_out / ours_s, 1),
         "crop_max_relative_difference": float(crop_err.max()),
@@ -171,19 +184,27 @@ def main() -> None:
     for preset in args.presets:
         r = bench(preset, args.seconds, args.zennit_frames)
         results.append(r)
-        print(f"{preset} ({r['weights']}, {r['parameters'] / 1e6:.2f} M params), {r['output_frames']} output frames, "
-              f"{r['threads']} threads:")
+        print(
+            f"{preset} ({r['weights']}, {r['parameters'] / 1e6:.2f} M params), {r['output_frames']} output frames, "
+            f"{r['threads']} threads:"
+        )
         print(f"  ours, all frames:       {r['ours_seconds']:8.2f} s  ({r['ours_ms_per_frame']} ms/frame)")
-        print(f"  zennit, per frame:      {r['zennit_seconds_per_frame']:8.3f} s  (median of "
-              f"{r['zennit_frames_timed']} frames; all frames extrapolated: "
-              f"{r['zennit_seconds_all_frames_extrapolated']} s)")
+        print(
+            f"  zennit, per frame:      {r['zennit_seconds_per_frame']:8.3f} s  (median of "
+            f"{r['zennit_frames_timed']} frames; all frames extrapolated: "
+            f"{r['zennit_seconds_all_frames_extrapolated']} s)"
+        )
         print(f"  speed-up:               {r['speedup']:8.1f} x")
-        print(f"  max relative difference {r['max_relative_difference']:.2e} "
-              f"(median {r['median_relative_difference']:.2e})")
-        print(f"  zennit on crops, frame: {r['zennit_crop_seconds_per_frame']:8.3f} s  (median of "
-              f"{r['zennit_crop_frames_timed']} interior frames; all frames extrapolated: "
-              f"{r['zennit_crop_seconds_all_frames_extrapolated']} s); speed-up {r['speedup_vs_crops']} x, "
-              f"max relative difference {r['crop_max_relative_difference']:.2e}")
+        print(
+            f"  max relative difference {r['max_relative_difference']:.2e} "
+            f"(median {r['median_relative_difference']:.2e})"
+        )
+        print(
+            f"  zennit on crops, frame: {r['zennit_crop_seconds_per_frame']:8.3f} s  (median of "
+            f"{r['zennit_crop_frames_timed']} interior frames; all frames extrapolated: "
+            f"{r['zennit_crop_seconds_all_frames_extrapolated']} s); speed-up {r['speedup_vs_crops']} x, "
+            f"max relative difference {r['crop_max_relative_difference']:.2e}"
+        )
         print(f"  captum LRP:             {r['captum_lrp']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

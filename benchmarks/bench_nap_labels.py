@@ -60,8 +60,9 @@ def main() -> None:
         def run():
             out = []
             for ab, batch_paths in zip(batches, paths):
-                per_layer = {name: np.full((len(ab.utterances), ab.activations[name].shape[2]), -1, np.int64)
-                             for name in layers}
+                per_layer = {
+                    name: np.full((len(ab.utterances), ab.activations[name].shape[2]), -1, np.int64) for name in layers
+                }
                 for b, utt in enumerate(ab.utterances):
                     if (by == "letter" and batch_paths[b] is None) or (by == "phoneme" and not utt.phones):
                         continue  # no labels: the row stays -1
@@ -70,13 +71,17 @@ def main() -> None:
                     for name in layers:
                         n = int(ab.lengths[name][b])
                         if by == "letter":
-                            raw = out_labels if name == model.output_layer else \
-                                transfer_labels(out_labels, fm, model.output_layer, name, n_in)
+                            raw = (
+                                out_labels
+                                if name == model.output_layer
+                                else transfer_labels(out_labels, fm, model.output_layer, name, n_in)
+                            )
                         else:
                             raw = phone_labels(utt.phones, frame_times(fm, name, n, fc))
                         per_layer[name][b, :n] = raw
                 out.append(per_layer)
             return out
+
         return run
 
     def batched(by):
@@ -84,6 +89,7 @@ def main() -> None:
             if by == "letter":
                 return [{name: ab.letter_labels(name, "forced", "spike") for name in layers} for ab in batches]
             return [{name: ab.phone_labels(name) for name in layers} for ab in batches]
+
         return run
 
     methods = {}
@@ -103,8 +109,10 @@ def main() -> None:
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
-    print(f"{len(utterances)} utterances, {len(batches)} batches, {len(layers)} layers, "
-          f"{n_frames:,} layer frames; same labels checked\n")
+    print(
+        f"{len(utterances)} utterances, {len(batches)} batches, {len(layers)} layers, "
+        f"{n_frames:,} layer frames; same labels checked\n"
+    )
     print("| method | seconds | / whole batch |\n|---|---:|---:|")
     for by in ("letter", "phoneme"):
         mine = best[f"{by}s, whole batch per layer (StreamBatch)"]

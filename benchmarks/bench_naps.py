@@ -74,18 +74,33 @@ def _corpus_and_model(n_utterances: int, tmp: Path):
         from asr_introspect.loading import load_model_and_corpus
 
         model, utterances, mp, dp = load_model_and_corpus()
-        return model, utterances[:n_utterances] if n_utterances else utterances, \
-            f"shipped model {mp.name}, shipped corpus {dp.name}"
+        return (
+            model,
+            utterances[:n_utterances] if n_utterances else utterances,
+            f"shipped model {mp.name}, shipped corpus {dp.name}",
+        )
     from asr_introspect.corpus import synthesize_corpus
     from asr_introspect.models import build_model
 
     out = tmp / "corpus"
-    synthesize_corpus(out, n_utterances=n_utterances, voices=["slt", "awb", "rms", "kal16"], seed=0,
-                      test_text_fraction=0.0, test_speaker_fraction=0.0)
+    synthesize_corpus(
+        out,
+        n_utterances=n_utterances,
+        voices=["slt", "awb", "rms", "kal16"],
+        seed=0,
+        test_text_fraction=0.0,
+        test_speaker_fraction=0.0,
+    )
     torch.manual_seed(0)
     model = build_model("small").eval()
-    return model, load_corpus(out), (f"STAND-IN: 'small' preset (random weights), {n_utterances} flite "
-                                     "utterances (slt/awb/rms/kal16) synthesized for this run")
+    return (
+        model,
+        load_corpus(out),
+        (
+            f"STAND-IN: 'small' preset (random weights), {n_utterances} flite "
+            "utterances (slt/awb/rms/kal16) synthesized for this run"
+        ),
+    )
 
 
 def main() -> None:
@@ -93,8 +108,7 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch and Numba threads (default: library defaults)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and Numba threads (default: library defaults)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -108,8 +122,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model, utterances, what = _corpus_and_model(args.utterances, Path(tmp))
         model.eval()
-        batches = list(iterate_batches(utterances, model.feature_config, model.alphabet,
-                                       batch_size=args.batch_size, bucket=True))
+        batches = list(
+            iterate_batches(utterances, model.feature_config, model.alphabet, batch_size=args.batch_size, bucket=True)
+        )
         n_out = sum(int(model.output_lengths(b.feature_lengths).sum()) for b in batches)
         seconds_audio = sum(float(b.feature_lengths.sum()) for b in batches) * model.feature_config.frame_seconds
         layers = list(model.layer_names)
@@ -124,6 +139,7 @@ def main() -> None:
                 ests = [NAPEstimator(k, layers) for k in kinds]
                 with _in_memory(batches):
                     return fit_estimators(model, utterances, ests, batch_size=args.batch_size)
+
             return run
 
         def end_to_end():
@@ -138,8 +154,10 @@ def main() -> None:
         for fn in methods.values():  # warm-up: Numba cache load, allocator, first-call costs
             fn()
         # the in-memory stream gives the NAPs of the stream from the audio files (same batches, same frames)
-        fast, slow = naps(["letter"])()[0].result(), compute_naps(model, utterances, "letter", layers,
-                                                                  batch_size=args.batch_size)
+        fast, slow = (
+            naps(["letter"])()[0].result(),
+            compute_naps(model, utterances, "letter", layers, batch_size=args.batch_size),
+        )
         for name in layers:
             assert (fast.stats[name].counts == slow.stats[name].counts).all(), name
             assert np.allclose(fast.stats[name].sums, slow.stats[name].sums, rtol=1e-6, atol=1e-6), name
@@ -156,27 +174,49 @@ def main() -> None:
     rows = []
     for name, t in best.items():
         cpu = best_cpu[name]
-        rows.append({"method": name, "seconds": t, "cpu_seconds": cpu, "output_frames_per_s": n_out / t,
-                     "x_realtime": seconds_audio / t,
-                     "outside_forward": None if name == "forward" else 1.0 - best["forward"] / t,
-                     "outside_forward_cpu": None if name == "forward" else 1.0 - best_cpu["forward"] / cpu})
-    info = {"what": what, "utterances": len(utterances), "batches": len(batches), "output_frames": n_out,
-            "audio_seconds": seconds_audio, "layers": len(layers),
-            "channels": channels,
-            "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
-            "load_average_1min": os.getloadavg()[0], "python": sys.version.split()[0],
-            "torch": torch.__version__, "rows": rows}
-    print(f"{what}\n{len(utterances)} utterances, {seconds_audio:.1f} s of audio, {n_out} output frames, "
-          f"{len(layers)} layers, batch {args.batch_size}, torch threads {info['torch_threads']}, "
-          f"load average {info['load_average_1min']:.1f}")
-    print(f"{'method':34s} {'wall s':>8s} {'cpu s':>8s} {'frames/s':>9s} {'x real time':>11s} "
-          f"{'outside fwd (wall)':>18s} {'(cpu)':>7s}")
+        rows.append(
+            {
+                "method": name,
+                "seconds": t,
+                "cpu_seconds": cpu,
+                "output_frames_per_s": n_out / t,
+                "x_realtime": seconds_audio / t,
+                "outside_forward": None if name == "forward" else 1.0 - best["forward"] / t,
+                "outside_forward_cpu": None if name == "forward" else 1.0 - best_cpu["forward"] / cpu,
+            }
+        )
+    info = {
+        "what": what,
+        "utterances": len(utterances),
+        "batches": len(batches),
+        "output_frames": n_out,
+        "audio_seconds": seconds_audio,
+        "layers": len(layers),
+        "channels": channels,
+        "torch_threads": torch.get_num_threads(),
+        "numba_threads": numba.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average_1min": os.getloadavg()[0],
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "rows": rows,
+    }
+    print(
+        f"{what}\n{len(utterances)} utterances, {seconds_audio:.1f} s of audio, {n_out} output frames, "
+        f"{len(layers)} layers, batch {args.batch_size}, torch threads {info['torch_threads']}, "
+        f"load average {info['load_average_1min']:.1f}"
+    )
+    print(
+        f"{'method':34s} {'wall s':>8s} {'cpu s':>8s} {'frames/s':>9s} {'x real time':>11s} "
+        f"{'outside fwd (wall)':>18s} {'(cpu)':>7s}"
+    )
     for r in rows:
         share = "-" if r["outside_forward"] is None else f"{100 * r['outside_forward']:.1f}%"
         share_cpu = "-" if r["outside_forward_cpu"] is None else f"{100 * r['outside_forward_cpu']:.1f}%"
-        print(f"{r['method']:34s} {r['seconds']:8.3f} {r['cpu_seconds']:8.3f} {r['output_frames_per_s']:9.0f} "
-              f"{r['x_realtime']:11.1f} {share:>18s} {share_cpu:>7s}")
+        print(
+            f"{r['method']:34s} {r['seconds']:8.3f} {r['cpu_seconds']:8.3f} {r['output_frames_per_s']:9.0f} "
+            f"{r['x_realtime']:11.1f} {share:>18s} {share_cpu:>7s}"
+        )
     if args.json:
         args.json.write_text(json.dumps(info, indent=2) + "\n")
 

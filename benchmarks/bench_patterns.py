@@ -67,19 +67,19 @@ def numpy_add_at(utts, n_groups, window, squares=True, chunk=256):
     for x, labels in utts:
         n = x.shape[1]
         padded = np.zeros((n_mels, n + window), np.float64)
-        padded[:, half:half + n] = x
+        padded[:, half : half + n] = x
         inside = np.zeros(n + window, np.int64)
-        inside[half:half + n] = 1
+        inside[half : half + n] = 1
         centers = np.flatnonzero(labels >= 0)
         ids = labels[centers]
         np.add.at(counts, ids, 1)
         for a in range(0, len(centers), chunk):
-            idx = centers[a:a + chunk, None] + offsets  # (k, W) into the padded axis
+            idx = centers[a : a + chunk, None] + offsets  # (k, W) into the padded axis
             win = np.moveaxis(padded[:, idx], 1, 0)  # (k, F, W)
-            np.add.at(sums, ids[a:a + chunk], win)
+            np.add.at(sums, ids[a : a + chunk], win)
             if squares:
-                np.add.at(sums_sq, ids[a:a + chunk], win * win)
-            np.add.at(position_counts, ids[a:a + chunk], inside[idx])
+                np.add.at(sums_sq, ids[a : a + chunk], win * win)
+            np.add.at(position_counts, ids[a : a + chunk], inside[idx])
     return sums, sums_sq, counts, position_counts
 
 
@@ -92,11 +92,11 @@ def numpy_reduceat(utts, n_groups, window, chunk=256):
     for x, labels in utts:
         n = x.shape[1]
         padded = np.zeros((n_mels, n + window), np.float64)
-        padded[:, half:half + n] = x
+        padded[:, half : half + n] = x
         centers = np.flatnonzero(labels >= 0)
         ids = labels[centers]
         for a in range(0, len(centers), chunk):
-            c, g = centers[a:a + chunk], ids[a:a + chunk]
+            c, g = centers[a : a + chunk], ids[a : a + chunk]
             order = np.argsort(g, kind="stable")
             c, g = c[order], g[order]
             starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
@@ -137,8 +137,14 @@ def main(argv=None):
     windows = sum(int((lab >= 0).sum()) for _, lab in utts)
     sub_windows = sum(int((lab >= 0).sum()) for _, lab in sub)
     frames = sum(x.shape[1] for x, _ in utts)
-    info = dict(python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
-                cpu_count=os.cpu_count(), numba_threads=numba.get_num_threads(), load_average=os.getloadavg())
+    info = dict(
+        python=platform.python_version(),
+        numpy=np.__version__,
+        numba=numba.__version__,
+        cpu_count=os.cpu_count(),
+        numba_threads=numba.get_num_threads(),
+        load_average=os.getloadavg(),
+    )
 
     def averager():
         a = PatternAverager(by="phoneme", window=args.window, exclude=())
@@ -189,25 +195,35 @@ def main(argv=None):
     assert max(checks.values()) < 1e-9, checks
     info["load_average_after"] = os.getloadavg()
 
-    rows = [dict(method=name, seconds=sec, windows_per_s=windows / sec, max_rel_err=checks.get(name))
-            for name, sec in best.items()]
+    rows = [
+        dict(method=name, seconds=sec, windows_per_s=windows / sec, max_rel_err=checks.get(name))
+        for name, sec in best.items()
+    ]
     summary = dict(
-        mels=args.mels, window=args.window, utterances=len(utts), frames=frames, windows=windows,
+        mels=args.mels,
+        window=args.window,
+        utterances=len(utts),
+        frames=frames,
+        windows=windows,
         speedup_full_vs_add_at=best[names["addat"]] / best[names["numba"]],
         speedup_kernel_vs_add_at=best[names["addat1"]] / best[names["kernel"]],
         speedup_kernel_vs_reduceat=best[names["reduceat"]] / best[names["kernel"]],
     )
     print(f"# pattern accumulation benchmark  {json.dumps(info)}\n")
-    print(f"{len(utts)} utterances, {frames:,} input frames, {windows:,} windows of {args.mels} x "
-          f"{args.window}, {n_groups} labels, {info['numba_threads']} Numba threads\n")
+    print(
+        f"{len(utts)} utterances, {frames:,} input frames, {windows:,} windows of {args.mels} x "
+        f"{args.window}, {n_groups} labels, {info['numba_threads']} Numba threads\n"
+    )
     print("| method | seconds | windows/s | max rel. diff vs Numba |")
     print("|---|---:|---:|---:|")
     for r in rows:
         err = "" if r["max_rel_err"] is None else f"{r['max_rel_err']:.1e}"
         print(f"| {r['method']} | {r['seconds']:.3f} | {r['windows_per_s']:,.0f} | {err} |")
-    print(f"\nsums + squares: Numba {summary['speedup_full_vs_add_at']:.0f}x faster than np.add.at; "
-          f"sums only: {summary['speedup_kernel_vs_add_at']:.0f}x vs np.add.at, "
-          f"{summary['speedup_kernel_vs_reduceat']:.1f}x vs sort + reduceat")
+    print(
+        f"\nsums + squares: Numba {summary['speedup_full_vs_add_at']:.0f}x faster than np.add.at; "
+        f"sums only: {summary['speedup_kernel_vs_add_at']:.0f}x vs np.add.at, "
+        f"{summary['speedup_kernel_vs_reduceat']:.1f}x vs sort + reduceat"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(info=info, rows=rows, summary=summary), f, indent=2)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_introspect.plotting.common import new_figure, save_figure
+from asr_introspect.plotting.common import save_figure
 
 
 def pattern_like_figure():
@@ -34,9 +34,17 @@ def pattern_like_figure():
     names = tuple("abcdefghijklmnopqrstuvwxyz'")
     G, F, W = len(names), 64, 49
     counts = rng.integers(50, 500, G)
-    result = PatternResult("letter", names, np.arange(G) + 3, rng.standard_normal((G, F, W)) * counts[:, None, None],
-                           np.full((G, F, W), 2.0) * counts[:, None, None], counts,
-                           np.repeat(counts[:, None], W, axis=1), 0.008, FeatureConfig(n_mels=F))
+    result = PatternResult(
+        "letter",
+        names,
+        np.arange(G) + 3,
+        rng.standard_normal((G, F, W)) * counts[:, None, None],
+        np.full((G, F, W), 2.0) * counts[:, None, None],
+        counts,
+        np.repeat(counts[:, None], W, axis=1),
+        0.008,
+        FeatureConfig(n_mels=F),
+    )
     return before_after(result)
 
 
@@ -49,6 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+
         def baseline():
             fig = pattern_like_figure()
             fig.savefig(Path(tmp) / "b.png", format="png", dpi=110)
@@ -57,8 +66,10 @@ def main() -> None:
         def ours():
             save_figure(pattern_like_figure(), Path(tmp) / "o.png", svg=True)
 
-        best = {"savefig PNG, then savefig SVG (layout twice)": float("inf"),
-                "save_figure PNG + SVG (layout once)": float("inf")}
+        best = {
+            "savefig PNG, then savefig SVG (layout twice)": float("inf"),
+            "save_figure PNG + SVG (layout once)": float("inf"),
+        }
         for _ in range(args.repeats):
             for name, fn in zip(best, (baseline, ours)):
                 start = time.perf_counter()
@@ -74,8 +85,10 @@ def main() -> None:
     ours_s = best["save_figure PNG + SVG (layout once)"]
     for name, seconds in best.items():
         print(f"| {name} | {seconds:.2f} | {seconds / ours_s:.2f} |")
-    print(f"\nspeed-up {base / ours_s:.2f}x; a freshly solved SVG layout moves the axes by at most "
-          f"{shift:.4f} of the figure")
+    print(
+        f"\nspeed-up {base / ours_s:.2f}x; a freshly solved SVG layout moves the axes by at most "
+        f"{shift:.4f} of the figure"
+    )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,9 @@ print(json.dumps(times))
 def baseline_tree(commit: str, directory: Path) -> Path:
     """The package as of ``commit``, unpacked under ``directory``."""
     archive = directory / "baseline.tar"
-    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), commit, "asr_introspect"], cwd=ROOT,
-                   check=True)
+    subprocess.run(
+        ["git", "archive", "--format=tar", "-o", str(archive), commit, "asr_introspect"], cwd=ROOT, check=True
+    )
     with tarfile.open(archive) as tar:
         tar.extractall(directory, filter="data")
     return directory
@@ -80,8 +81,9 @@ def baseline_tree(commit: str, directory: Path) -> Path:
 
 def run(tree: Path, code: str) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", code + TIMER], env=env, cwd=tree, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code + TIMER], env=env, cwd=tree, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -100,8 +102,9 @@ def main() -> None:
     for name in old[0]:
         o, n = [r[name] for r in old], [r[name] for r in new]
         ratio = statistics.median(a / b for a, b in zip(o, n))
-        print(f"{name:18s} {' '.join(f'{x:6.1f}' for x in o):>22s} {' '.join(f'{x:6.1f}' for x in n):>22s} "
-              f"{ratio:12.2f}x")
+        print(
+            f"{name:18s} {' '.join(f'{x:6.1f}' for x in o):>22s} {' '.join(f'{x:6.1f}' for x in n):>22s} {ratio:12.2f}x"
+        )
     print("ratio = baseline time / stream time of the same repeat (> 1: the stream is faster)")
 
 

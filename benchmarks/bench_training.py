@@ -21,7 +21,7 @@ import torch
 
 from asr_introspect.features import compute_features
 from asr_introspect.text import Alphabet
-from asr_introspect.training import EncodedCorpus, Trainer, TrainConfig, new_model
+from asr_introspect.training import EncodedCorpus, TrainConfig, Trainer, new_model
 
 
 def synthetic_corpus(feature_config, n: int, seed: int = 0) -> EncodedCorpus:
@@ -30,29 +30,34 @@ def synthetic_corpus(feature_config, n: int, seed: int = 0) -> EncodedCorpus:
     seconds = rng.uniform(2.5, 4.5, n)
     audio = [(rng.standard_normal(int(s * 16000)) * 3000).astype(np.int16) for s in seconds]
     texts = ["the quick brown fox jumps over the lazy dog"[: int(s * 12)] for s in seconds]
-    return EncodedCorpus([f"u{i}" for i in range(n)], audio, [alphabet.encode(t) for t in texts],
-                         [feature_config.frames(len(a)) for a in audio])
+    return EncodedCorpus(
+        [f"u{i}" for i in range(n)],
+        audio,
+        [alphabet.encode(t) for t in texts],
+        [feature_config.frames(len(a)) for a in audio],
+    )
 
 
 def measure(preset: str, steps: int, batch_size: int, tmp: str) -> dict:
     alphabet = Alphabet.default()
     model = new_model(preset, alphabet, seed=0)
     corpus = synthetic_corpus(model.feature_config, batch_size * (steps + 1))
-    config = TrainConfig(preset=preset, batch_size=batch_size, max_steps=10**6, warmup_steps=10,
-                         eval_every=10**9, checkpoint_every=10**9)
+    config = TrainConfig(
+        preset=preset, batch_size=batch_size, max_steps=10**6, warmup_steps=10, eval_every=10**9, checkpoint_every=10**9
+    )
     trainer = Trainer(model, config, tmp, corpus)
     batches = trainer.epoch_batches(0)
     audio_seconds = lambda batch: sum(len(corpus.audio[i]) for i in batch) / 16000.0  # noqa: E731
     trainer.train_step(0, batches[0])  # warm-up
     start, seconds = time.perf_counter(), 0.0
-    for batch in batches[1: steps + 1]:
+    for batch in batches[1 : steps + 1]:
         trainer.train_step(0, batch)
         seconds += audio_seconds(batch)
     train_wall = time.perf_counter() - start
     model.module.eval()
     start, inf_seconds = time.perf_counter(), 0.0
     with torch.no_grad():
-        for batch in batches[1: steps + 1]:
+        for batch in batches[1 : steps + 1]:
             waves = [torch.from_numpy(corpus.audio[i].astype(np.float32) / 32767) for i in batch]
             lengths = torch.tensor([len(w) for w in waves])
             padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
@@ -61,11 +66,16 @@ def measure(preset: str, steps: int, batch_size: int, tmp: str) -> dict:
             inf_seconds += audio_seconds(batch)
     inf_wall = time.perf_counter() - start
     params = sum(p.numel() for p in model.module.parameters())
-    return {"preset": preset, "parameters": params, "batch_size": batch_size, "steps": steps,
-            "train_seconds_per_step": round(train_wall / steps, 3),
-            "train_x_realtime": round(seconds / train_wall, 1),
-            "inference_x_realtime": round(inf_seconds / inf_wall, 1),
-            "threads": torch.get_num_threads()}
+    return {
+        "preset": preset,
+        "parameters": params,
+        "batch_size": batch_size,
+        "steps": steps,
+        "train_seconds_per_step": round(train_wall / steps, 3),
+        "train_x_realtime": round(seconds / train_wall, 1),
+        "inference_x_realtime": round(inf_seconds / inf_wall, 1),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:

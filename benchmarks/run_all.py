@@ -5,8 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ["bench_aggregate.py", "bench_patterns.py", "bench_naps.py", "bench_attribution.py",
-           "bench_alignment.py", "bench_training.py"]
+SCRIPTS = [
+    "bench_aggregate.py",
+    "bench_patterns.py",
+    "bench_naps.py",
+    "bench_attribution.py",
+    "bench_alignment.py",
+    "bench_training.py",
+]
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent

@@ -41,8 +41,12 @@ def index(root: Path, textgrids: Path | None, manifest: Path | None, progress: b
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="LibriSpeech-layout directory (SPEAKER/CHAPTER/*.flac)")
-    parser.add_argument("--textgrids", type=Path, default=None,
-                        help="directory of MFA TextGrids (SPEAKER/UTTID.TextGrid or mirrored layout)")
+    parser.add_argument(
+        "--textgrids",
+        type=Path,
+        default=None,
+        help="directory of MFA TextGrids (SPEAKER/UTTID.TextGrid or mirrored layout)",
+    )
     parser.add_argument("--manifest", type=Path, default=None, help="output (default: ROOT/manifest.jsonl)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line summarizing the result")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -52,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"index_librispeech: error: {exc}", file=sys.stderr)
         return 2
-    print(f"indexed {report['utterances']} utterances ({report['seconds'] / 3600:.2f} h, "
-          f"{report['speakers']} speakers, {report['with_phones']} with phones) -> {report['manifest']}")
+    print(
+        f"indexed {report['utterances']} utterances ({report['seconds'] / 3600:.2f} h, "
+        f"{report['speakers']} speakers, {report['with_phones']} with phones) -> {report['manifest']}"
+    )
     if report["skipped"]:
         print(f"skipped {report['skipped']}:")
         for reason, count in sorted(report["skipped_by_reason"].items(), key=lambda kv: -kv[1]):

@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     chosen = select(load_corpus(args.src), args.utterances, args.max_seconds, args.seed)
     if len(chosen) < args.utterances:
-        print(f"only {len(chosen)} utterances with phone segments <= {args.max_seconds} s in {args.src}",
-              file=sys.stderr)
+        print(
+            f"only {len(chosen)} utterances with phone segments <= {args.max_seconds} s in {args.src}", file=sys.stderr
+        )
         return 2
     copied: list[Utterance] = []
     transcripts: dict[Path, list[str]] = defaultdict(list)
@@ -81,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(path, "\n".join(sorted(lines)) + "\n")
     utterances = load_corpus(args.out)
     save_manifest(utterances, args.out / "manifest.jsonl")
-    summary = {"utterances": len(utterances), "speakers": len({u.speaker for u in utterances}),
-               "seconds": round(sum(u.duration or 0 for u in utterances), 1), "megabytes": round(size / 1e6, 2),
-               "source": str(args.src)}
+    summary = {
+        "utterances": len(utterances),
+        "speakers": len({u.speaker for u in utterances}),
+        "seconds": round(sum(u.duration or 0 for u in utterances), 1),
+        "megabytes": round(size / 1e6, 2),
+        "source": str(args.src),
+    }
     print(json.dumps(summary))
     if size / 1e6 > args.max_mb:
         print(f"warning: {size / 1e6:.1f} MB exceeds the budget of {args.max_mb} MB", file=sys.stderr)

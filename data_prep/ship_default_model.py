@@ -28,13 +28,14 @@ from asr_introspect.io import file_sha256, write_text_atomic
 from asr_introspect.models import NF4, count_parameters, load_checkpoint, quantize_int8, quantize_nf4, save_checkpoint
 from asr_introspect.training import evaluate, grouped_error_rates
 
-
-_STORAGE = {"float16": "float16",
-            "int8": "int8 with one float32 scale per output channel (biases and BatchNorm in float16); "
-                    "the error rates below are those of these rounded weights",
-            "nf4": "4-bit NormalFloat codes with one float16 scale per 64 weights of an output channel "
-                   "(the output layer in int8 with one float32 scale per class; biases and BatchNorm in "
-                   "float16); the error rates below are those of these rounded weights"}
+_STORAGE = {
+    "float16": "float16",
+    "int8": "int8 with one float32 scale per output channel (biases and BatchNorm in float16); "
+    "the error rates below are those of these rounded weights",
+    "nf4": "4-bit NormalFloat codes with one float16 scale per 64 weights of an output channel "
+    "(the output layer in int8 with one float32 scale per class; biases and BatchNorm in "
+    "float16); the error rates below are those of these rounded weights",
+}
 
 
 def _augmentation(c: dict) -> str:
@@ -46,9 +47,11 @@ def _augmentation(c: dict) -> str:
         lo, hi = c["noise_snr_db"]
         parts.append(f"white noise (p={c['noise_probability']:g}, {lo:g}-{hi:g} dB SNR)")
     if c.get("freq_masks", 0) > 0 or c.get("time_masks_per_second", 0) > 0:
-        parts.append(f"SpecAugment-style masking ({c['freq_masks']} frequency masks of at most "
-                     f"{c['freq_mask_width']} bands, {c['time_masks_per_second']:g} time masks per second "
-                     f"of at most {c['time_mask_width']} frames)")
+        parts.append(
+            f"SpecAugment-style masking ({c['freq_masks']} frequency masks of at most "
+            f"{c['freq_mask_width']} bands, {c['time_masks_per_second']:g} time masks per second "
+            f"of at most {c['time_mask_width']} frames)"
+        )
     return ", ".join(parts) if parts else "no augmentation"
 
 
@@ -57,12 +60,17 @@ def _stage_line(t: dict) -> str:
     c, d = t["config"], t["data"]
     hours = f" ({d['train_hours']:.1f} h)" if d.get("train_hours") else ""
     speakers = f", speakers `{d['speakers']}`" if d.get("speakers") else ""
-    qat = (f"; quantization-aware (forward and backward passes at the {c['quantize_aware']}-rounded weights)"
-           if c.get("quantize_aware") else "")
-    return (f"{t['step']} steps of batch {c['batch_size']} on {d.get('train_utterances')} utterances{hours} "
-            f"(`{d.get('train')}`{speakers}), AdamW peak lr {c['lr']}, warm-up {c['warmup_steps']} steps then "
-            f"cosine decay over {c['max_steps']} steps; {_augmentation(c)}{qat}; "
-            f"{t['wall_seconds'] / 3600:.2f} h wall time on 2 CPU cores")
+    qat = (
+        f"; quantization-aware (forward and backward passes at the {c['quantize_aware']}-rounded weights)"
+        if c.get("quantize_aware")
+        else ""
+    )
+    return (
+        f"{t['step']} steps of batch {c['batch_size']} on {d.get('train_utterances')} utterances{hours} "
+        f"(`{d.get('train')}`{speakers}), AdamW peak lr {c['lr']}, warm-up {c['warmup_steps']} steps then "
+        f"cosine decay over {c['max_steps']} steps; {_augmentation(c)}{qat}; "
+        f"{t['wall_seconds'] / 3600:.2f} h wall time on 2 CPU cores"
+    )
 
 
 def train_hours(data: dict) -> float | None:
@@ -92,12 +100,18 @@ def earlier_stages(data: dict, max_stages: int = 32) -> list[dict]:
     stages: list[dict] = []
     while (path := data.get("init_from")) and len(stages) < max_stages:
         if not Path(path).is_file():
-            print(f"warning: {path} (the weights this stage started from) is gone; "
-                  f"the card lists only the {len(stages) + 1} last stage(s)", file=sys.stderr)
+            print(
+                f"warning: {path} (the weights this stage started from) is gone; "
+                f"the card lists only the {len(stages) + 1} last stage(s)",
+                file=sys.stderr,
+            )
             break
         if data.get("init_sha256") and file_sha256(path) != data["init_sha256"]:
-            print(f"warning: {path} is not the file this stage started from (sha256 differs); "
-                  f"the card lists only the {len(stages) + 1} last stage(s)", file=sys.stderr)
+            print(
+                f"warning: {path} is not the file this stage started from (sha256 differs); "
+                f"the card lists only the {len(stages) + 1} last stage(s)",
+                file=sys.stderr,
+            )
             break
         _, meta = load_checkpoint(path)
         card = meta.get("model_card")
@@ -115,8 +129,9 @@ def voice_family(speaker: str) -> str:
 
 def card_markdown(card: dict) -> str:
     t = card["training"]
-    rows = "\n".join(f"| {name} | {m['utterances']} | {m['cer']:.3f} | {m['wer']:.3f} |"
-                     for name, m in card["evaluation"].items())
+    rows = "\n".join(
+        f"| {name} | {m['utterances']} | {m['cer']:.3f} | {m['wer']:.3f} |" for name, m in card["evaluation"].items()
+    )
     stages = card.get("earlier_stages", [])
     if stages:
         lines = [f"  {i + 1}. {_stage_line(s)};" for i, s in enumerate(stages)]
@@ -125,15 +140,17 @@ def card_markdown(card: dict) -> str:
         training = "- Training, in stages:\n" + "\n".join(lines) + f"\n\n  Total wall time {total / 3600:.2f} h."
     else:
         training = f"- Training: {_stage_line(t)}."
+    hop_ms = 1000 * card["features"]["hop_length"] / card["features"]["sample_rate"]
+    rounded = " (of the rounded weights, in quantization-aware stages)" if t["config"].get("quantize_aware") else ""
     return f"""# Model card: the shipped default model
 
-- Architecture: Wav2Letter-style 1D ConvNet, preset `{card['preset']}` (11 Conv1d layers conv1..conv11,
-  BatchNorm after each hidden convolution, ReLU), {card['parameters']:,} parameters, stored in
-  {_STORAGE[card.get('dtype', 'float16')]}.
-- Input: {card['features']['n_mels']} log-mel bands, {card['features']['sample_rate']} Hz audio,
-  hop {card['features']['hop_length']} samples ({1000 * card['features']['hop_length'] / card['features']['sample_rate']:.0f} ms), z-normalized per utterance.
+- Architecture: Wav2Letter-style 1D ConvNet, preset `{card["preset"]}` (11 Conv1d layers conv1..conv11,
+  BatchNorm after each hidden convolution, ReLU), {card["parameters"]:,} parameters, stored in
+  {_STORAGE[card.get("dtype", "float16")]}.
+- Input: {card["features"]["n_mels"]} log-mel bands, {card["features"]["sample_rate"]} Hz audio,
+  hop {card["features"]["hop_length"]} samples ({hop_ms:.0f} ms), z-normalized per utterance.
 - Output: 29 classes (CTC blank, space, apostrophe, a-z), one frame every
-  {card['output_frame_ms']:.0f} ms; receptive field {card['receptive_field']} input frames.
+  {card["output_frame_ms"]:.0f} ms; receptive field {card["receptive_field"]} input frames.
 - Training data: synthesized speech (flite voices kal, kal16, awb, rms, slt and espeak-ng voices
   with speed/pitch variants; sentences from the Debian fortunes); each stage below names the
   speakers it used and its augmentation.
@@ -146,8 +163,8 @@ def card_markdown(card: dict) -> str:
 {rows}
 
 Checkpoint selection: in every stage, the weights with the lowest greedy CER on the first 200
-held-out-text utterances of its speakers{" (of the rounded weights, in quantization-aware stages)" if t['config'].get('quantize_aware') else ""},
-evaluated every {t['config']['eval_every']} steps in the last stage; the held-out-text rows are therefore
+held-out-text utterances of its speakers{rounded},
+evaluated every {t["config"]["eval_every"]} steps in the last stage; the held-out-text rows are therefore
 slightly optimistic. The held-out-speaker set was never used for any choice; the shipped evaluation
 corpus never chose a checkpoint (it did measure the cost of nf4 rounding, layer by layer, when the
 output layer was kept in int8).
@@ -160,7 +177,7 @@ segments).
 ## Reproduce
 
 ```
-{card['command']}
+{card["command"]}
 ```
 
 Limits: synthetic speech only (a few voices); expect much higher error rates on real recordings,
@@ -177,9 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-corpus", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", default="", help="the training command, for the card")
-    parser.add_argument("--dtype", default="nf4", choices=("nf4", "int8", "float16"),
-                        help="weights as shipped (default nf4: a quarter of float16, 2.3 MB for the small "
-                             "preset; the shipped assets' history budget has no room for int8 any more)")
+    parser.add_argument(
+        "--dtype",
+        default="nf4",
+        choices=("nf4", "int8", "float16"),
+        help="weights as shipped (default nf4: a quarter of float16, 2.3 MB for the small "
+        "preset; the shipped assets' history budget has no room for int8 any more)",
+    )
     args = parser.parse_args(argv)
 
     model, meta = load_checkpoint(args.run / f"{args.checkpoint}.safetensors")
@@ -191,16 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model.module.half().float()
     evaluation = {}
-    for name, path in (("held-out text", args.test_text), ("held-out speaker", args.test_speaker),
-                       ("shipped evaluation corpus", args.eval_corpus)):
+    for name, path in (
+        ("held-out text", args.test_text),
+        ("held-out speaker", args.test_speaker),
+        ("shipped evaluation corpus", args.eval_corpus),
+    ):
         utterances = load_corpus(path)
         result = evaluate(model, utterances, progress=True)
         evaluation[name] = {k: result[k] for k in ("cer", "wer", "utterances")}
         if name == "held-out text":  # per voice family: e.g. a flite-only fine-tune, and what it forgot
             families = grouped_error_rates(result["examples"], {u.id: voice_family(u.speaker) for u in utterances})
             if len(families) > 1:
-                evaluation.update({f"held-out text, {family} voices": rates
-                                   for family, rates in sorted(families.items())})
+                evaluation.update(
+                    {f"held-out text, {family} voices": rates for family, rates in sorted(families.items())}
+                )
     data = meta["training"]["data"]
     earlier = earlier_stages(data)
     for stage in [*earlier, meta["training"]]:
@@ -219,9 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation": evaluation,
         "command": args.command,
     }
-    metadata = {**meta, "model_card": card,
-                "metrics": {"cer": evaluation["shipped evaluation corpus"]["cer"],
-                            "wer": evaluation["shipped evaluation corpus"]["wer"]}}
+    metadata = {
+        **meta,
+        "model_card": card,
+        "metrics": {
+            "cer": evaluation["shipped evaluation corpus"]["cer"],
+            "wer": evaluation["shipped evaluation corpus"]["wer"],
+        },
+    }
     save_checkpoint(args.out / "default_model.safetensors", model, metadata=metadata, dtype=dtype)
     write_text_atomic(args.out / "MODEL_CARD.md", card_markdown(card))
     print(json.dumps({"evaluation": evaluation, "path": str(args.out / "default_model.safetensors")}))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Copy the README's figures from a demo run (``make demo``), downscaled, into docs/figures/.
 
-    python docs/make_figures.py out/demo
+python docs/make_figures.py out/demo
 """
 
 from __future__ import annotations

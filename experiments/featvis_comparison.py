@@ -48,17 +48,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=None, help="corpus (default: the shipped eval corpus)")
     parser.add_argument("--out", type=Path, default=Path("out/featvis_comparison"))
     parser.add_argument("--letters", default="e,t,a", help="comma-separated target letters")
-    parser.add_argument("--sets", default=",".join(SETS) + ",pca_param",
-                        help="regularization sets; 'pca_param' = the whitened PCA parameterization alone")
+    parser.add_argument(
+        "--sets",
+        default=",".join(SETS) + ",pca_param",
+        help="regularization sets; 'pca_param' = the whitened PCA parameterization alone",
+    )
     parser.add_argument("--param", default="fourier", choices=("raw", "fourier"))
-    parser.add_argument("--objective", default="logit", choices=("logit", "prob"),
-                        help="maximize the letter's logit (pre-softmax, default) or its probability")
+    parser.add_argument(
+        "--objective",
+        default="logit",
+        choices=("logit", "prob"),
+        help="maximize the letter's logit (pre-softmax, default) or its probability",
+    )
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-windows", type=int, default=800, help="real windows cut from the corpus")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 is fastest on a shared 2-core machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)"
+    )
     return parser.parse_args(argv)
 
 
@@ -93,7 +101,7 @@ def centre_logits(model, windows: np.ndarray, batch: int = 64) -> np.ndarray:
     t = fv.objectives.centre_frame(model, model.output_layer, windows.shape[-1])
     out = []
     for start in range(0, len(windows), batch):
-        logits, _ = model.logits(torch.as_tensor(windows[start:start + batch]))
+        logits, _ = model.logits(torch.as_tensor(windows[start : start + batch]))
         out.append(logits[:, :, t].cpu().numpy())
     return np.concatenate(out)
 
@@ -128,10 +136,14 @@ def main(argv=None) -> dict:
 
     nearest = NearestWindow(prior, fit)
     real_nearest = nearest(held[:100])
-    reference = {"distance_median": float(np.median(real_distance)),
-                 "distance_p95": float(np.quantile(real_distance, 0.95)),
-                 "nearest_distance_median": float(np.median(real_nearest)),
-                 "windows_fit": int(len(fit)), "windows_held_out": int(len(held)), "letters": {}}
+    reference = {
+        "distance_median": float(np.median(real_distance)),
+        "distance_p95": float(np.quantile(real_distance, 0.95)),
+        "nearest_distance_median": float(np.median(real_nearest)),
+        "windows_fit": int(len(fit)),
+        "windows_held_out": int(len(held)),
+        "letters": {},
+    }
     for letter in letters:
         k = symbols.index(letter)
         hits = predicted == k
@@ -148,54 +160,108 @@ def main(argv=None) -> dict:
         objective = fv.class_logit(letter) if args.objective == "logit" else fv.class_probability(letter)
         for name in sets:
             if name == "pca_param":
-                result = fv.render(model, objective, param="pca", prior=prior, steps=args.steps, lr=args.lr,
-                                   seed=args.seed, width=width)
+                result = fv.render(
+                    model,
+                    objective,
+                    param="pca",
+                    prior=prior,
+                    steps=args.steps,
+                    lr=args.lr,
+                    seed=args.seed,
+                    width=width,
+                )
             else:
-                result = fv.render(model, objective, param=args.param, regularizers=name, prior=prior,
-                                   steps=args.steps, lr=args.lr, seed=args.seed, width=width)
+                result = fv.render(
+                    model,
+                    objective,
+                    param=args.param,
+                    regularizers=name,
+                    prior=prior,
+                    steps=args.steps,
+                    lr=args.lr,
+                    seed=args.seed,
+                    width=width,
+                )
             grid.setdefault(name, {})[f"'{letter}'"] = result
-            runs.append({
-                "set": name, "target": letter,
-                "objective": result.objective,
-                "distance": float(prior.normalized_distance(result.features)),
-                "nearest_distance": float(nearest(result.features)[0]),
-                "probability": result.probability(letter),
-                "top_letter": result.top_letters(1)[0][0],
-                "total_variation": float(fv.total_variation(result.features)),
-                "high_frequency_energy": float(fv.high_frequency_energy(result.features)),
-                "rms": float(np.sqrt(np.mean(result.features.astype(np.float64) ** 2))),
-                "trace_first": float(result.trace[0]), "seconds": result.settings["seconds"],
-            })
+            runs.append(
+                {
+                    "set": name,
+                    "target": letter,
+                    "objective": result.objective,
+                    "distance": float(prior.normalized_distance(result.features)),
+                    "nearest_distance": float(nearest(result.features)[0]),
+                    "probability": result.probability(letter),
+                    "top_letter": result.top_letters(1)[0][0],
+                    "total_variation": float(fv.total_variation(result.features)),
+                    "high_frequency_energy": float(fv.high_frequency_energy(result.features)),
+                    "rms": float(np.sqrt(np.mean(result.features.astype(np.float64) ** 2))),
+                    "trace_first": float(result.trace[0]),
+                    "seconds": result.settings["seconds"],
+                }
+            )
 
     summary = {}
     for name in sets:
         rows = [r for r in runs if r["set"] == name]
-        summary[name] = {key: float(np.mean([r[key] for r in rows]))
-                         for key in ("objective", "distance", "nearest_distance", "probability", "total_variation",
-                                     "high_frequency_energy", "rms")}
+        summary[name] = {
+            key: float(np.mean([r[key] for r in rows]))
+            for key in (
+                "objective",
+                "distance",
+                "nearest_distance",
+                "probability",
+                "total_variation",
+                "high_frequency_energy",
+                "rms",
+            )
+        }
         summary[name]["top_is_target"] = float(np.mean([r["top_letter"] == r["target"] for r in rows]))
-    probs_where = [v["probability_mean_where_predicted"] for v in reference["letters"].values()
-                   if v["probability_mean_where_predicted"] is not None]
-    logits_where = [v["logit_mean_where_predicted"] for v in reference["letters"].values()
-                    if v["logit_mean_where_predicted"] is not None]
+    probs_where = [
+        v["probability_mean_where_predicted"]
+        for v in reference["letters"].values()
+        if v["probability_mean_where_predicted"] is not None
+    ]
+    logits_where = [
+        v["logit_mean_where_predicted"]
+        for v in reference["letters"].values()
+        if v["logit_mean_where_predicted"] is not None
+    ]
     ref_objective = logits_where if args.objective == "logit" else probs_where
-    ref_point = {"distance": reference["distance_median"],
-                 "objective": float(np.mean(ref_objective)) if ref_objective else None,
-                 "probability": float(np.mean(probs_where)) if probs_where else None}
+    ref_point = {
+        "distance": reference["distance_median"],
+        "objective": float(np.mean(ref_objective)) if ref_objective else None,
+        "probability": float(np.mean(probs_where)) if probs_where else None,
+    }
 
     args.out.mkdir(parents=True, exist_ok=True)
-    figure = save_figure(plot_naturalness(runs, ref_point, title=f"objective vs naturalness ({args.param}, "
-                                                                f"{args.steps} steps)"),
-                         args.out / "featvis_comparison.png")
-    inputs = save_figure(plot_optimal_inputs(grid, model.feature_config, title=f"letter-{args.objective} optima"),
-                         args.out / "featvis_comparison_inputs.png", svg=False)
+    figure = save_figure(
+        plot_naturalness(runs, ref_point, title=f"objective vs naturalness ({args.param}, {args.steps} steps)"),
+        args.out / "featvis_comparison.png",
+    )
+    inputs = save_figure(
+        plot_optimal_inputs(grid, model.feature_config, title=f"letter-{args.objective} optima"),
+        args.out / "featvis_comparison_inputs.png",
+        svg=False,
+    )
     result = {
-        "model": str(model_path), "data": str(data_path), "width": width, "letters": letters, "sets": sets,
-        "settings": {"objective": args.objective, "param": args.param, "steps": args.steps, "lr": args.lr,
-                     "seed": args.seed, "max_windows": args.max_windows, "prior_components": prior.n_components,
-                     "set_descriptions": {k: fv.REGULARIZATION_SETS.get(k, "whitened PCA parameterization")
-                                          for k in sets}},
-        "reference_real_windows": reference, "summary": summary, "runs": runs,
+        "model": str(model_path),
+        "data": str(data_path),
+        "width": width,
+        "letters": letters,
+        "sets": sets,
+        "settings": {
+            "objective": args.objective,
+            "param": args.param,
+            "steps": args.steps,
+            "lr": args.lr,
+            "seed": args.seed,
+            "max_windows": args.max_windows,
+            "prior_components": prior.n_components,
+            "set_descriptions": {k: fv.REGULARIZATION_SETS.get(k, "whitened PCA parameterization") for k in sets},
+        },
+        "reference_real_windows": reference,
+        "summary": summary,
+        "runs": runs,
         "figures": [str(figure[0]), str(inputs[0])],
         "seconds": round(time.perf_counter() - began, 1),
     }
@@ -209,5 +275,4 @@ if __name__ == "__main__":
     except InputError as exc:
         print(f"featvis_comparison: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(to_json({"summary": out["summary"], "reference": out["reference_real_windows"],
-                   "seconds": out["seconds"]}))
+    print(to_json({"summary": out["summary"], "reference": out["reference_real_windows"], "seconds": out["seconds"]}))

@@ -35,9 +35,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome")
@@ -76,6 +77,7 @@ def find_chromium() -> str | None:
 
 
 # --------------------------------------------------------------------------- HTTP server
+
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     """Static files; requests are recorded on the server instead of printed."""
@@ -122,6 +124,7 @@ def serve_directory(directory: str | os.PathLike) -> Iterator[tuple[str, _Server
 
 
 # --------------------------------------------------------------------------- WebSocket
+
 
 class WebSocketError(ConnectionError):
     pass
@@ -230,6 +233,7 @@ def _xor(data: bytes, mask: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- DevTools
 
+
 class DevToolsError(RuntimeError):
     pass
 
@@ -248,7 +252,7 @@ class DevTools:
             raise TimeoutError
         try:
             return json.loads(self.ws.recv(timeout=remaining))
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise TimeoutError from exc
 
     def call(self, method: str, params: dict | None = None, timeout: float = 20.0) -> dict:
@@ -297,8 +301,9 @@ class DevTools:
 class Chromium:
     """A headless Chromium with a throw-away profile; one page driven over DevTools."""
 
-    def __init__(self, executable: str | None = None, startup_timeout: float = 30.0,
-                 width: int = 1280, height: int = 900) -> None:
+    def __init__(
+        self, executable: str | None = None, startup_timeout: float = 30.0, width: int = 1280, height: int = 900
+    ) -> None:
         self.executable = executable or find_chromium()
         if not self.executable:
             raise FileNotFoundError("no Chromium found (install the Debian package `chromium`)")
@@ -309,7 +314,7 @@ class Chromium:
         self.ws: WebSocket | None = None
         self.devtools: DevTools | None = None
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self.start()
         return self
 
@@ -321,9 +326,18 @@ class Chromium:
         log = open(self.profile / "chromium-stderr.log", "wb")  # noqa: SIM115 - closed below
         try:
             self.process = subprocess.Popen(
-                [self.executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile / 'profile'}",
-                 "--remote-debugging-port=0", f"--window-size={self.width},{self.height}", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                [
+                    self.executable,
+                    *CHROMIUM_FLAGS,
+                    f"--user-data-dir={self.profile / 'profile'}",
+                    "--remote-debugging-port=0",
+                    f"--window-size={self.width},{self.height}",
+                    "about:blank",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -336,8 +350,10 @@ class Chromium:
         self.devtools = DevTools(self.ws)
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.devtools.call(f"{domain}.enable")
-        self.devtools.call("Emulation.setDeviceMetricsOverride", {
-            "width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        self.devtools.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def _stderr_tail(self) -> str:
         try:
@@ -358,8 +374,9 @@ class Chromium:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 return int(port_file.read_text().split()[0])
             time.sleep(0.05)
-        raise RuntimeError(f"{self.executable}: no DevTools port after {self.startup_timeout:.0f} s:\n"
-                           f"{self._stderr_tail()}")
+        raise RuntimeError(
+            f"{self.executable}: no DevTools port after {self.startup_timeout:.0f} s:\n{self._stderr_tail()}"
+        )
 
     def _page_socket_url(self, port: int) -> str:
         deadline = time.monotonic() + self.startup_timeout
@@ -396,8 +413,9 @@ class Chromium:
             shutil.rmtree(self.profile, ignore_errors=True)
         self.devtools = self.ws = self.process = None
 
-    def check_page(self, url: str, screenshot: str | os.PathLike | None = None,
-                   timeout: float = 20.0, settle: float = 0.3) -> "PageReport":
+    def check_page(
+        self, url: str, screenshot: str | os.PathLike | None = None, timeout: float = 20.0, settle: float = 0.3
+    ) -> PageReport:
         """Load ``url``, wait for images and audio metadata, and report what failed."""
         dt = self.devtools
         assert dt is not None, "call start() first"
@@ -406,9 +424,11 @@ class Chromium:
         if result.get("errorText"):
             raise DevToolsError(f"{url}: navigation failed: {result['errorText']}")
         dt.wait_event("Page.loadEventFired", timeout=timeout, since=first_event)
-        evaluated = dt.call("Runtime.evaluate", {
-            "expression": _CHECK_SCRIPT, "awaitPromise": True, "returnByValue": True,
-            "timeout": int(timeout * 1000)}, timeout=timeout + 5)
+        evaluated = dt.call(
+            "Runtime.evaluate",
+            {"expression": _CHECK_SCRIPT, "awaitPromise": True, "returnByValue": True, "timeout": int(timeout * 1000)},
+            timeout=timeout + 5,
+        )
         if "exceptionDetails" in evaluated:
             raise DevToolsError(f"page check script failed: {evaluated['exceptionDetails']}")
         facts = evaluated["result"]["value"]
@@ -425,10 +445,16 @@ class Chromium:
         assert dt is not None
         metrics = dt.call("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
-        clip = {"x": 0, "y": 0, "width": max(1, int(size["width"])),
-                "height": max(1, min(int(size["height"]), max_height)), "scale": 1}
-        shot = dt.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip},
-                       timeout=30)
+        clip = {
+            "x": 0,
+            "y": 0,
+            "width": max(1, int(size["width"])),
+            "height": max(1, min(int(size["height"]), max_height)),
+            "scale": 1,
+        }
+        shot = dt.call(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}, timeout=30
+        )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
@@ -562,8 +588,12 @@ def _collect_errors(report: PageReport, events: list[dict]) -> None:
             report.failed_requests.append(f"{params.get('errorText', '')} {url}".strip())
 
 
-def check_report(out_dir: str | os.PathLike, screenshot: str | os.PathLike | None = None,
-                 page: str = "index.html", executable: str | None = None) -> PageReport:
+def check_report(
+    out_dir: str | os.PathLike,
+    screenshot: str | os.PathLike | None = None,
+    page: str = "index.html",
+    executable: str | None = None,
+) -> PageReport:
     """Serve ``out_dir`` on 127.0.0.1, open ``page`` in headless Chromium and report."""
     with serve_directory(out_dir) as (base, _server), Chromium(executable) as browser:
         return browser.check_page(base + page, screenshot=screenshot)

@@ -20,15 +20,50 @@ import soundfile as sf
 #: (speaker, chapter, index, raw transcript, normalized text, seconds, MFA phone intervals or None)
 #: Intervals are (start, end, label) with MFA labels; "" and "sp" are silences, "spn" noise.
 TINY_UTTERANCES = (
-    ("19", "198", 0, "HELLO WORLD", "hello world", 0.90,
-     [(0.0, 0.1, ""), (0.1, 0.2, "HH"), (0.2, 0.3, "AH0"), (0.3, 0.4, "L"), (0.4, 0.5, "OW1"),
-      (0.5, 0.55, "sp"), (0.55, 0.6, ""), (0.6, 0.7, "W"), (0.7, 0.8, "ER1"), (0.8, 0.85, "L"),
-      (0.85, 0.9, "D")]),
+    (
+        "19",
+        "198",
+        0,
+        "HELLO WORLD",
+        "hello world",
+        0.90,
+        [
+            (0.0, 0.1, ""),
+            (0.1, 0.2, "HH"),
+            (0.2, 0.3, "AH0"),
+            (0.3, 0.4, "L"),
+            (0.4, 0.5, "OW1"),
+            (0.5, 0.55, "sp"),
+            (0.55, 0.6, ""),
+            (0.6, 0.7, "W"),
+            (0.7, 0.8, "ER1"),
+            (0.8, 0.85, "L"),
+            (0.85, 0.9, "D"),
+        ],
+    ),
     ("19", "198", 1, "IT'S A TONE", "it's a tone", 0.50, None),
-    ("19", "227", 2, "Numbers: 2 dogs!", "numbers two dogs", 1.25,
-     [(0.0, 0.2, "sil"), (0.2, 0.3, "N"), (0.3, 0.4, "AH1"), (0.4, 0.5, "M"), (0.5, 0.6, "B"),
-      (0.6, 0.7, "ER0"), (0.7, 0.8, "Z"), (0.8, 0.9, "spn"), (0.9, 1.0, "D"), (1.0, 1.1, "AO1"),
-      (1.1, 1.2, "G"), (1.2, 1.25, "Z")]),
+    (
+        "19",
+        "227",
+        2,
+        "Numbers: 2 dogs!",
+        "numbers two dogs",
+        1.25,
+        [
+            (0.0, 0.2, "sil"),
+            (0.2, 0.3, "N"),
+            (0.3, 0.4, "AH1"),
+            (0.4, 0.5, "M"),
+            (0.5, 0.6, "B"),
+            (0.6, 0.7, "ER0"),
+            (0.7, 0.8, "Z"),
+            (0.8, 0.9, "spn"),
+            (0.9, 1.0, "D"),
+            (1.0, 1.1, "AO1"),
+            (1.1, 1.2, "G"),
+            (1.2, 1.25, "Z"),
+        ],
+    ),
     ("84", "121", 3, "HELLO WORLD", "hello world", 0.70, None),
     ("84", "121", 4, "SILENCE IS GOLDEN", "silence is golden", 1.50, None),
     ("103", "1240", 5, "A LONGER TONE FOR BUCKETING", "a longer tone for bucketing", 2.00, None),
@@ -64,16 +99,39 @@ def _signal(index: int, seconds: float, sample_rate: int) -> np.ndarray:
 
 
 def _textgrid_text(intervals, xmax: float) -> str:
-    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0", f"xmax = {xmax}",
-             "tiers? <exists>", "size = 2", "item []:",
-             "    item [1]:", '        class = "IntervalTier"', '        name = "words"', "        xmin = 0",
-             f"        xmax = {xmax}", "        intervals: size = 1", "        intervals [1]:",
-             "            xmin = 0", f"            xmax = {xmax}", '            text = "words here"',
-             "    item [2]:", '        class = "IntervalTier"', '        name = "phones"', "        xmin = 0",
-             f"        xmax = {xmax}", f"        intervals: size = {len(intervals)}"]
+    lines = [
+        'File type = "ooTextFile"',
+        'Object class = "TextGrid"',
+        "",
+        "xmin = 0",
+        f"xmax = {xmax}",
+        "tiers? <exists>",
+        "size = 2",
+        "item []:",
+        "    item [1]:",
+        '        class = "IntervalTier"',
+        '        name = "words"',
+        "        xmin = 0",
+        f"        xmax = {xmax}",
+        "        intervals: size = 1",
+        "        intervals [1]:",
+        "            xmin = 0",
+        f"            xmax = {xmax}",
+        '            text = "words here"',
+        "    item [2]:",
+        '        class = "IntervalTier"',
+        '        name = "phones"',
+        "        xmin = 0",
+        f"        xmax = {xmax}",
+        f"        intervals: size = {len(intervals)}",
+    ]
     for i, (start, end, label) in enumerate(intervals, 1):
-        lines += [f"        intervals [{i}]:", f"            xmin = {start}", f"            xmax = {end}",
-                  f'            text = "{label}"']
+        lines += [
+            f"        intervals [{i}]:",
+            f"            xmin = {start}",
+            f"            xmax = {end}",
+            f'            text = "{label}"',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -93,8 +151,9 @@ def expected_phones(intervals):
     return tuple(out)
 
 
-def build_tiny_corpus(root: Path, audio_format: str = "flac", textgrids_beside_audio: bool = True,
-                      sample_rate: int = 16000) -> TinyCorpus:
+def build_tiny_corpus(
+    root: Path, audio_format: str = "flac", textgrids_beside_audio: bool = True, sample_rate: int = 16000
+) -> TinyCorpus:
     """Write the ``TINY_UTTERANCES`` corpus under ``root`` and return it with the expected records."""
     from asr_introspect.corpus import Utterance
 

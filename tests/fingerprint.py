@@ -47,8 +47,13 @@ def array_fingerprint(array: np.ndarray) -> dict | None:
     x = np.asarray(array, dtype=np.float64).reshape(-1)
     finite = np.where(np.isfinite(x), x, 0.0)
     picks = np.unique(np.linspace(0, max(x.size - 1, 0), num=min(16, x.size)).astype(np.int64)) if x.size else []
-    return {"shape": list(array.shape), "nan": int(np.isnan(x).sum()), "sum": float(finite.sum()),
-            "abs": float(np.abs(finite).sum()), "values": [float(v) if math.isfinite(v) else None for v in x[picks]]}
+    return {
+        "shape": list(array.shape),
+        "nan": int(np.isnan(x).sum()),
+        "sum": float(finite.sum()),
+        "abs": float(np.abs(finite).sum()),
+        "values": [float(v) if math.isfinite(v) else None for v in x[picks]],
+    }
 
 
 def npz_fingerprint(path: Path) -> dict[str, dict]:
@@ -60,8 +65,10 @@ def fingerprint(out_dir: Path, npz_glob: str = "**/*.npz") -> dict:
     """Fingerprint of a results folder: ``summary.json`` numbers (if any) and every npz under it."""
     out_dir = Path(out_dir)
     summary = out_dir / "summary.json"
-    result = {"summary": summary_numbers(json.loads(summary.read_text())) if summary.is_file() else {},
-              "arrays": {str(p.relative_to(out_dir)): npz_fingerprint(p) for p in sorted(out_dir.glob(npz_glob))}}
+    result = {
+        "summary": summary_numbers(json.loads(summary.read_text())) if summary.is_file() else {},
+        "arrays": {str(p.relative_to(out_dir)): npz_fingerprint(p) for p in sorted(out_dir.glob(npz_glob))},
+    }
     return result
 
 
@@ -71,8 +78,14 @@ def _close(a, b, rtol: float, atol: float) -> bool:
     return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
 
 
-def compare(reference: dict, actual: dict, rtol: float = 1e-4, atol: float = 1e-5,
-            summary_rtol: float = 1e-3, summary_atol: float = 1e-3) -> list[str]:
+def compare(
+    reference: dict,
+    actual: dict,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    summary_rtol: float = 1e-3,
+    summary_atol: float = 1e-3,
+) -> list[str]:
     """Differences between two fingerprints, one line each (empty: the same within tolerance)."""
     problems = []
     ref_s, act_s = reference.get("summary", {}), actual.get("summary", {})
@@ -99,8 +112,9 @@ def compare(reference: dict, actual: dict, rtol: float = 1e-4, atol: float = 1e-
                 bad = [i for i, (x, y) in enumerate(zip(r["values"], a["values"])) if not _close(x, y, rtol * 10, atol)]
                 if bad:
                     i = bad[0]
-                    problems.append(f"{name}[{key}]: {len(bad)} sampled values differ, e.g. {r['values'][i]} -> "
-                                    f"{a['values'][i]}")
+                    problems.append(
+                        f"{name}[{key}]: {len(bad)} sampled values differ, e.g. {r['values'][i]} -> {a['values'][i]}"
+                    )
     return problems
 
 

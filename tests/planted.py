@@ -8,8 +8,7 @@ from torch import nn
 from asr_introspect.models import build_model
 
 
-def planted_model(seed: int = 0, bn_bias_std: float = 0.3, conv_bias_std: float | None = None,
-                  dtype=torch.float64):
+def planted_model(seed: int = 0, bn_bias_std: float = 0.3, conv_bias_std: float | None = None, dtype=torch.float64):
     """``build_model("tiny")`` in eval mode with random BatchNorm statistics/biases (and conv biases)."""
     torch.manual_seed(seed)
     model = build_model("tiny")

@@ -8,5 +8,7 @@ import pytest
 
 from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL
 
-requires_shipped = pytest.mark.skipif(not DEFAULT_MODEL.is_file() or not DEFAULT_CORPUS.is_dir(),
-                                      reason="the shipped default model / evaluation corpus is not installed")
+requires_shipped = pytest.mark.skipif(
+    not DEFAULT_MODEL.is_file() or not DEFAULT_CORPUS.is_dir(),
+    reason="the shipped default model / evaluation corpus is not installed",
+)

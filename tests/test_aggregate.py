@@ -19,11 +19,11 @@ from asr_introspect.aggregate import (
     GroupStats,
     WindowStats,
     group_stats,
+    kernels,
     specificity,
     variance_decomposition,
     windowed_sums,
 )
-from asr_introspect.aggregate import kernels
 from asr_introspect.io import load_npz, save_npz
 
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -119,7 +119,7 @@ def staging_tolerance(values, labels, n_groups, weights=None):
     (K + 2) * 2**-24 of the absolute values added (x, then w x and w x**2 rounded once more)."""
     if np.asarray(values).dtype == np.float64:
         return None
-    eps = (kernels._STAGE_FRAMES + 2) * 2.0 ** -24
+    eps = (kernels._STAGE_FRAMES + 2) * 2.0**-24
     w = None if weights is None else np.abs(weights)
     abs_sums, abs_sq = ref_group_stats(np.abs(values), labels, n_groups, w)[:2]
     return eps * abs_sums, eps * abs_sq
@@ -235,8 +235,9 @@ def test_group_stats_non_contiguous_torch_and_dtypes():
     want = ref_group_stats(values, labels, 3)[:3]
     tol = staging_tolerance(values, labels, 3)
     assert_stats_equal(group_stats(values, labels, 3), want, tol)
-    assert_stats_equal(group_stats(torch.from_numpy(np.ascontiguousarray(values)), torch.from_numpy(labels), 3),
-                       want, tol)
+    assert_stats_equal(
+        group_stats(torch.from_numpy(np.ascontiguousarray(values)), torch.from_numpy(labels), 3), want, tol
+    )
     assert_stats_equal(group_stats(values.astype(np.float64), labels, 3), want)
 
 
@@ -515,9 +516,7 @@ def test_window_stats_streaming_utterances_roundtrip(tmp_path):
         all_centers.append(centers)
         all_labels.append(labels)
     # reference: each utterance separately (windows never cross utterances)
-    want = sum(
-        np.asarray(ref_windowed(f, c, l, 3, 6, "pad")[0]) for f, c, l in zip(all_feats, all_centers, all_labels)
-    )
+    want = sum(np.asarray(ref_windowed(f, c, l, 3, 6, "pad")[0]) for f, c, l in zip(all_feats, all_centers, all_labels))
     np.testing.assert_allclose(stats.sums, want, **CLOSE)
     save_npz(tmp_path / "w.npz", **stats.to_dict())
     back = WindowStats.from_dict(load_npz(tmp_path / "w.npz"))

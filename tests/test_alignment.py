@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from asr_introspect.alignment import (
+    PhoneTimeline,
     TokenSpan,
     UtteranceAlignment,
     estimate_shift,
@@ -10,7 +11,6 @@ from asr_introspect.alignment import (
     frame_times,
     letter_labels,
     min_frames_for,
-    PhoneTimeline,
     phone_labels,
     shift_labels,
     token_spans,
@@ -133,7 +133,7 @@ def test_estimate_shift_measures_a_planted_delay():
             spans.append(TokenSpan(a.encode(" ")[0], first + len(word) + 1, first + len(word) + 2))
     path = np.zeros(n_out, dtype=np.int64)
     for span in spans:
-        path[span.start:span.end] = span.token
+        path[span.start : span.end] = span.token
     assert token_spans(path) == spans
     utt = Utterance("u", "s", "u.flac", " ".join(words), phones=tuple(phones))
     report = estimate_shift([UtteranceAlignment(utt, path, path, spans, 200)], fm, fc, "conv11")
@@ -187,11 +187,25 @@ def test_align_cli_writes_labels_and_shift_report(tmp_path):
     torch.manual_seed(0)
     model = build_model("tiny").eval()
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", model)
-    utts = _noise_corpus(tmp_path, ["a b", "hello", "a cab"]) + \
-        [Utterance("long", "s", tmp_path / "n0.wav", "this transcript is far too long for the clip")]
+    utts = _noise_corpus(tmp_path, ["a b", "hello", "a cab"]) + [
+        Utterance("long", "s", tmp_path / "n0.wav", "this transcript is far too long for the clip")
+    ]
     save_manifest(utts, tmp_path / "manifest.jsonl")
-    code = main(["align", "--model", str(ckpt), "--data", str(tmp_path / "manifest.jsonl"),
-                 "--out", str(tmp_path / "out"), "--layers", "input,conv5", "--quiet", "--json"])
+    code = main(
+        [
+            "align",
+            "--model",
+            str(ckpt),
+            "--data",
+            str(tmp_path / "manifest.jsonl"),
+            "--out",
+            str(tmp_path / "out"),
+            "--layers",
+            "input,conv5",
+            "--quiet",
+            "--json",
+        ]
+    )
     assert code == 0
     labels = load_npz(tmp_path / "out" / "labels.npz")
     assert labels["ids"].tolist() == ["n0", "n1", "n2"]

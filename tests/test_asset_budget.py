@@ -30,8 +30,11 @@ def binary_blob_sizes(rev: str = "HEAD") -> dict[str, int]:
     wanted = [line for line in objects.splitlines() if line.lower().endswith(BINARY_SUFFIXES)]
     if not wanted:
         return {}
-    batch = _git("cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)",
-                 stdin="\n".join(line.split(" ", 1)[0] for line in wanted) + "\n")
+    batch = _git(
+        "cat-file",
+        "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+        stdin="\n".join(line.split(" ", 1)[0] for line in wanted) + "\n",
+    )
     return {name: int(size) for name, kind, size in (line.split() for line in batch.splitlines()) if kind == "blob"}
 
 

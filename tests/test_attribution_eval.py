@@ -9,16 +9,20 @@ import copy
 import numpy as np
 import pytest
 import torch
+from planted import planted_model as _planted
 from scipy.stats import spearmanr
+from shipped import requires_shipped
 
 from asr_introspect.attribution import attribute, conv_stack
 from asr_introspect.attribution.evaluation import (
-    auc, faithfulness, perturbation_curves, randomization_test, randomize_stack, rank_correlation,
+    auc,
+    faithfulness,
+    perturbation_curves,
+    randomization_test,
+    randomize_stack,
+    rank_correlation,
 )
 from asr_introspect.defaults import DEFAULT_CORPUS
-from shipped import requires_shipped
-from planted import planted_model as _planted
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,7 +98,7 @@ def test_curves_are_exact_full_utterance_scores(unit):
         assert insertion.curves[i, -1] == pytest.approx(deletion.curves[i, 0], abs=1e-9)
         # an intermediate step: delete the top half of the units in the full utterance by hand
         lo, hi = attr.input_range(i)
-        rel = attr.crops()[i][:, lo - attr.offsets[i]:hi - attr.offsets[i]]
+        rel = attr.crops()[i][:, lo - attr.offsets[i] : hi - attr.offsets[i]]
         deleted = x.clone()
         if unit == "frame":
             scores = rel.sum(0)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from planted import planted_model as _planted
 
 from asr_introspect.attribution import CropGeometry, attribute, conv_stack, crop_logits
 from asr_introspect.attribution.frames import select_frames, select_targets
 from asr_introspect.errors import InputError
 from asr_introspect.models import build_model, save_checkpoint
-from planted import planted_model as _planted
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,8 +58,9 @@ def test_offsets_follow_the_frame_map():
         assert result.input_range(i) == fm.input_range(model.output_layer, int(t), 150)
 
 
-@pytest.mark.parametrize("method", ["lrp-epsilon-gamma-box", "guided-backprop", "grad-cam:conv7",
-                                    "integrated-gradients"])
+@pytest.mark.parametrize(
+    "method", ["lrp-epsilon-gamma-box", "guided-backprop", "grad-cam:conv7", "integrated-gradients"]
+)
 def test_all_frames_batched_equal_frame_by_frame(method):
     model = planted_model()
     x = features(120)
@@ -68,7 +69,7 @@ def test_all_frames_batched_equal_frame_by_frame(method):
     chunked = attribute(model, x, method, frames="all", crop=True, chunk_size=7, **options)
     np.testing.assert_allclose(chunked.relevance, batched.relevance, rtol=1e-12, atol=1e-14)
     for t in (0, 1, 29, 58, 59):
-        single = attribute(model, x, method, frames=t, target=batched.targets[t:t + 1], crop=True, **options)
+        single = attribute(model, x, method, frames=t, target=batched.targets[t : t + 1], crop=True, **options)
         np.testing.assert_allclose(single.relevance[0], batched.relevance[t], rtol=1e-12, atol=1e-14)
 
 
@@ -79,7 +80,7 @@ def test_single_frames_match_full_utterance_autograd():
     result = attribute(model, x, "sensitivity", frames=[0, 1, 2, 33, 63, 64, 65])
     for i, (t, c) in enumerate(zip(result.frames, result.targets)):
         inp = x[None].clone().requires_grad_(True)
-        grad, = torch.autograd.grad(model.module(inp)[0, c, t], inp)
+        (grad,) = torch.autograd.grad(model.module(inp)[0, c, t], inp)
         np.testing.assert_allclose(result.relevance[i], grad[0].numpy(), rtol=1e-9, atol=1e-13)
 
 
@@ -167,8 +168,24 @@ def test_cli_attribute(tmp_path):
     audio = (0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32)
     sf.write(tmp_path / "tone.wav", audio, rate)
     out = tmp_path / "out"
-    code = main(["attribute", str(tmp_path / "tone.wav"), "--model", str(checkpoint), "--method", "lrp-epsilon",
-                 "--frames", "0,3:5", "--out", str(out), "--figures", "2", "--quiet", "--json"])
+    code = main(
+        [
+            "attribute",
+            str(tmp_path / "tone.wav"),
+            "--model",
+            str(checkpoint),
+            "--method",
+            "lrp-epsilon",
+            "--frames",
+            "0,3:5",
+            "--out",
+            str(out),
+            "--figures",
+            "2",
+            "--quiet",
+            "--json",
+        ]
+    )
     assert code == 0
     arrays = load_npz(out / "relevance.npz")
     assert arrays["relevance"].shape == (3, 64, 194) and arrays["frames"].tolist() == [0, 3, 4]
@@ -180,9 +197,49 @@ def test_cli_attribute(tmp_path):
     assert not (out / "frame_00004.png").exists() and (out / "overview.png").is_file()
 
     (tmp_path / "broken.wav").write_bytes(b"not audio")
-    assert main(["attribute", str(tmp_path / "broken.wav"), "--model", str(checkpoint), "--out",
-                 str(tmp_path / "o2"), "--quiet"]) == 2
-    assert main(["attribute", str(tmp_path / "tone.wav"), "--model", str(checkpoint), "--out",
-                 str(tmp_path / "o3"), "--frames", "1,x", "--quiet"]) == 2
-    assert main(["attribute", str(tmp_path / "tone.wav"), "--model", str(checkpoint), "--out",
-                 str(tmp_path / "o4"), "--method", "lrp-nothing", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "attribute",
+                str(tmp_path / "broken.wav"),
+                "--model",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o2"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "attribute",
+                str(tmp_path / "tone.wav"),
+                "--model",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o3"),
+                "--frames",
+                "1,x",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "attribute",
+                str(tmp_path / "tone.wav"),
+                "--model",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o4"),
+                "--method",
+                "lrp-nothing",
+                "--quiet",
+            ]
+        )
+        == 2
+    )

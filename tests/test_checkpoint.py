@@ -17,10 +17,10 @@ from asr_introspect.errors import CheckpointError
 from asr_introspect.features import FeatureConfig
 from asr_introspect.models import (
     FORMAT_VERSION,
+    NF4,
     ASRModel,
     build_model,
     load_checkpoint,
-    NF4,
     quantize_int8,
     quantize_nf4,
     read_checkpoint_info,
@@ -146,8 +146,9 @@ def test_nf4_codes_are_the_nearest_level_per_group() -> None:
     assert not got[1].any()
     # the NF4 levels: 16 ascending values in [-1, 1] with an exact 0 (QLoRA's table)
     assert NF4_LEVELS.shape == (16,) and (NF4_LEVELS.diff() > 0).all() and 0.0 in NF4_LEVELS
-    torch.testing.assert_close(NF4_LEVELS[[0, 6, 8, 14, 15]], torch.tensor([-1.0, -0.0911, 0.0796, 0.7230, 1.0]),
-                               rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        NF4_LEVELS[[0, 6, 8, 14, 15]], torch.tensor([-1.0, -0.0911, 0.0796, 0.7230, 1.0]), rtol=0, atol=1e-4
+    )
 
 
 def test_round_trip_nf4(saved, tmp_path: Path) -> None:
@@ -199,16 +200,18 @@ def test_round_trip_nf4(saved, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=rf"unlisted.safetensors: {output}@scale does not belong to nf4"):
         load_checkpoint(unlisted)
     # one that lists an nf4 weight as int8
-    listed = rewrite_header(path4, tmp_path / "listed.safetensors",
-                            lambda c: c["nf4"].update(int8=[output, "blocks.conv1.conv.weight"]))
+    listed = rewrite_header(
+        path4, tmp_path / "listed.safetensors", lambda c: c["nf4"].update(int8=[output, "blocks.conv1.conv.weight"])
+    )
     with pytest.raises(CheckpointError, match=r"listed.safetensors: blocks.conv1.conv.weight@scale .* an int8"):
         load_checkpoint(listed)
 
 
 def test_round_trip_custom_module(tmp_path: Path) -> None:
     def make() -> nn.Sequential:
-        return nn.Sequential(nn.Conv1d(10, 12, 3, padding=1), nn.BatchNorm1d(12), nn.ReLU(),
-                             nn.Conv1d(12, 29, 2, stride=2))
+        return nn.Sequential(
+            nn.Conv1d(10, 12, 3, padding=1), nn.BatchNorm1d(12), nn.ReLU(), nn.Conv1d(12, 29, 2, stride=2)
+        )
 
     torch.manual_seed(3)
     fc = FeatureConfig(n_mels=10)

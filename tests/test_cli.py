@@ -30,8 +30,22 @@ def test_eval_prints_one_json_object_last(tiny_ckpt, tiny_corpus, capsys):
 
 def test_eval_speakers_selects_utterances(tiny_ckpt, tiny_corpus, capsys):
     speaker = tiny_corpus.expected[0].speaker
-    assert main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--json", "--quiet",
-                 "--speakers", speaker]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_ckpt),
+                "--data",
+                str(tiny_corpus.root),
+                "--json",
+                "--quiet",
+                "--speakers",
+                speaker,
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["speakers"] == speaker
     assert summary["utterances"] == sum(u.speaker == speaker for u in tiny_corpus.expected) < len(tiny_corpus.expected)
@@ -41,8 +55,7 @@ def test_eval_out_has_per_speaker_rates(tiny_ckpt, tiny_corpus, tmp_path, capsys
     from asr_introspect.decoding import error_rates
 
     out = tmp_path / "eval.json"
-    assert main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--quiet",
-                 "--out", str(out)]) == 0
+    assert main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--quiet", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     speakers = {u.speaker for u in tiny_corpus.expected}
     assert set(report["per_speaker"]) == speakers
@@ -63,13 +76,16 @@ def test_transcribe_json(tiny_ckpt, tiny_corpus, capsys):
     assert summary["transcripts"][0]["audio"] == audio
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["transcribe", "{ckpt}", "/nonexistent/clip.wav"], "/nonexistent/clip.wav"),
-    (["eval", "--data", "/nonexistent/corpus"], "/nonexistent/corpus"),
-    (["align", "--data", "{corpus}", "--out", "{tmp}/a", "--layers", "conv99"], "conv99"),
-    (["eval", "--model", "{tmp}/missing.safetensors", "--data", "{corpus}"], "missing.safetensors"),
-    (["eval", "--data", "{corpus}", "--speakers", "nobody*"], "no speaker matches 'nobody*'"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["transcribe", "{ckpt}", "/nonexistent/clip.wav"], "/nonexistent/clip.wav"),
+        (["eval", "--data", "/nonexistent/corpus"], "/nonexistent/corpus"),
+        (["align", "--data", "{corpus}", "--out", "{tmp}/a", "--layers", "conv99"], "conv99"),
+        (["eval", "--model", "{tmp}/missing.safetensors", "--data", "{corpus}"], "missing.safetensors"),
+        (["eval", "--data", "{corpus}", "--speakers", "nobody*"], "no speaker matches 'nobody*'"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(argv, fragment, tiny_ckpt, tiny_corpus, tmp_path):
     argv = [a.format(ckpt=tiny_ckpt, corpus=tiny_corpus.root, tmp=tmp_path) for a in argv]
     if argv[0] == "transcribe":
@@ -124,12 +140,27 @@ def test_eval_workflow_returns_what_the_cli_prints(tiny_ckpt, tiny_corpus, capsy
     model, utterances, model_path, data_path = load_model_and_corpus(tiny_ckpt, tiny_corpus.root)
     run = evaluate_corpus(model, utterances, limit=3, model_path=model_path, data_path=data_path)
     assert run.evaluation["utterances"] == len(run.utterances) == 3
-    assert main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--limit", "3", "--json",
-                 "--quiet"]) == 0
+    assert (
+        main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--limit", "3", "--json", "--quiet"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(run.summary))
 
 
 def test_demo_rejects_an_unknown_family_before_loading(tmp_path, capsys):
-    assert main(["demo", "--only", "az", "--model", str(tmp_path / "missing.safetensors"), "--out",
-                 str(tmp_path / "demo"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "demo",
+                "--only",
+                "az",
+                "--model",
+                str(tmp_path / "missing.safetensors"),
+                "--out",
+                str(tmp_path / "demo"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "--only: unknown figure family 'z'" in capsys.readouterr().err

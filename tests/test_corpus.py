@@ -17,6 +17,7 @@ from asr_introspect.corpus import (
     PhoneSegment,
     Utterance,
     batch_plan,
+    filter_speakers,
     iterate_batches,
     load_corpus,
     load_manifest,
@@ -27,7 +28,6 @@ from asr_introspect.corpus import (
     scan_librispeech,
     split_by_speaker,
     split_by_text,
-    filter_speakers,
     write_textgrid,
 )
 from asr_introspect.corpus.text_sources import fortune_sentences, is_plain_sentence, split_sentences
@@ -78,8 +78,9 @@ def test_missing_transcript_lines_and_audio_are_skipped_with_reasons(tiny_corpus
     corpus = tiny_corpus_factory()
     trans = corpus.root / "84" / "121" / "84-121.trans.txt"
     lines = trans.read_text().splitlines()
-    trans.write_text("\n".join(l for l in lines if not l.startswith("84-121-0003"))
-                     + "\n84-121-0099 A LINE WITHOUT AUDIO\n")
+    trans.write_text(
+        "\n".join(l for l in lines if not l.startswith("84-121-0003")) + "\n84-121-0099 A LINE WITHOUT AUDIO\n"
+    )
     (corpus.root / "103" / "1240" / "103-1240.trans.txt").unlink()
     bad = corpus.root / "19" / "198" / "19-198.trans.txt"
     bad.write_text(bad.read_text().replace("IT'S A TONE", "IT'S A TONE \u65e5\u672c"))
@@ -105,18 +106,34 @@ def test_index_librispeech_script_reports_skips(tiny_corpus_factory, mfa_textgri
     corpus = tiny_corpus_factory(textgrids_beside_audio=False)
     mfa_textgrids(tmp_path / "tg", "speaker")
     (corpus.root / "19" / "198" / "19-198-0009.flac").write_bytes(b"")  # audio without a transcript line
-    proc = subprocess.run([sys.executable, str(REPO / "data_prep" / "index_librispeech.py"), str(corpus.root),
-                           "--textgrids", str(tmp_path / "tg"), "--json", "--quiet"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "data_prep" / "index_librispeech.py"),
+            str(corpus.root),
+            "--textgrids",
+            str(tmp_path / "tg"),
+            "--json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["utterances"] == 7 and report["with_phones"] == 2 and report["skipped"] == 1
     assert report["skipped_items"][0]["id"] == "19-198-0009"
     assert "skipped 1" in proc.stdout
     assert load_manifest(report["manifest"]) == [
-        Utterance(u.id, u.speaker, u.audio_path.resolve(), u.text, u.phones, u.duration) for u in corpus.expected]
-    bad = subprocess.run([sys.executable, str(REPO / "data_prep" / "index_librispeech.py"), str(tmp_path / "x")],
-                         capture_output=True, text=True, timeout=120)
+        Utterance(u.id, u.speaker, u.audio_path.resolve(), u.text, u.phones, u.duration) for u in corpus.expected
+    ]
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "data_prep" / "index_librispeech.py"), str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "not found" in bad.stderr
 
 
@@ -169,8 +186,12 @@ Object class = "TextGrid"
 "sil"
 '''
 
-EXPECTED_SHORT = [PhoneSegment("sil", 0.0, 0.1), PhoneSegment("hh", 0.1, 0.3), PhoneSegment("ay", 0.3, 0.5),
-                  PhoneSegment("sil", 0.6, 0.9)]
+EXPECTED_SHORT = [
+    PhoneSegment("sil", 0.0, 0.1),
+    PhoneSegment("hh", 0.1, 0.3),
+    PhoneSegment("ay", 0.3, 0.5),
+    PhoneSegment("sil", 0.6, 0.9),
+]
 
 
 def test_textgrid_short_format_utf8_and_utf16(tmp_path):
@@ -202,17 +223,22 @@ def test_textgrid_tier_choice(tmp_path):
     (tmp_path / "d.TextGrid").write_text(body)
     with pytest.raises(CorpusError, match="d.TextGrid.*'Q9'"):
         read_textgrid(tmp_path / "d.TextGrid")
-    (tmp_path / "e.TextGrid").write_text("File type = \"ooTextFile\"\nObject class = \"TextGrid\"\n0\n")
+    (tmp_path / "e.TextGrid").write_text('File type = "ooTextFile"\nObject class = "TextGrid"\n0\n')
     with pytest.raises(CorpusError, match="e.TextGrid"):
         read_textgrid(tmp_path / "e.TextGrid")
 
 
 def test_textgrid_write_read_round_trip(tmp_path):
-    segments = [PhoneSegment("sil", 0.0, 0.123456), PhoneSegment("dh", 0.123456, 0.2),
-                PhoneSegment("ah", 0.2, 0.31), PhoneSegment("k", 0.4, 0.55),  # a gap 0.31-0.4
-                PhoneSegment("sil", 0.55, 0.8)]
-    path = write_textgrid(tmp_path / "rt.TextGrid", segments, words=[("the", 0.123456, 0.31), ('"k"', 0.4, 0.55)],
-                          xmax=0.9)
+    segments = [
+        PhoneSegment("sil", 0.0, 0.123456),
+        PhoneSegment("dh", 0.123456, 0.2),
+        PhoneSegment("ah", 0.2, 0.31),
+        PhoneSegment("k", 0.4, 0.55),  # a gap 0.31-0.4
+        PhoneSegment("sil", 0.55, 0.8),
+    ]
+    path = write_textgrid(
+        tmp_path / "rt.TextGrid", segments, words=[("the", 0.123456, 0.31), ('"k"', 0.4, 0.55)], xmax=0.9
+    )
     text = path.read_text()
     assert text.startswith('File type = "ooTextFile"') and 'name = "words"' in text and '"""k"""' in text
     # the tail 0.8-0.9 is unlabeled as well
@@ -222,9 +248,13 @@ def test_textgrid_write_read_round_trip(tmp_path):
 
 def test_parse_flite_segments():
     segments = parse_flite_segments("pau:0.184 dh:0.236 ax:0.270 k:0.3\npau:0.5 \n")
-    assert segments == [PhoneSegment("sil", 0.0, 0.184), PhoneSegment("dh", 0.184, 0.236),
-                        PhoneSegment("ah", 0.236, 0.270), PhoneSegment("k", 0.270, 0.3),
-                        PhoneSegment("sil", 0.3, 0.5)]
+    assert segments == [
+        PhoneSegment("sil", 0.0, 0.184),
+        PhoneSegment("dh", 0.184, 0.236),
+        PhoneSegment("ah", 0.236, 0.270),
+        PhoneSegment("k", 0.270, 0.3),
+        PhoneSegment("sil", 0.3, 0.5),
+    ]
     assert parse_flite_segments("") == []
     with pytest.raises(CorpusError, match="utt X.*'dh=0.2'"):
         parse_flite_segments("pau:0.1 dh=0.2", source="utt X")
@@ -255,8 +285,9 @@ def test_manifest_round_trip_with_relative_paths(tiny_corpus, tmp_path):
 def test_load_corpus_uses_a_fresh_manifest_and_rescans_a_stale_one(tiny_corpus_factory):
     corpus = tiny_corpus_factory()
     manifest = corpus.root / "manifest.jsonl"
-    marked = [Utterance(u.id, u.speaker, u.audio_path, "from the manifest", u.phones, u.duration)
-              for u in corpus.expected]
+    marked = [
+        Utterance(u.id, u.speaker, u.audio_path, "from the manifest", u.phones, u.duration) for u in corpus.expected
+    ]
     save_manifest(marked, manifest)
     now = manifest.stat().st_mtime
     os.utime(manifest, (now + 10, now + 10))
@@ -338,13 +369,12 @@ def test_batch_plan_uses_every_utterance_once(shuffle, bucket, max_frames):
     assert all(1 <= len(b) <= 8 for b in plan)
     if max_frames is not None:
         assert all(len(b) == 1 or len(b) * frames[b].max() <= max_frames for b in plan)
-    assert plan == batch_plan(frames, 8, shuffle=shuffle, seed=5, bucket=bucket, max_frames=max_frames,
-                              pool_batches=4)
+    assert plan == batch_plan(frames, 8, shuffle=shuffle, seed=5, bucket=bucket, max_frames=max_frames, pool_batches=4)
     if shuffle:
-        assert plan != batch_plan(frames, 8, shuffle=True, seed=6, bucket=bucket, max_frames=max_frames,
-                                  pool_batches=4)
-        assert plan != batch_plan(frames, 8, shuffle=True, seed=5, bucket=bucket, max_frames=max_frames,
-                                  pool_batches=4, epoch=1)
+        assert plan != batch_plan(frames, 8, shuffle=True, seed=6, bucket=bucket, max_frames=max_frames, pool_batches=4)
+        assert plan != batch_plan(
+            frames, 8, shuffle=True, seed=5, bucket=bucket, max_frames=max_frames, pool_batches=4, epoch=1
+        )
     if bucket:  # bucketed batches hold similar lengths: less padding than the given order
         padded = sum(len(b) * frames[b].max() for b in plan)
         plain = sum(len(b) * frames[b].max() for b in batch_plan(frames, 8, bucket=False, max_frames=max_frames))
@@ -372,8 +402,8 @@ def test_iterate_batches_pads_and_encodes(tiny_corpus):
             assert torch.all(batch.features[row, :, t:] == 0)
             ids = alphabet.encode(utt.text)
             assert int(batch.target_lengths[row]) == len(ids)
-            assert batch.targets[row, :len(ids)].tolist() == ids
-            assert torch.all(batch.targets[row, len(ids):] == 0)
+            assert batch.targets[row, : len(ids)].tolist() == ids
+            assert torch.all(batch.targets[row, len(ids) :] == 0)
             data, rate = sf.read(str(utt.audio_path), dtype="float32")
             single = compute_features(torch.from_numpy(data), config)
             assert torch.allclose(batch.features[row, :, :t], single, atol=1e-4)
@@ -394,22 +424,25 @@ def test_iterate_batches_max_frames_and_order(tiny_corpus):
 
 
 def test_sentence_filter_and_split():
-    assert split_sentences("Mr. Smith went home. He slept! Did he?") == ["Mr. Smith went home.", "He slept!",
-                                                                          "Did he?"]
+    assert split_sentences("Mr. Smith went home. He slept! Did he?") == ["Mr. Smith went home.", "He slept!", "Did he?"]
     assert is_plain_sentence("A sinking ship gathers no moss.")
     assert not is_plain_sentence("Mr. Smith went home.")  # abbreviation
     assert not is_plain_sentence("IBM makes big computers.")  # acronym
     assert not is_plain_sentence("He has 2 dogs and a cat.")  # digits
     assert not is_plain_sentence("Too short.")
-    assert not is_plain_sentence("She said \"no\" to that idea.")  # quotes
+    assert not is_plain_sentence('She said "no" to that idea.')  # quotes
     assert not is_plain_sentence("Lower case l is here.")  # letter name
     assert not is_plain_sentence("no capital at the start.")
 
 
 def test_fortune_sentences_from_a_file(tmp_path):
     path = tmp_path / "fort"
-    path.write_text("A banker is a fellow who lends you his umbrella.  It rains.\n\t\t-- Mark Twain\n%\n"
-                    "A banker is a fellow who lends you his UMBRELLA.\n%\nSee 42 ways to do it right now.\n"
-                    "%\nWake now my merry lads!\n")
-    assert fortune_sentences(files=[path]) == ["A banker is a fellow who lends you his umbrella.",
-                                               "Wake now my merry lads!"]
+    path.write_text(
+        "A banker is a fellow who lends you his umbrella.  It rains.\n\t\t-- Mark Twain\n%\n"
+        "A banker is a fellow who lends you his UMBRELLA.\n%\nSee 42 ways to do it right now.\n"
+        "%\nWake now my merry lads!\n"
+    )
+    assert fortune_sentences(files=[path]) == [
+        "A banker is a fellow who lends you his umbrella.",
+        "Wake now my merry lads!",
+    ]

@@ -12,7 +12,6 @@ import torch
 from asr_introspect.cli import main
 from asr_introspect.models import build_model, save_checkpoint
 
-
 LOADS: dict[str, int] = {}
 
 
@@ -30,14 +29,27 @@ def demo_out(tmp_path_factory, tiny_corpus, tiny_ckpt):
         def wrapper(*args, **kwargs):
             LOADS[name] = LOADS.get(name, 0) + 1
             return function(*args, **kwargs)
+
         return wrapper
 
     out = tmp_path_factory.mktemp("demo") / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loading, "load_checkpoint", counted("model", loading.load_checkpoint))
         patch.setattr(loading, "load_corpus", counted("corpus", loading.load_corpus))
-        code = main(["demo", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--out", str(out),
-                     "--fast", "--quiet", "--json"])
+        code = main(
+            [
+                "demo",
+                "--model",
+                str(tiny_ckpt),
+                "--data",
+                str(tiny_corpus.root),
+                "--out",
+                str(out),
+                "--fast",
+                "--quiet",
+                "--json",
+            ]
+        )
     assert code == 0
     return out
 
@@ -48,8 +60,13 @@ def test_demo_loads_model_and_corpus_once(demo_out):
 
 def test_demo_writes_every_section_and_the_report(demo_out):
     summary = json.loads((demo_out / "summary.json").read_text())
-    assert [s["id"] for s in summary["sections"]] == ["attribution", "optimal-inputs", "ctc-alignment",
-                                                      "patterns", "naps"]
+    assert [s["id"] for s in summary["sections"]] == [
+        "attribution",
+        "optimal-inputs",
+        "ctc-alignment",
+        "patterns",
+        "naps",
+    ]
     for section in summary["sections"]:
         assert section["figures"], section["id"]
         for figure in section["figures"]:
@@ -76,8 +93,13 @@ def test_experiment_script_runs_a_family(tiny_ckpt, tiny_corpus, tmp_path, capsy
     from asr_introspect.workflows.script import main as script_main
 
     out = tmp_path / "c"
-    assert script_main("c", ["--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--out", str(out),
-                             "--quiet", "--limit", "4"]) == 0
+    assert (
+        script_main(
+            "c",
+            ["--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--out", str(out), "--quiet", "--limit", "4"],
+        )
+        == 0
+    )
     section = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert section["id"] == "ctc-alignment" and section["figures"]
     assert all(Path(f["path"]).is_file() for f in section["figures"])

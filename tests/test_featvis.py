@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from shipped import requires_shipped
 from torch import nn
 
 from asr_introspect import featvis as fv
@@ -22,8 +23,6 @@ from asr_introspect.features import FeatureConfig
 from asr_introspect.hooks import ActivationRecorder
 from asr_introspect.models import build_model, save_checkpoint, wrap_conv_model
 from asr_introspect.text import Alphabet
-from shipped import requires_shipped
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,15 +88,17 @@ def test_planted_detector_is_recovered(planted, objective):
 
 def test_planted_detector_fourier_param(planted):
     model, template = planted
-    result = fv.render(model, fv.channel("conv1", DETECTOR), param="fourier", regularizers=[fv.L2(0.1)],
-                       steps=300, lr=0.05, seed=0)
+    result = fv.render(
+        model, fv.channel("conv1", DETECTOR), param="fourier", regularizers=[fv.L2(0.1)], steps=300, lr=0.05, seed=0
+    )
     assert _corr(result.features, template) >= 0.8
 
 
 def test_channel_over_a_wider_window_tiles(planted):
     model, template = planted
-    result = fv.render(model, fv.channel("conv1", DETECTOR), param="raw", regularizers=[fv.L2(0.1)],
-                       steps=60, width=3 * KERNEL)
+    result = fv.render(
+        model, fv.channel("conv1", DETECTOR), param="raw", regularizers=[fv.L2(0.1)], steps=60, width=3 * KERNEL
+    )
     assert result.features.shape == (N_MELS, 3 * KERNEL)
     assert result.objective > 0
 
@@ -165,15 +166,18 @@ def test_diversity_needs_a_batch_and_spreads_inputs(tiny):
     assert not np.allclose(result.features[0], result.features[1])
 
 
-@pytest.mark.parametrize("spec, name, layer, frame", [
-    ("conv5:17", "channel(conv5:17)", "conv5", None),
-    ("conv5:15@40", "neuron(conv5:15@40)", "conv5", 40),
-    ("conv11:letter=a", "logit('a'@centre)", "output", None),
-    ("conv11:prob=a", "prob('a'@centre)", "output", None),
-    ("output:letter=space@12", "logit(' '@12)", "output", 12),
-    ("layer:conv3", "deep_dream(conv3)", "conv3", None),
-    ("diversity:conv2", "diversity(conv2)", "conv2", None),
-])
+@pytest.mark.parametrize(
+    "spec, name, layer, frame",
+    [
+        ("conv5:17", "channel(conv5:17)", "conv5", None),
+        ("conv5:15@40", "neuron(conv5:15@40)", "conv5", 40),
+        ("conv11:letter=a", "logit('a'@centre)", "output", None),
+        ("conv11:prob=a", "prob('a'@centre)", "output", None),
+        ("output:letter=space@12", "logit(' '@12)", "output", 12),
+        ("layer:conv3", "deep_dream(conv3)", "conv3", None),
+        ("diversity:conv2", "diversity(conv2)", "conv2", None),
+    ],
+)
 def test_parse_objective(tiny, spec, name, layer, frame):
     spec = spec.replace("conv5:17", "conv5:13")  # the tiny model has 16 channels
     name = name.replace("conv5:17", "conv5:13")
@@ -187,19 +191,23 @@ def test_parsed_sum_equals_composed(tiny):
     parsed = fv.parse_objective("conv5:1 + 0.5*layer:conv5", tiny)
     composed = fv.channel("conv5", 1) + 0.5 * fv.layer_norm("conv5")
     assert fv.evaluate_objective(tiny, parsed, features) == pytest.approx(
-        fv.evaluate_objective(tiny, composed, features), rel=1e-6)
+        fv.evaluate_objective(tiny, composed, features), rel=1e-6
+    )
 
 
-@pytest.mark.parametrize("spec, why", [
-    ("conv5", "cannot parse"),
-    ("conv99:1", "unknown layer 'conv99'"),
-    ("conv5:16", "16 channels"),
-    ("conv5:letter=a", "output layer"),
-    ("conv11:letter=Q", "no symbol 'Q'"),
-    ("layer:", "cannot parse"),
-    ("conv5:1+", "empty term"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "spec, why",
+    [
+        ("conv5", "cannot parse"),
+        ("conv99:1", "unknown layer 'conv99'"),
+        ("conv5:16", "16 channels"),
+        ("conv5:letter=a", "output layer"),
+        ("conv11:letter=Q", "no symbol 'Q'"),
+        ("layer:", "cannot parse"),
+        ("conv5:1+", "empty term"),
+        ("", "empty"),
+    ],
+)
 def test_bad_objective_spec(tiny, spec, why):
     with pytest.raises(InputError) as info:
         fv.parse_objective(spec, tiny)
@@ -219,8 +227,10 @@ def test_window_covers_the_receptive_field(tiny):
         assert 0 <= start and stop <= width
     width = fv.window_frames(tiny, fv.neuron("conv5", 0, 60))
     assert width >= tiny.frame_map.input_range("conv5", 60)[1]
-    assert width == max(fv.window_frames(tiny, fv.neuron("conv5", 0, 60)),
-                        fv.window_frames(tiny, fv.neuron("conv5", 0, 60) + fv.channel("conv1", 0)))
+    assert width == max(
+        fv.window_frames(tiny, fv.neuron("conv5", 0, 60)),
+        fv.window_frames(tiny, fv.neuron("conv5", 0, 60) + fv.channel("conv1", 0)),
+    )
 
 
 # -- render -----------------------------------------------------------------------------------
@@ -232,8 +242,15 @@ def test_objective_increases_and_model_is_unchanged(tiny):
     flags = [p.requires_grad for p in tiny.module.parameters()]
     calls = []
     try:
-        result = fv.render(tiny, "conv11:letter=a", param="fourier", steps=40, lr=0.05, seed=0,
-                           progress=lambda step, value: calls.append((step, value)))
+        result = fv.render(
+            tiny,
+            "conv11:letter=a",
+            param="fourier",
+            steps=40,
+            lr=0.05,
+            seed=0,
+            progress=lambda step, value: calls.append((step, value)),
+        )
     finally:
         training = tiny.module.training
         tiny.module.eval()
@@ -276,8 +293,9 @@ def test_parameterizations_round_trip():
     prior = fv.fit_prior(windows, n_components=10)
     pca = fv.PCAParam(prior)
     pca.init((1, 3, 5), gen)
-    inside = torch.as_tensor(prior.mean + (np.arange(10.0) @ prior.whitening()[0]).reshape(3, 5),
-                             dtype=torch.float32)[None]
+    inside = torch.as_tensor(prior.mean + (np.arange(10.0) @ prior.whitening()[0]).reshape(3, 5), dtype=torch.float32)[
+        None
+    ]
     pca.set_features(inside)
     torch.testing.assert_close(pca.features(), inside, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(pca.z.detach()[0], torch.arange(10.0), atol=1e-3, rtol=1e-3)
@@ -328,8 +346,10 @@ def test_each_regularizer_reduces_its_target(tiny, baseline, name):
         "l1": (fv.L1(0.5), fv.l1_norm),
         "l2": (fv.L2(0.2), fv.l2_norm),
         "tv": (fv.TotalVariation(0.5), fv.total_variation),
-        "tv_time": (fv.TotalVariation(0.5, time=1.0, frequency=0.0),
-                    lambda x: fv.total_variation(x, time=1.0, frequency=0.0)),
+        "tv_time": (
+            fv.TotalVariation(0.5, time=1.0, frequency=0.0),
+            lambda x: fv.total_variation(x, time=1.0, frequency=0.0),
+        ),
         "high_frequency": (fv.HighFrequencyPenalty(1.0), fv.high_frequency_energy),
         "blur": (fv.Blur(0.2), fv.high_frequency_energy),
     }[name]
@@ -394,8 +414,23 @@ def test_cli_visualize_writes_npz_png_wav_and_json(tiny_checkpoint, tmp_path, ca
     from asr_introspect.cli import main
 
     out = tmp_path / "vis"
-    code = main(["visualize", "--model", str(tiny_checkpoint), "--objective", "conv5:3@20", "--out", str(out),
-                 "--steps", "4", "--regularization", "weak", "--json", "--quiet"])
+    code = main(
+        [
+            "visualize",
+            "--model",
+            str(tiny_checkpoint),
+            "--objective",
+            "conv5:3@20",
+            "--out",
+            str(out),
+            "--steps",
+            "4",
+            "--regularization",
+            "weak",
+            "--json",
+            "--quiet",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     files = summary["files"]
@@ -411,8 +446,9 @@ def test_cli_visualize_writes_npz_png_wav_and_json(tiny_checkpoint, tmp_path, ca
 def test_cli_bad_objective_exits_2(tiny_checkpoint, tmp_path, capsys):
     from asr_introspect.cli import main
 
-    code = main(["visualize", "--model", str(tiny_checkpoint), "--objective", "conv5", "--out",
-                 str(tmp_path), "--quiet"])
+    code = main(
+        ["visualize", "--model", str(tiny_checkpoint), "--objective", "conv5", "--out", str(tmp_path), "--quiet"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "'conv5'" in err and "valid forms" in err
@@ -422,9 +458,28 @@ def test_cli_grid_and_strong_prior(tiny_checkpoint, tiny_corpus, tmp_path, capsy
     from asr_introspect.cli import main
 
     out = tmp_path / "grid"
-    code = main(["visualize", "--model", str(tiny_checkpoint), "--objective", "conv11:letter=e", "--out", str(out),
-                 "--steps", "2", "--regularization", "strong", "--data", str(tiny_corpus.root), "--grid",
-                 "--max-windows", "50", "--json", "--quiet"])
+    code = main(
+        [
+            "visualize",
+            "--model",
+            str(tiny_checkpoint),
+            "--objective",
+            "conv11:letter=e",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--regularization",
+            "strong",
+            "--data",
+            str(tiny_corpus.root),
+            "--grid",
+            "--max-windows",
+            "50",
+            "--json",
+            "--quiet",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["prior_distance"] > 0
@@ -454,9 +509,24 @@ def test_comparison_experiment_runs_on_a_tiny_model(tiny_checkpoint, tiny_corpus
     spec.loader.exec_module(module)
     threads = torch.get_num_threads()
     try:
-        result = module.main(["--model", str(tiny_checkpoint), "--data", str(tiny_corpus.root), "--out",
-                              str(tmp_path), "--letters", "e", "--sets", "none,strong,pca_param", "--steps", "3",
-                              "--max-windows", "40"])
+        result = module.main(
+            [
+                "--model",
+                str(tiny_checkpoint),
+                "--data",
+                str(tiny_corpus.root),
+                "--out",
+                str(tmp_path),
+                "--letters",
+                "e",
+                "--sets",
+                "none,strong,pca_param",
+                "--steps",
+                "3",
+                "--max-windows",
+                "40",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     saved = json.loads((tmp_path / "featvis_comparison.json").read_text())
@@ -472,8 +542,7 @@ def test_relative_weights_make_penalties_independent_of_the_objective_scale(tiny
     ten = fv.render(tiny, 10 * objective, param="raw", regularizers=regs, steps=25, seed=0)
     np.testing.assert_allclose(one.features, ten.features, atol=1e-4)
     assert ten.settings["penalty_scale"] == pytest.approx(10 * one.settings["penalty_scale"], rel=1e-5)
-    absolute = fv.render(tiny, 10 * objective, param="raw", regularizers=regs, steps=25, seed=0,
-                         relative_weights=False)
+    absolute = fv.render(tiny, 10 * objective, param="raw", regularizers=regs, steps=25, seed=0, relative_weights=False)
     assert not np.allclose(absolute.features, ten.features, atol=1e-3)
 
 

@@ -56,8 +56,7 @@ def autograd_supports(forward, x0: torch.Tensor, index: int, frames: list[int]) 
     return ranges
 
 
-def check_stack(forward, x0: torch.Tensor, fmap: FrameMap, names: list[str],
-                frames: list[int] | None = None) -> int:
+def check_stack(forward, x0: torch.Tensor, fmap: FrameMap, names: list[str], frames: list[int] | None = None) -> int:
     """``forward(x)`` returns the outputs of the layers ``names``; compare supports with ``fmap``."""
     T_in = x0.shape[-1]
     with torch.no_grad():
@@ -77,16 +76,33 @@ def check_stack(forward, x0: torch.Tensor, fmap: FrameMap, names: list[str],
 
 
 CONFIGS = {
-    "odd kernels": [ConvSpec(3, pad_left=1, pad_right=1), ConvSpec(5, pad_left=2, pad_right=2),
-                    ConvSpec(3, pad_left=1, pad_right=1)],
-    "even kernels": [ConvSpec(4, pad_left=1, pad_right=2), ConvSpec(2, pad_left=0, pad_right=1),
-                     ConvSpec(6, 2, pad_left=2, pad_right=3)],
-    "strides 2 and 3": [ConvSpec(5, 2, pad_left=2, pad_right=2), ConvSpec(3, 3, pad_left=1, pad_right=1),
-                        ConvSpec(4, 1, pad_left=1, pad_right=2)],
-    "dilation": [ConvSpec(3, pad_left=1, pad_right=1), ConvSpec(3, 1, 2, pad_left=2, pad_right=2),
-                 ConvSpec(2, 2, 3, pad_left=1, pad_right=2), ConvSpec(4, 1, 2, pad_left=3, pad_right=3)],
-    "asymmetric and valid": [ConvSpec(3), ConvSpec(4, pad_left=3, pad_right=0),
-                             ConvSpec(5, 2, pad_left=1, pad_right=4), ConvSpec(3, pad_left=0, pad_right=2)],
+    "odd kernels": [
+        ConvSpec(3, pad_left=1, pad_right=1),
+        ConvSpec(5, pad_left=2, pad_right=2),
+        ConvSpec(3, pad_left=1, pad_right=1),
+    ],
+    "even kernels": [
+        ConvSpec(4, pad_left=1, pad_right=2),
+        ConvSpec(2, pad_left=0, pad_right=1),
+        ConvSpec(6, 2, pad_left=2, pad_right=3),
+    ],
+    "strides 2 and 3": [
+        ConvSpec(5, 2, pad_left=2, pad_right=2),
+        ConvSpec(3, 3, pad_left=1, pad_right=1),
+        ConvSpec(4, 1, pad_left=1, pad_right=2),
+    ],
+    "dilation": [
+        ConvSpec(3, pad_left=1, pad_right=1),
+        ConvSpec(3, 1, 2, pad_left=2, pad_right=2),
+        ConvSpec(2, 2, 3, pad_left=1, pad_right=2),
+        ConvSpec(4, 1, 2, pad_left=3, pad_right=3),
+    ],
+    "asymmetric and valid": [
+        ConvSpec(3),
+        ConvSpec(4, pad_left=3, pad_right=0),
+        ConvSpec(5, 2, pad_left=1, pad_right=4),
+        ConvSpec(3, pad_left=0, pad_right=2),
+    ],
     "floor drops the tail": [ConvSpec(2, 2), ConvSpec(3, pad_left=1, pad_right=1), ConvSpec(3, 3, pad_left=2)],
 }
 
@@ -132,9 +148,13 @@ def test_frame_map_of_wrapped_module_matches_autograd() -> None:
     """ConstantPad1d, ZeroPad1d and padding='same' (even kernel) found by wrap_conv_model."""
     torch.manual_seed(1)
     seq = nn.Sequential(
-        nn.ZeroPad1d((3, 1)), nn.Conv1d(4, 3, 4, stride=2), nn.ReLU(inplace=True),
-        nn.Conv1d(3, 3, 4, padding="same", dilation=1), nn.ReLU(),
-        nn.ConstantPad1d((0, 2), 0.0), nn.Conv1d(3, 29, 3, stride=3),
+        nn.ZeroPad1d((3, 1)),
+        nn.Conv1d(4, 3, 4, stride=2),
+        nn.ReLU(inplace=True),
+        nn.Conv1d(3, 3, 4, padding="same", dilation=1),
+        nn.ReLU(),
+        nn.ConstantPad1d((0, 2), 0.0),
+        nn.Conv1d(3, 29, 3, stride=3),
     ).double()
     with torch.no_grad():
         for m in seq:
@@ -209,8 +229,13 @@ def test_output_length_types_and_round_trip() -> None:
 
 
 def test_from_model_registration_order() -> None:
-    seq = nn.Sequential(nn.Conv1d(2, 2, 5, padding=2), nn.ReLU(), nn.ConstantPad1d((1, 0), 0.0),
-                        nn.Conv1d(2, 2, 2, stride=2), nn.Conv1d(2, 2, 3, padding="valid"))
+    seq = nn.Sequential(
+        nn.Conv1d(2, 2, 5, padding=2),
+        nn.ReLU(),
+        nn.ConstantPad1d((1, 0), 0.0),
+        nn.Conv1d(2, 2, 2, stride=2),
+        nn.Conv1d(2, 2, 3, padding="valid"),
+    )
     fmap = FrameMap.from_model(seq)
     assert fmap.specs == [ConvSpec(5, 1, 1, 2, 2), ConvSpec(2, 2, 1, 1, 0), ConvSpec(3)]
     assert fmap.names == ["conv1", "conv2", "conv3"]

@@ -8,13 +8,15 @@ import copy
 import numpy as np
 import pytest
 import torch
-
-from asr_introspect.attribution import METHODS, attribute, relu_backward
 from planted import planted_model as _planted
 
+from asr_introspect.attribution import METHODS, attribute, relu_backward
+
 captum_attr = pytest.importorskip("captum.attr")
-pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning"),
-              pytest.mark.usefixtures("one_thread")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 FRAMES = [0, 1, 31, 57, 58]
@@ -31,8 +33,14 @@ def features(seed: int = 1) -> torch.Tensor:
 
 def captum_maps(attr_cls, model, x, frames, targets, **kwargs) -> np.ndarray:
     attributor = attr_cls(model.module)
-    return np.stack([attributor.attribute(x[None].clone().requires_grad_(True), target=(int(c), int(t)),
-                                          **kwargs)[0].detach().numpy() for t, c in zip(frames, targets)])
+    return np.stack(
+        [
+            attributor.attribute(x[None].clone().requires_grad_(True), target=(int(c), int(t)), **kwargs)[0]
+            .detach()
+            .numpy()
+            for t, c in zip(frames, targets)
+        ]
+    )
 
 
 def autograd_maps(model, x, frames, targets, rule: str) -> np.ndarray:
@@ -40,7 +48,7 @@ def autograd_maps(model, x, frames, targets, rule: str) -> np.ndarray:
     for t, c in zip(frames, targets):
         inp = x[None].clone().requires_grad_(True)
         with relu_backward(model.module, rule):
-            grad, = torch.autograd.grad(model.module(inp)[0, int(c), int(t)], inp)
+            (grad,) = torch.autograd.grad(model.module(inp)[0, int(c), int(t)], inp)
         out.append(grad[0].numpy())
     return np.stack(out)
 
@@ -51,25 +59,31 @@ def assert_close(a, b, rtol=1e-9):
     assert np.abs(a - b).max() <= rtol * scale, np.abs(a - b).max() / scale
 
 
-@pytest.mark.parametrize("method, captum_name, kwargs, rule", [
-    ("sensitivity", "Saliency", {"abs": False}, "gradient"),
-    ("guided-backprop", "GuidedBackprop", {}, "guided"),
-    ("deconvnet", "Deconvolution", {}, "deconvnet"),
-])
+@pytest.mark.parametrize(
+    "method, captum_name, kwargs, rule",
+    [
+        ("sensitivity", "Saliency", {"abs": False}, "gradient"),
+        ("guided-backprop", "GuidedBackprop", {}, "guided"),
+        ("deconvnet", "Deconvolution", {}, "deconvnet"),
+    ],
+)
 def test_matches_captum_and_autograd(method, captum_name, kwargs, rule):
     model = planted_model()
     x = features()
     ours = attribute(model, x, method, frames=FRAMES, dtype=torch.float64)
-    assert_close(ours.relevance, captum_maps(getattr(captum_attr, captum_name), model, x, ours.frames,
-                                             ours.targets, **kwargs))
+    assert_close(
+        ours.relevance, captum_maps(getattr(captum_attr, captum_name), model, x, ours.frames, ours.targets, **kwargs)
+    )
     assert_close(ours.relevance, autograd_maps(model, x, ours.frames, ours.targets, rule))
 
 
 def test_rules_differ_from_each_other():
     model = planted_model()
     x = features()
-    maps = {m: attribute(model, x, m, frames=[30], dtype=torch.float64).relevance
-            for m in ("sensitivity", "guided-backprop", "deconvnet")}
+    maps = {
+        m: attribute(model, x, m, frames=[30], dtype=torch.float64).relevance
+        for m in ("sensitivity", "guided-backprop", "deconvnet")
+    }
     assert not np.allclose(maps["sensitivity"], maps["guided-backprop"])
     assert not np.allclose(maps["sensitivity"], maps["deconvnet"])
     assert not np.allclose(maps["guided-backprop"], maps["deconvnet"])
@@ -81,11 +95,14 @@ def test_derived_gradient_maps():
     sens = attribute(model, x, "sensitivity", frames=FRAMES, dtype=torch.float64)
     sq = attribute(model, x, "sensitivity-squared", frames=FRAMES, dtype=torch.float64)
     gxi = attribute(model, x, "gradient-x-input", frames=FRAMES, dtype=torch.float64)
-    np.testing.assert_allclose(sq.relevance, sens.relevance ** 2, rtol=1e-12)
+    np.testing.assert_allclose(sq.relevance, sens.relevance**2, rtol=1e-12)
     np.testing.assert_allclose(gxi.relevance, sens.relevance * x.numpy()[None], rtol=1e-12, atol=1e-15)
     # no noise: SmoothGrad is the gradient; noise: seeded, and different
-    np.testing.assert_allclose(attribute(model, x, "smoothgrad", frames=FRAMES, dtype=torch.float64,
-                                         noise_level=0.0, n_samples=2).relevance, sens.relevance, rtol=1e-12)
+    np.testing.assert_allclose(
+        attribute(model, x, "smoothgrad", frames=FRAMES, dtype=torch.float64, noise_level=0.0, n_samples=2).relevance,
+        sens.relevance,
+        rtol=1e-12,
+    )
     a = attribute(model, x, "smoothgrad", frames=FRAMES, dtype=torch.float64, n_samples=3, seed=5)
     b = attribute(model, x, "smoothgrad", frames=FRAMES, dtype=torch.float64, n_samples=3, seed=5)
     np.testing.assert_array_equal(a.relevance, b.relevance)
@@ -95,8 +112,7 @@ def test_derived_gradient_maps():
 def test_smoothgrad_is_the_mean_gradient_over_the_same_noise():
     model = planted_model()
     x = features()
-    ours = attribute(model, x, "smoothgrad", frames=[2, 30], dtype=torch.float64, n_samples=3,
-                     noise_level=0.1, seed=7)
+    ours = attribute(model, x, "smoothgrad", frames=[2, 30], dtype=torch.float64, n_samples=3, noise_level=0.1, seed=7)
     gen = torch.Generator().manual_seed(7)
     sigma = 0.1 * float(x.max() - x.min())
     total = 0.0
@@ -110,9 +126,14 @@ def test_integrated_gradients_matches_captum_and_is_complete():
     model = planted_model()
     x = features()
     ours = attribute(model, x, "integrated-gradients", frames=FRAMES, dtype=torch.float64, steps=48)
-    ref = np.stack([captum_attr.IntegratedGradients(model.module).attribute(
-        x[None], target=(int(c), int(t)), n_steps=48, method="riemann_middle")[0].numpy()
-        for t, c in zip(ours.frames, ours.targets)])
+    ref = np.stack(
+        [
+            captum_attr.IntegratedGradients(model.module)
+            .attribute(x[None], target=(int(c), int(t)), n_steps=48, method="riemann_middle")[0]
+            .numpy()
+            for t, c in zip(ours.frames, ours.targets)
+        ]
+    )
     assert_close(ours.relevance, ref, rtol=1e-6)  # captum's alphas are float32
     with torch.no_grad():
         at_baseline = model.module(torch.zeros_like(x)[None])[0].numpy()
@@ -146,7 +167,7 @@ def test_grad_cam_matches_captum_inside_the_receptive_field():
         np.testing.assert_allclose(got, want * scale, rtol=1e-8, atol=1e-12 * want.max())
         # input frames outside the receptive field get nothing
         outside = np.ones(T_IN, dtype=bool)
-        outside[max(lo, 0):min(hi, T_IN)] = False
+        outside[max(lo, 0) : min(hi, T_IN)] = False
         assert not dense[:, outside].any()
 
 

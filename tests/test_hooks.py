@@ -100,8 +100,7 @@ def test_stream_corpus_visits_each_utterance_once_with_masks(tiny, tmp_path):
         B, C, T = acts.shape
         assert padded.shape == (B * T, C) and padded.dtype == np.float32 and padded.flags.c_contiguous
         np.testing.assert_array_equal(padded.reshape(B, T, C).transpose(0, 2, 1), acts.numpy())
-        np.testing.assert_array_equal(padded[mask.reshape(-1)],
-                                      np.concatenate([v.T.numpy() for v in valid]))
+        np.testing.assert_array_equal(padded[mask.reshape(-1)], np.concatenate([v.T.numpy() for v in valid]))
         assert batch.padded_frames("conv9") is padded
         # letter labels live on the same axis: -1 exactly on the padding (every row aligns here)
         assert batch.letter_rows().all()

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 @dataclass(frozen=True)
 class Import:
-    target: str                  # the imported module name, made absolute
+    target: str  # the imported module name, made absolute
     line: int
-    runtime: bool                # False under `if TYPE_CHECKING:`
+    runtime: bool  # False under `if TYPE_CHECKING:`
     names: tuple[str, ...] = ()  # `from target import names`
 
     def candidates(self) -> list[str]:
@@ -55,7 +55,8 @@ def package_modules(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _base_package(module: str, is_package: bool, level: int) -> str:
@@ -91,8 +92,12 @@ def module_imports(module: str, path: Path) -> list[Import]:
         elif isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-            if (name in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)
-                    and isinstance(node.args[0].value, str)):
+            if (
+                name in ("import_module", "__import__")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 target = node.args[0].value
                 if target.startswith(".") and len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
                     level = len(target) - len(target.lstrip("."))
@@ -201,9 +206,14 @@ def _describe(cycle: list[str], graph: dict[str, dict[str, int]], modules: dict[
 
 
 def _forbidden(name: str) -> bool:
-    return (name == f"{PACKAGE}.cli" or name.startswith(f"{PACKAGE}.cli.")
-            or name == "experiments" or name.startswith("experiments.")
-            or name == f"{PACKAGE}.experiments" or name.startswith(f"{PACKAGE}.experiments."))
+    return (
+        name == f"{PACKAGE}.cli"
+        or name.startswith(f"{PACKAGE}.cli.")
+        or name == "experiments"
+        or name.startswith("experiments.")
+        or name == f"{PACKAGE}.experiments"
+        or name.startswith(f"{PACKAGE}.experiments.")
+    )
 
 
 # --------------------------------------------------------------------------- the checks themselves
@@ -220,8 +230,10 @@ def test_no_import_cycles():
     modules = package_modules()
     graph = import_graph(modules)
     found = knots(graph)
-    report = [f"{_describe(shortest_cycle(graph, c), graph, modules)}\n  (all modules of this cycle: {', '.join(c)})"
-              for c in found]
+    report = [
+        f"{_describe(shortest_cycle(graph, c), graph, modules)}\n  (all modules of this cycle: {', '.join(c)})"
+        for c in found
+    ]
     assert not found, "import cycles:\n" + "\n".join(report)
 
 
@@ -250,28 +262,35 @@ def _write(root: Path, files: dict[str, str]) -> dict[str, Path]:
 
 
 def test_finds_a_cycle_through_relative_and_function_local_imports(tmp_path):
-    modules = _write(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/a.py": "from .sub import b\n",
-        "pkg/sub/__init__.py": "",
-        "pkg/sub/b.py": "def f():\n    from ..c import g\n",
-        "pkg/c.py": "import pkg.a\ndef g(): pass\n",
-        "pkg/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n",
-        "pkg/data/x.py": "import pkg.d\n",  # not a package: not a module
-    })
+    modules = _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from .sub import b\n",
+            "pkg/sub/__init__.py": "",
+            "pkg/sub/b.py": "def f():\n    from ..c import g\n",
+            "pkg/c.py": "import pkg.a\ndef g(): pass\n",
+            "pkg/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n",
+            "pkg/data/x.py": "import pkg.d\n",  # not a package: not a module
+        },
+    )
     assert "pkg.data.x" not in modules
     graph = import_graph(modules)
     assert graph["pkg.c"] == {"pkg.a": 1} and "pkg.a" not in graph["pkg.d"]
     assert find_cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]]
 
 
-@pytest.mark.parametrize("text, cyclic", [
-    ("from pkg.a import VALUE\n", True),          # a name of pkg.a: an import of pkg.a
-    ("from pkg import a\n", True),                # a submodule named in `from pkg import`
-    ("import importlib\nimportlib.import_module('pkg.a')\n", True),
-    ("from pkg import other\n", False),           # a name of pkg/__init__.py only
-])
+@pytest.mark.parametrize(
+    "text, cyclic",
+    [
+        ("from pkg.a import VALUE\n", True),  # a name of pkg.a: an import of pkg.a
+        ("from pkg import a\n", True),  # a submodule named in `from pkg import`
+        ("import importlib\nimportlib.import_module('pkg.a')\n", True),
+        ("from pkg import other\n", False),  # a name of pkg/__init__.py only
+    ],
+)
 def test_resolves_names_to_modules(tmp_path, text, cyclic):
-    modules = _write(tmp_path, {"pkg/__init__.py": "other = 1\n", "pkg/a.py": "import pkg.b\nVALUE = 1\n",
-                                "pkg/b.py": text})
+    modules = _write(
+        tmp_path, {"pkg/__init__.py": "other = 1\n", "pkg/a.py": "import pkg.b\nVALUE = 1\n", "pkg/b.py": text}
+    )
     assert bool(find_cycles(import_graph(modules))) == cyclic

@@ -62,8 +62,12 @@ def zennit_rule(rule: L.Rule):
     if isinstance(rule, L.WSquare):
         return zrules.WSquare(rule.stabilizer, zero_params=zero)
     if isinstance(rule, L.ZBox):  # float64 tensors: zennit turns python floats into float32
-        return zrules.ZBox(torch.tensor(rule.low, dtype=torch.float64), torch.tensor(rule.high, dtype=torch.float64),
-                           rule.stabilizer, zero_params=zero)
+        return zrules.ZBox(
+            torch.tensor(rule.low, dtype=torch.float64),
+            torch.tensor(rule.high, dtype=torch.float64),
+            rule.stabilizer,
+            zero_params=zero,
+        )
     raise TypeError(rule)
 
 
@@ -78,19 +82,20 @@ def zennit_module(model) -> nn.Module:
     return module
 
 
-def zennit_relevance(model, composite: L.Composite, x: torch.Tensor, frames, targets,
-                     conv_names=None) -> np.ndarray:
+def zennit_relevance(model, composite: L.Composite, x: torch.Tensor, frames, targets, conv_names=None) -> np.ndarray:
     """(N, F, T_in): one zennit backward pass per frame, output relevance = the target logit."""
     module = zennit_module(model)
     rules = composite.rules(conv_stack(model))
     if conv_names is None:
         conv_names = [f"blocks.{name}.conv" for name in rules]
     name_map = [((module_name,), zennit_rule(rule)) for module_name, rule in zip(conv_names, rules.values())]
-    zc = zcomp.NameLayerMapComposite(name_map=name_map, layer_map=zcomp.layer_map_base(),
-                                     canonizers=[zcan.SequentialMergeBatchNorm()])
+    zc = zcomp.NameLayerMapComposite(
+        name_map=name_map, layer_map=zcomp.layer_map_base(), canonizers=[zcan.SequentialMergeBatchNorm()]
+    )
     out = []
     with Gradient(module, zc) as attributor:
         for t, c in zip(frames, targets):
+
             def start(output, t=int(t), c=int(c)):
                 grad = torch.zeros_like(output)
                 grad[0, c, t] = output[0, c, t]
@@ -136,8 +141,12 @@ def test_method_names_match_their_composites():
     model = planted_model()
     x = features()
     low, high = float(x.min()), float(x.max())
-    pairs = {"lrp-epsilon": L.EpsilonComposite(), "lrp-epsilon-plus": L.EpsilonPlus(),
-             "lrp-alpha2beta1": L.EpsilonAlpha2Beta1(), "lrp-epsilon-gamma-box": L.EpsilonGammaBox(low, high)}
+    pairs = {
+        "lrp-epsilon": L.EpsilonComposite(),
+        "lrp-epsilon-plus": L.EpsilonPlus(),
+        "lrp-alpha2beta1": L.EpsilonAlpha2Beta1(),
+        "lrp-epsilon-gamma-box": L.EpsilonGammaBox(low, high),
+    }
     for name, composite in pairs.items():
         by_name = attribute(model, x, name, frames=[3, 40], dtype=torch.float64)
         by_object = attribute(model, x, composite, frames=[3, 40], dtype=torch.float64)
@@ -164,8 +173,13 @@ def test_sequential_equivalent_gives_the_same_relevance_and_matches_zennit():
     for name in model.layer_names:
         block = model.module.blocks[name]
         left, right = block.pad.padding
-        conv = nn.Conv1d(block.conv.in_channels, block.conv.out_channels, block.conv.kernel_size[0],
-                         stride=block.conv.stride[0], padding=0).double()
+        conv = nn.Conv1d(
+            block.conv.in_channels,
+            block.conv.out_channels,
+            block.conv.kernel_size[0],
+            stride=block.conv.stride[0],
+            padding=0,
+        ).double()
         conv.load_state_dict(block.conv.state_dict())
         layers.append(nn.ConstantPad1d((left, right), 0.0))
         conv_names.append(str(len(layers)))
@@ -217,8 +231,14 @@ def test_model_unchanged_and_inplace_relu_safe():
     state = copy.deepcopy(model.module.state_dict())
     x = features()
     reference = attribute(planted_model(), x, "lrp-epsilon-plus", frames=[5, 30], dtype=torch.float64)
-    for method in ("lrp-epsilon", "lrp-epsilon-plus", "lrp-alpha2beta1", "lrp-epsilon-gamma-box",
-                   "lrp-epsilon-plus-flat", "lrp-alpha1beta0"):
+    for method in (
+        "lrp-epsilon",
+        "lrp-epsilon-plus",
+        "lrp-alpha2beta1",
+        "lrp-epsilon-gamma-box",
+        "lrp-epsilon-plus-flat",
+        "lrp-alpha1beta0",
+    ):
         result = attribute(model, x, method, frames=[5, 30], dtype=torch.float64)
         assert np.isfinite(result.relevance).all()
         if method == "lrp-epsilon-plus":

@@ -75,11 +75,18 @@ def test_block_structure_and_init() -> None:
     assert w.std().item() == pytest.approx(math.sqrt(2 / (16 * 7)), rel=0.2)  # kaiming, fan-in
 
 
-@pytest.mark.parametrize("layers", [
-    [LayerSpec(8, 48, 2), LayerSpec(8, 7), LayerSpec(5, 1, activation="none")],
-    [LayerSpec(8, 4, 3), LayerSpec(8, 3, dilation=2), LayerSpec(8, 6, 2, dilation=3),
-     LayerSpec(5, 2, activation="none")],
-])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [LayerSpec(8, 48, 2), LayerSpec(8, 7), LayerSpec(5, 1, activation="none")],
+        [
+            LayerSpec(8, 4, 3),
+            LayerSpec(8, 3, dilation=2),
+            LayerSpec(8, 6, 2, dilation=3),
+            LayerSpec(5, 2, activation="none"),
+        ],
+    ],
+)
 def test_output_lengths_odd_and_even(layers: list[LayerSpec]) -> None:
     model = Wav2Letter(Wav2LetterConfig(n_features=3, layers=layers, n_classes=5)).eval()
     stride = math.prod(s.stride for s in layers)
@@ -124,9 +131,15 @@ def torchaudio_model():
 
 def make_models(torchaudio_model) -> dict[str, ASRModel]:
     torch.manual_seed(0)
-    seq = nn.Sequential(nn.Conv1d(20, 16, 5, padding=2), nn.ReLU(inplace=True),
-                        nn.Conv1d(16, 16, 4, stride=2, padding=1), nn.BatchNorm1d(16), nn.ReLU(),
-                        nn.Dropout(0.1), nn.Conv1d(16, 29, 1))
+    seq = nn.Sequential(
+        nn.Conv1d(20, 16, 5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.Conv1d(16, 16, 4, stride=2, padding=1),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Conv1d(16, 29, 1),
+    )
     return {
         "wav2letter": build_model("tiny", ALPHABET, features(20), n_features=20),
         "torchaudio": wrap_torchaudio_wav2letter(torchaudio_model, ALPHABET, features(20)),
@@ -143,9 +156,12 @@ def test_asr_model_protocol(kind: str, torchaudio_model) -> None:
     T = 37
     x = torch.randn(3, 20, T)
     recorded: dict[str, torch.Tensor] = {}
-    handles = [model.layer_modules[name].register_forward_hook(
-        lambda mod, inp, out, name=name: recorded.__setitem__(name, out.detach().clone()))
-        for name in model.layer_names]
+    handles = [
+        model.layer_modules[name].register_forward_hook(
+            lambda mod, inp, out, name=name: recorded.__setitem__(name, out.detach().clone())
+        )
+        for name in model.layer_names
+    ]
     try:
         with torch.no_grad():
             logits, out_lengths = model.logits(x, torch.tensor([T, 30, 9]))

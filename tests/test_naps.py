@@ -41,8 +41,11 @@ def _naps_from_frames(values, labels, groups, layer="L", chunks=1, seed=0):
     G = len(groups)
     stats = GroupStats(G + 1, values.shape[1])
     labels = np.where(labels < 0, G, labels)
-    cuts = np.sort(np.random.default_rng(seed).choice(np.arange(1, len(labels)), chunks - 1, replace=False)) \
-        if chunks > 1 else []
+    cuts = (
+        np.sort(np.random.default_rng(seed).choice(np.arange(1, len(labels)), chunks - 1, replace=False))
+        if chunks > 1
+        else []
+    )
     for part_v, part_l in zip(np.split(values, cuts), np.split(labels, cuts)):
         stats.update(part_v, part_l)
     return NAPs([layer], groups, {layer: stats}, {"by": "custom"})
@@ -59,7 +62,7 @@ def _planted(n_groups=12, n_clusters=3, block=20, frames=150, loud=5, seed=0):
     n = n_clusters * block
     pattern = np.zeros((n_groups, n + loud))
     for g in range(n_groups):
-        pattern[g, planted[g] * block:(planted[g] + 1) * block] = 3.0
+        pattern[g, planted[g] * block : (planted[g] + 1) * block] = 3.0
     pattern[:, n:] = rng.normal(0, 3.0, (n_groups, loud))
     labels = np.repeat(np.arange(n_groups), frames)
     labels = np.concatenate([labels, np.full(200, -1)])  # some frames in no group
@@ -174,7 +177,8 @@ def test_clustering_recovers_planted_groups_exactly():
     order = planted[cl.leaves]
     assert (np.diff(order) != 0).sum() == 2
     assert sorted(map(sorted, cl.clusters())) == sorted(
-        sorted(f"g{i}" for i in range(12) if planted[i] == k) for k in range(3))
+        sorted(f"g{i}" for i in range(12) if planted[i] == k) for k in range(3)
+    )
 
 
 def test_quality_scores_planted_phonetic_categories():
@@ -224,8 +228,9 @@ def test_normalization_math():
     np.testing.assert_allclose(normalize_profiles(means, "center"), means - means.mean(0), atol=1e-12)
     np.testing.assert_array_equal(normalize_profiles(means, "none"), means)
     mu, sd = np.array([1.0, 2.0, 3.0, 7.0]), np.array([2.0, 4.0, 0.5, 0.0])
-    np.testing.assert_allclose(normalize_profiles(means, "standardize", mu, sd)[:, :3],
-                               (means[:, :3] - mu[:3]) / sd[:3], rtol=1e-12)
+    np.testing.assert_allclose(
+        normalize_profiles(means, "standardize", mu, sd)[:, :3], (means[:, :3] - mu[:3]) / sd[:3], rtol=1e-12
+    )
     assert np.all(normalize_profiles(means, "standardize", mu, sd)[:, 3] == 0.0)
     with pytest.raises(ValueError, match="NaN"):
         normalize_profiles(np.array([[1.0, np.nan]]))
@@ -314,8 +319,9 @@ def test_layer_frames_past_the_last_output_frame_take_the_last_letter(tiny, utts
 
     torch.manual_seed(0)
     n_mels, alphabet = tiny.feature_config.n_mels, tiny.alphabet
-    module = torch.nn.Sequential(torch.nn.Conv1d(n_mels, 8, 1), torch.nn.ReLU(),
-                                 torch.nn.Conv1d(8, len(alphabet.symbols), 2, stride=4))
+    module = torch.nn.Sequential(
+        torch.nn.Conv1d(n_mels, 8, 1), torch.nn.ReLU(), torch.nn.Conv1d(8, len(alphabet.symbols), 2, stride=4)
+    )
     with torch.no_grad():
         module[2].bias[alphabet.index("e")] = 50.0  # every frame predicts "e"
     model = wrap_conv_model(module, alphabet, tiny.feature_config).eval()
@@ -332,8 +338,12 @@ def test_layer_frames_past_the_last_output_frame_take_the_last_letter(tiny, utts
             if name in naps.groups:
                 counts[naps.groups.index(name)] += 1
         n_lower = acts[lower].shape[1]
-        clipped |= bool(np.any(model.frame_map.layer_frame_of_input(
-            output, model.frame_map.center(lower, np.arange(n_lower))) >= len(out_labels)))
+        clipped |= bool(
+            np.any(
+                model.frame_map.layer_frame_of_input(output, model.frame_map.center(lower, np.arange(n_lower)))
+                >= len(out_labels)
+            )
+        )
     assert clipped  # the case under test occurs
     assert counts[naps.groups.index("e")] > 0
     np.testing.assert_array_equal(naps.counts(lower), counts)
@@ -351,8 +361,9 @@ def test_phoneme_naps_skip_utterances_without_phones(tiny, utts, phone_naps):
     counts = np.zeros(len(naps.groups), dtype=np.int64)
     for utt in with_phones:
         acts, _, _ = _run_alone(tiny, utt, ["conv9"])
-        lab = phone_labels(utt.phones, frame_times(tiny.frame_map, "conv9", acts["conv9"].shape[1],
-                                                   tiny.feature_config))
+        lab = phone_labels(
+            utt.phones, frame_times(tiny.frame_map, "conv9", acts["conv9"].shape[1], tiny.feature_config)
+        )
         for p in lab[lab >= 0]:
             name = PHONES[p]
             if name in naps.groups:
@@ -379,9 +390,11 @@ def test_weighted_naps_match_per_utterance_gradients(tiny, utts, custom_naps, we
     plain = custom_naps
     for layer in layers:
         np.testing.assert_allclose(naps.means(layer), ref[layer][0], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(naps.weight_sums(layer),
-                                   [ref[layer][3][np.concatenate([f[1] for f in frames[layer]]) == g].sum()
-                                    for g in range(4)], rtol=1e-4)
+        np.testing.assert_allclose(
+            naps.weight_sums(layer),
+            [ref[layer][3][np.concatenate([f[1] for f in frames[layer]]) == g].sum() for g in range(4)],
+            rtol=1e-4,
+        )
     assert not np.allclose(naps.means("conv8"), plain.means("conv8"), rtol=1e-3)
     if weighting == "gradient":  # at the output layer the gradient is one-hot: weights are all 1
         np.testing.assert_allclose(naps.means("conv11"), plain.means("conv11"), rtol=1e-5, atol=1e-6)
@@ -400,8 +413,7 @@ def test_estimator_partial_fit_merge_and_save_load(tiny, utts, letter_naps, tmp_
         (half_a if i % 2 else half_b).partial_fit(ab)
     merged = half_a.result().merge(half_b.result())
     # one pass for several estimators (letters and phonemes)
-    both = fit_estimators(tiny, utts, [NAPEstimator("letter", layers), NAPEstimator("phoneme", layers)],
-                          batch_size=3)
+    both = fit_estimators(tiny, utts, [NAPEstimator("letter", layers), NAPEstimator("phoneme", layers)], batch_size=3)
     for other in (fitted.result(), all_ab.result(), merged, both[0].result()):
         for layer in layers:
             np.testing.assert_array_equal(other.counts(layer), whole.counts(layer))
@@ -425,8 +437,9 @@ def test_estimator_partial_fit_merge_and_save_load(tiny, utts, letter_naps, tmp_
 
 def _stream_estimator(by, weighting):
     if by == "custom":
-        return NAPEstimator(_custom_labeler, ["conv1", "conv11"], groups=CUSTOM_GROUPS, weighting=weighting,
-                            batch_size=3)
+        return NAPEstimator(
+            _custom_labeler, ["conv1", "conv11"], groups=CUSTOM_GROUPS, weighting=weighting, batch_size=3
+        )
     return NAPEstimator(by, ["conv2", "conv9", "conv11"], weighting=weighting, batch_size=3)
 
 
@@ -461,8 +474,12 @@ def test_partial_fit_over_stream_batches_equals_fit(tiny, utts, by, weighting):
     assert fitted.counts("conv11").sum() > 0
     if weighting is not None:  # the weights count: saliency NAPs differ from the plain ones
         plain = _stream_estimator(by, None).fit(tiny, utts).result()
-        assert not np.allclose(fitted.means("conv9" if by != "custom" else "conv1"),
-                               plain.means("conv9" if by != "custom" else "conv1"), rtol=1e-3, equal_nan=True)
+        assert not np.allclose(
+            fitted.means("conv9" if by != "custom" else "conv1"),
+            plain.means("conv9" if by != "custom" else "conv1"),
+            rtol=1e-3,
+            equal_nan=True,
+        )
 
 
 def test_fit_on_another_model_uses_that_models_layers(tiny, utts):
@@ -470,8 +487,11 @@ def test_fit_on_another_model_uses_that_models_layers(tiny, utts):
     from asr_introspect.models import wrap_conv_model
 
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Conv1d(tiny.feature_config.n_mels, 8, 1), torch.nn.ReLU(),
-                                 torch.nn.Conv1d(8, len(tiny.alphabet.symbols), 1))
+    module = torch.nn.Sequential(
+        torch.nn.Conv1d(tiny.feature_config.n_mels, 8, 1),
+        torch.nn.ReLU(),
+        torch.nn.Conv1d(8, len(tiny.alphabet.symbols), 1),
+    )
     small = wrap_conv_model(module, tiny.alphabet, tiny.feature_config).eval()
     est = NAPEstimator("letter")
     assert est.fit(tiny, utts[:2]).result().layers == list(tiny.layer_names)
@@ -613,8 +633,9 @@ def test_torchaudio_wav2letter_end_to_end(tmp_path):
 
     torch.manual_seed(1)
     config = FeatureConfig(n_mels=40)
-    model = wrap_torchaudio_wav2letter(Wav2Letter(num_classes=29, input_type="mfcc", num_features=40),
-                                       Alphabet.default(), config)
+    model = wrap_torchaudio_wav2letter(
+        Wav2Letter(num_classes=29, input_type="mfcc", num_features=40), Alphabet.default(), config
+    )
     model.module.eval()
     rng = np.random.default_rng(0)
     sr = config.sample_rate
@@ -625,8 +646,12 @@ def test_torchaudio_wav2letter_end_to_end(tmp_path):
         t = np.arange(int(seconds * sr)) / sr
         audio = 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t) * (t > 0.2) + 0.02 * rng.standard_normal(len(t))
         path = save_audio(tmp_path / f"u{i}.wav", audio.astype(np.float32), sr)
-        phones = (PhoneSegment("sil", 0.0, 0.2), PhoneSegment("aa", 0.2, 0.4), PhoneSegment("s", 0.4, 0.5),
-                  PhoneSegment("iy", 0.5, seconds))
+        phones = (
+            PhoneSegment("sil", 0.0, 0.2),
+            PhoneSegment("aa", 0.2, 0.4),
+            PhoneSegment("s", 0.4, 0.5),
+            PhoneSegment("iy", 0.5, seconds),
+        )
         utterances.append(Utterance(f"u{i}", "s", path, text, phones, seconds))
     layers = ["conv9", "conv10", "conv11"]
     letters = compute_naps(model, utterances, "letter", layers, batch_size=3)
@@ -652,19 +677,46 @@ def test_cli_writes_npz_json_and_figures(tiny, tiny_corpus, letter_naps, tmp_pat
 
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", tiny)
     out = tmp_path / "out"
-    code = main(["naps", "--model", str(ckpt), "--data", str(tiny_corpus.root), "--by", "both",
-                 "--layers", "conv9,conv11", "--out", str(out), "--linkage", "complete", "--json", "--quiet"])
+    code = main(
+        [
+            "naps",
+            "--model",
+            str(ckpt),
+            "--data",
+            str(tiny_corpus.root),
+            "--by",
+            "both",
+            "--layers",
+            "conv9,conv11",
+            "--out",
+            str(out),
+            "--linkage",
+            "complete",
+            "--json",
+            "--quiet",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["by"] == ["letter", "phoneme"] and summary["layers"] == ["conv9", "conv11"]
     assert summary["utterances"] == {"letter": 7, "phoneme": 2}
-    assert set(summary["scores"]["phoneme"]["conv9"]) >= {"ari_vowel", "ari_manner", "silhouette",
-                                                          "cophenetic", "specificity"}
+    assert set(summary["scores"]["phoneme"]["conv9"]) >= {
+        "ari_vowel",
+        "ari_manner",
+        "silhouette",
+        "cophenetic",
+        "specificity",
+    }
     assert set(summary["letter_over_phoneme_specificity"]) == {"conv9", "conv11"}
     assert all(Path(p).is_file() for p in summary["files"])
     names = {Path(p).name for p in summary["files"]}
-    assert {"naps_letter.npz", "naps_letter.json", "conv9_dendrogram.png", "conv11_clustermap.png",
-            "quality.png"} <= names
+    assert {
+        "naps_letter.npz",
+        "naps_letter.json",
+        "conv9_dendrogram.png",
+        "conv11_clustermap.png",
+        "quality.png",
+    } <= names
     saved = NAPs.load(out / "naps_letter.npz")
     np.testing.assert_array_equal(saved.counts("conv9"), letter_naps.counts("conv9"))
     np.testing.assert_allclose(saved.means("conv9"), letter_naps.means("conv9"), rtol=1e-5, atol=1e-5)
@@ -673,11 +725,43 @@ def test_cli_writes_npz_json_and_figures(tiny, tiny_corpus, letter_naps, tmp_pat
     assert clustering["linkage_method"] == "complete"
     assert sorted(g for c in clustering["hierarchical_clusters"] for g in c) == sorted(clustering["groups"])
 
-    assert main(["naps", "--model", str(ckpt), "--data", str(tiny_corpus.root), "--layers", "conv99",
-                 "--out", str(out), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "naps",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(tiny_corpus.root),
+                "--layers",
+                "conv99",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "conv99" in capsys.readouterr().err
-    assert main(["naps", "--model", str(ckpt), "--data", str(tiny_corpus.root), "--linkage", "ward",
-                 "--metric", "cosine", "--out", str(out), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "naps",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(tiny_corpus.root),
+                "--linkage",
+                "ward",
+                "--metric",
+                "cosine",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
 
 
 @requires_shipped

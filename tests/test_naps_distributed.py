@@ -55,8 +55,24 @@ def worker(ckpt: str, data: str, out_dir: str, mode: str = "full") -> None:
         letters, phones = compute(ckpt, data)
         letters.save(Path(out_dir) / f"letters{rank}.npz")
         phones.save(Path(out_dir) / f"phones{rank}.npz")
-        code = main(["naps", "--model", ckpt, "--data", data, "--by", "letter", "--layers", "conv9,conv11",
-                     "--out", str(Path(out_dir) / "cli"), "--no-figures", "--json", "--quiet"])
+        code = main(
+            [
+                "naps",
+                "--model",
+                ckpt,
+                "--data",
+                data,
+                "--by",
+                "letter",
+                "--layers",
+                "conv9,conv11",
+                "--out",
+                str(Path(out_dir) / "cli"),
+                "--no-figures",
+                "--json",
+                "--quiet",
+            ]
+        )
         (Path(out_dir) / f"cli_exit{rank}").write_text(str(code))
     finally:
         dist.destroy_process_group()
@@ -84,10 +100,24 @@ def _checkpoint(tmp_path) -> str:
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
     """This file as the worker of 2 processes (gloo, CPU)."""
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, *args]
+    env = dict(
+        os.environ,
+        NUMBA_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        GLOO_SOCKET_IFNAME="lo",
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        __file__,
+        *args,
+    ]
     return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=180)
 
 

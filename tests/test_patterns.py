@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shipped import requires_shipped
 
 from asr_introspect.alignment import letter_labels
 from asr_introspect.corpus import Utterance
@@ -25,8 +26,6 @@ from asr_introspect.patterns import (
 )
 from asr_introspect.stream import StreamBatch, align_corpus, stream_corpus
 from asr_introspect.text import PHONE_TO_INDEX, PHONES, Alphabet
-from shipped import requires_shipped
-
 
 CLOSE = dict(rtol=1e-10, atol=1e-10)
 
@@ -48,8 +47,7 @@ def corr(a, b) -> float:
 # --------------------------------------------------------------------------- a slow reference
 
 
-def reference_sums(utterances, n_groups, window, frames, axis="input", frame_map=None, exclude=(),
-                   border="pad"):
+def reference_sums(utterances, n_groups, window, frames, axis="input", frame_map=None, exclude=(), border="pad"):
     """Loop-by-loop per-label window sums; centres from the closed-form receptive field."""
     n_feat = utterances[0][0].shape[0]
     sums = np.zeros((n_groups, n_feat, window))
@@ -120,9 +118,9 @@ def planted_corpus(rng, n_utts=120, n_frames=300, n_feat=30, seg=5):
         t = int(rng.integers(0, 4))
         while t + seg <= n_frames:
             g = ids[int(rng.integers(len(ids)))]
-            labels[t:t + seg] = g
-            x[: n_feat // 2, t:t + seg] += 2.0
-            x[bands[g], t:t + seg] += 1.0
+            labels[t : t + seg] = g
+            x[: n_feat // 2, t : t + seg] += 2.0
+            x[bands[g], t : t + seg] += 1.0
             t += seg + int(rng.integers(0, 3))
         utterances.append((x, labels))
     return phones, bands, utterances
@@ -181,14 +179,14 @@ def test_streaming_equals_one_pass_and_the_reference(frames, axis, tiny_model):
     # padded batches of 4 with lengths
     batched = make()
     for a in range(0, len(utts), 4):
-        chunk = utts[a:a + 4]
+        chunk = utts[a : a + 4]
         t_max = max(x.shape[1] for x, _ in chunk)
         l_max = max(len(lab) for _, lab in chunk)
         feats = np.zeros((len(chunk), 6, t_max), np.float32)
         labels = np.full((len(chunk), l_max), 7, np.int64)  # junk beyond each length must be ignored
         for b, (x, lab) in enumerate(chunk):
-            feats[b, :, :x.shape[1]] = x
-            labels[b, :len(lab)] = lab
+            feats[b, :, : x.shape[1]] = x
+            labels[b, : len(lab)] = lab
         batched.add(torch.from_numpy(feats), labels, lengths=[x.shape[1] for x, _ in chunk], model=fm)
     # two halves merged
     first, second = make(), make()
@@ -196,8 +194,7 @@ def test_streaming_equals_one_pass_and_the_reference(frames, axis, tiny_model):
         (first if i % 2 else second).add(x, lab, model=fm)
     merged = first.merge(second)
 
-    sums, sums_sq, counts, position_counts = reference_sums(utts, n_groups, window, frames, axis, fm,
-                                                            exclude=(sil,))
+    sums, sums_sq, counts, position_counts = reference_sums(utts, n_groups, window, frames, axis, fm, exclude=(sil,))
     keep = [i for i in range(n_groups) if i != sil]
     for averager in (one, batched, merged):
         r = averager.result()
@@ -213,7 +210,7 @@ def test_output_frame_window_is_its_receptive_field(tiny_model):
     fm = tiny_model.frame_map
     rf = fm.layer(fm.output_layer).receptive_field
     n_in = 400
-    features = (np.arange(n_in, dtype=np.float32)[None, :] + 1000 * np.arange(3, dtype=np.float32)[:, None])
+    features = np.arange(n_in, dtype=np.float32)[None, :] + 1000 * np.arange(3, dtype=np.float32)[:, None]
     n_out = fm.output_length(fm.output_layer, n_in)
     labels = np.full(n_out, -1)
     t = 120
@@ -353,8 +350,10 @@ def test_default_exclusions_and_unknown_names():
 def test_normalizations_match_their_definitions():
     rng = np.random.default_rng(3)
     window, n_feat = 5, 4
-    utts = [(rng.normal(0, 1 + np.arange(n_feat)[:, None], (n_feat, 40)).astype(np.float32),
-             rng.integers(-1, 3, 40)) for _ in range(5)]
+    utts = [
+        (rng.normal(0, 1 + np.arange(n_feat)[:, None], (n_feat, 40)).astype(np.float32), rng.integers(-1, 3, 40))
+        for _ in range(5)
+    ]
     r = PatternAverager(by="phoneme", window=window, border="skip")
     for x, lab in utts:
         r.add(x, lab)
@@ -364,7 +363,7 @@ def test_normalizations_match_their_definitions():
     for x, lab in utts:
         for t, g in enumerate(lab):
             if g >= 0 and 2 <= t < 38:
-                windows[g].append(x[:, t - 2:t + 3].astype(np.float64))
+                windows[g].append(x[:, t - 2 : t + 3].astype(np.float64))
     every = np.stack([w for ws in windows.values() for w in ws])
     mean, std = every.mean(axis=0), every.std(axis=0)
     band_mean = every.mean(axis=(0, 2))
@@ -377,8 +376,7 @@ def test_normalizations_match_their_definitions():
         np.testing.assert_allclose(r.subtracted[row], avg - mean, **CLOSE)
         np.testing.assert_allclose(r.zscores()[row], (avg - mean) / std, **CLOSE)
         n = len(windows[g])
-        np.testing.assert_allclose(r.zscores(standard_error=True)[row], (avg - mean) / (std / np.sqrt(n)),
-                                   **CLOSE)
+        np.testing.assert_allclose(r.zscores(standard_error=True)[row], (avg - mean) / (std / np.sqrt(n)), **CLOSE)
         # frequency-balanced: standardize each band over all windows, then average and subtract
         own = (np.stack(windows[g]) - band_mean[None, :, None]) / band_std[None, :, None]
         np.testing.assert_allclose(r.balanced()[row], own.mean(axis=0) - standardized.mean(axis=0), **CLOSE)
@@ -513,7 +511,7 @@ def test_stream_letter_labels_are_the_forced_path_of_align_corpus(tiny_model, ti
                 path = alignments[utt.id].frame_tokens
                 assert lengths[b] == len(path)
                 np.testing.assert_array_equal(labels[b, : len(path)], letter_labels(path, mode, blank=blank))
-                assert (labels[b, len(path):] == -1).all()  # padding
+                assert (labels[b, len(path) :] == -1).all()  # padding
         seen += [u.id for u in batch.utterances]
     assert sorted(seen) == sorted(alignments)
 
@@ -544,8 +542,7 @@ def _pattern_result(tiny_model, n=3, window=15):
     rng = np.random.default_rng(5)
     averager = PatternAverager(by="phoneme", window=window)
     for _ in range(3):
-        averager.add(rng.standard_normal((64, 120)).astype(np.float32),
-                             rng.integers(0, n, 120), model=tiny_model)
+        averager.add(rng.standard_normal((64, 120)).astype(np.float32), rng.integers(0, n, 120), model=tiny_model)
     return averager.result()
 
 
@@ -608,8 +605,26 @@ def test_cli_writes_npz_json_and_figures(tmp_path, tiny_model, tiny_corpus, caps
 
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", tiny_model)
     out = tmp_path / "out"
-    code = main(["patterns", "--by", "phoneme", "--model", str(ckpt), "--data", str(tiny_corpus.root),
-                 "--out", str(out), "--frames", "centers", "--window", "31", "--no-audio", "--quiet", "--json"])
+    code = main(
+        [
+            "patterns",
+            "--by",
+            "phoneme",
+            "--model",
+            str(ckpt),
+            "--data",
+            str(tiny_corpus.root),
+            "--out",
+            str(out),
+            "--frames",
+            "centers",
+            "--window",
+            "31",
+            "--no-audio",
+            "--quiet",
+            "--json",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["window"] == 31 and summary["utterances"] == 2 and summary["skipped"] == 5
@@ -620,8 +635,22 @@ def test_cli_writes_npz_json_and_figures(tmp_path, tiny_model, tiny_corpus, caps
     report = json.loads((out / "patterns_phoneme.json").read_text())
     assert report["counts"]["z"] == 2 and set(report["spectral_centroid_hz"]) >= {"positive", "energy"}
     assert len(summary["figures"]) == 3 and all(Path(name).is_file() for name in summary["figures"])
-    code = main(["patterns", "--by", "phoneme", "--model", str(ckpt), "--data", str(tiny_corpus.root),
-                 "--out", str(out), "--shift-correction", "3", "--quiet"])
+    code = main(
+        [
+            "patterns",
+            "--by",
+            "phoneme",
+            "--model",
+            str(ckpt),
+            "--data",
+            str(tiny_corpus.root),
+            "--out",
+            str(out),
+            "--shift-correction",
+            "3",
+            "--quiet",
+        ]
+    )
     assert code == 2 and "letter" in capsys.readouterr().err
 
 

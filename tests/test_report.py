@@ -26,13 +26,36 @@ PNG = bytes.fromhex(
 )
 
 ALLOWED_TAGS = {
-    "h1", "h2", "h3", "h4", "h5", "h6", "p", "ul", "ol", "li", "code", "pre", "strong", "em", "a",
-    "table", "thead", "tbody", "tr", "th", "td", "div", "blockquote", "hr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "p",
+    "ul",
+    "ol",
+    "li",
+    "code",
+    "pre",
+    "strong",
+    "em",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "div",
+    "blockquote",
+    "hr",
 }
 ALLOWED_ATTRS = {"href", "class", "style", "start"}
 
 
 # --------------------------------------------------------------------------- markdown
+
 
 def test_headings_shift_and_cap():
     out = markdown_to_html("# Top\n### Three ###\n###### Six", heading_offset=2)
@@ -61,8 +84,7 @@ def test_raw_html_is_escaped_everywhere():
 def test_inline_formatting():
     out = markdown_to_html("A **bold** and *italic* `x**y**` word, 2 * 3 * 4 and snake_case_name.")
     assert out == (
-        "<p>A <strong>bold</strong> and <em>italic</em> <code>x**y**</code> word, "
-        "2 * 3 * 4 and snake_case_name.</p>"
+        "<p>A <strong>bold</strong> and <em>italic</em> <code>x**y**</code> word, 2 * 3 * 4 and snake_case_name.</p>"
     )
     assert markdown_to_html(r"\*not italic\* and \`not code\`") == "<p>*not italic* and `not code`</p>"
 
@@ -70,18 +92,20 @@ def test_inline_formatting():
 def test_links_keep_only_safe_urls():
     out = markdown_to_html(
         "[ok](https://example.org/a?b=1&c=2) [rel](figures/a.png) [mail](mailto:a@b.c) "
-        "[bad](javascript:alert(1)) [bad2](JaVaScRiPt:x) [data](data:text/html,x) [q](http://a\"onmouseover=\"x)"
+        '[bad](javascript:alert(1)) [bad2](JaVaScRiPt:x) [data](data:text/html,x) [q](http://a"onmouseover="x)'
     )
     assert '<a href="https://example.org/a?b=1&amp;c=2">ok</a>' in out
     assert '<a href="figures/a.png">rel</a>' in out
     assert '<a href="mailto:a@b.c">mail</a>' in out
     assert markdown_to_html("[the `x` **y**](#model-card)") == (
-        '<p><a href="#model-card">the <code>x</code> <strong>y</strong></a></p>')
+        '<p><a href="#model-card">the <code>x</code> <strong>y</strong></a></p>'
+    )
     assert markdown_to_html("\x000\x00 [a](b)") == '<p>\ufffd0\ufffd <a href="b">a</a></p>'
     assert "javascript" not in re.sub(r"\[bad\]\(javascript:alert\(1\)\)", "", out).lower().replace(
-        "[bad2](javascript:x)", "")
+        "[bad2](javascript:x)", ""
+    )
     assert "[bad](javascript:alert(1))" in out  # left as text
-    assert "href=\"data:" not in out
+    assert 'href="data:' not in out
     assert 'onmouseover="' not in out and "&quot;onmouseover=&quot;" in out
 
 
@@ -125,8 +149,15 @@ class _TagCollector(HTMLParser):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(list("<>&\"'`*_-#|:[]()\\/ \n\tabc=.1!~") + [
-    "javascript:", "script", "onerror", "http://", "    ", "```", "- ", "1. ", "> "]), max_size=60).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(
+            list("<>&\"'`*_-#|:[]()\\/ \n\tabc=.1!~")
+            + ["javascript:", "script", "onerror", "http://", "    ", "```", "- ", "1. ", "> "]
+        ),
+        max_size=60,
+    ).map("".join)
+)
 def test_output_only_contains_whitelisted_markup(text):
     out = markdown_to_html(text)
     parser = _TagCollector()
@@ -140,6 +171,7 @@ def test_output_only_contains_whitelisted_markup(text):
 
 
 # --------------------------------------------------------------------------- report
+
 
 def _tone(seconds=0.5, freq=440.0, sr=16000):
     t = np.arange(int(seconds * sr)) / sr
@@ -159,19 +191,33 @@ def make_report_dir(root: Path) -> dict:
         "model_card_markdown": "# Model card\n\nTrained on **synthetic** speech.\n\n- 11 layers\n- `small` preset\n",
         "key_numbers": {"CER": 0.123456, "parameters": 4260000, "preset": "small", "missing": None},
         "sections": [
-            {"id": "lrp", "title": "Sensitivity vs LRP",
-             "text": "Read the **left** map first. <script>alert('x')</script>",
-             "figures": [{"path": "figs/a.png", "caption": "LRP relevance"},
-                         {"path": "./figs/b c.png", "caption": ""}],
-             "numbers": {"frame": 42}, "audio": [], "tables": []},
-            {"id": "patterns", "title": "Letter patterns", "text": "Listen to the patterns.",
-             "figures": [], "numbers": {},
-             "audio": [{"path": "audio/pattern.wav", "caption": "letter *s* pattern"}],
-             "tables": [{"caption": "Top letters", "columns": ["letter", "count"],
-                         "rows": [["s", 120], ["<e>", 0.5]]}]},
+            {
+                "id": "lrp",
+                "title": "Sensitivity vs LRP",
+                "text": "Read the **left** map first. <script>alert('x')</script>",
+                "figures": [
+                    {"path": "figs/a.png", "caption": "LRP relevance"},
+                    {"path": "./figs/b c.png", "caption": ""},
+                ],
+                "numbers": {"frame": 42},
+                "audio": [],
+                "tables": [],
+            },
+            {
+                "id": "patterns",
+                "title": "Letter patterns",
+                "text": "Listen to the patterns.",
+                "figures": [],
+                "numbers": {},
+                "audio": [{"path": "audio/pattern.wav", "caption": "letter *s* pattern"}],
+                "tables": [
+                    {"caption": "Top letters", "columns": ["letter", "count"], "rows": [["s", 120], ["<e>", 0.5]]}
+                ],
+            },
         ],
-        "examples": [{"id": "19-198-0001", "audio": "audio/utt 1.flac",
-                      "reference": "hello world", "hypothesis": "hello word"}],
+        "examples": [
+            {"id": "19-198-0001", "audio": "audio/utt 1.flac", "reference": "hello world", "hypothesis": "hello word"}
+        ],
     }
     (root / "summary.json").write_text(json.dumps(summary))
     return summary
@@ -256,13 +302,16 @@ def test_empty_file_is_rejected(tmp_path):
     assert not (tmp_path / "index.html").exists()
 
 
-@pytest.mark.parametrize("bad_path, message", [
-    ("/etc/hosts.png", "not a relative path"),
-    ("../outside.png", "outside the report folder"),
-    ("figs/../../x.png", "outside the report folder"),
-    ("https://example.org/a.png", "not a relative path"),
-    ("figs/a.txt", "unsupported figure type"),
-])
+@pytest.mark.parametrize(
+    "bad_path, message",
+    [
+        ("/etc/hosts.png", "not a relative path"),
+        ("../outside.png", "outside the report folder"),
+        ("figs/../../x.png", "outside the report folder"),
+        ("https://example.org/a.png", "not a relative path"),
+        ("figs/a.txt", "unsupported figure type"),
+    ],
+)
 def test_bad_paths_are_rejected(tmp_path, bad_path, message):
     summary = make_report_dir(tmp_path)
     summary["sections"][0]["figures"][0]["path"] = bad_path
@@ -303,14 +352,14 @@ def test_summary_errors_name_the_entry(tmp_path):
 
 
 def test_minimal_summary_and_number_formatting(tmp_path):
-    (tmp_path / "summary.json").write_text(json.dumps({
-        "title": "t", "key_numbers": {"nan": float("nan"), "big": 1e9, "tiny": 1.5e-5, "flag": True}}))
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"title": "t", "key_numbers": {"nan": float("nan"), "big": 1e9, "tiny": 1.5e-5, "flag": True}})
+    )
     page = write_report(tmp_path).read_text(encoding="utf-8")
     assert "n/a" in page and "1e+09" in page and "1.5e-05" in page and ">yes<" in page
     assert 'id="examples"' not in page and 'id="model-card"' not in page
     normalized = validate_summary({"title": "t"}, tmp_path)
-    assert normalized == {"title": "t", "model_card_markdown": "", "key_numbers": {}, "sections": [],
-                          "examples": []}
+    assert normalized == {"title": "t", "model_card_markdown": "", "key_numbers": {}, "sections": [], "examples": []}
     assert "<h1>t</h1>" in render_report(normalized, tmp_path, generated="now")
 
 

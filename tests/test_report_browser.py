@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_check import Chromium, find_chromium, serve_directory
 
 from asr_introspect.audio import save_audio
 from asr_introspect.io import save_json
 from asr_introspect.plotting.common import new_figure, save_figure
 from asr_introspect.report import write_report
-from browser_check import Chromium, find_chromium, serve_directory
 
 CHROMIUM = find_chromium()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -40,8 +40,10 @@ def _in_ci() -> bool:
 @pytest.fixture(scope="module")
 def chromium():
     if CHROMIUM is None:
-        reason = ("Chromium not found: install the Debian package `chromium` (`make setup` does so as root) "
-                  "or point ASR_CHROMIUM at a Chromium binary")
+        reason = (
+            "Chromium not found: install the Debian package `chromium` (`make setup` does so as root) "
+            "or point ASR_CHROMIUM at a Chromium binary"
+        )
         if _in_ci() or os.geteuid() == 0:
             pytest.fail(reason + " (required in CI and when running as root)")
         pytest.skip(reason)
@@ -75,16 +77,25 @@ def build_report(out: Path) -> dict:
         ),
         "key_numbers": {"CER": 0.25, "parameters": 80000, "preset": "tiny"},
         "sections": [
-            {"id": "attribution", "title": "Sensitivity vs LRP",
-             "text": "Relevance is **red** where the frame supports the letter.",
-             "figures": figures[:2], "numbers": {"frame": 12},
-             "audio": [{"path": "audio/pattern s.wav", "caption": "the *s* pattern, sonified"}],
-             "tables": [{"caption": "letters", "columns": ["letter", "n"], "rows": [["s", 3], ["e", 5]]}]},
-            {"id": "wide", "title": "A wide figure", "text": "Must fit the column.",
-             "figures": figures[2:]},
+            {
+                "id": "attribution",
+                "title": "Sensitivity vs LRP",
+                "text": "Relevance is **red** where the frame supports the letter.",
+                "figures": figures[:2],
+                "numbers": {"frame": 12},
+                "audio": [{"path": "audio/pattern s.wav", "caption": "the *s* pattern, sonified"}],
+                "tables": [{"caption": "letters", "columns": ["letter", "n"], "rows": [["s", 3], ["e", 5]]}],
+            },
+            {"id": "wide", "title": "A wide figure", "text": "Must fit the column.", "figures": figures[2:]},
         ],
-        "examples": [{"id": "19-198-0001", "audio": "audio/examples/19-198-0001.flac",
-                      "reference": "hello world", "hypothesis": "hello word"}],
+        "examples": [
+            {
+                "id": "19-198-0001",
+                "audio": "audio/examples/19-198-0001.flac",
+                "reference": "hello world",
+                "hypothesis": "hello word",
+            }
+        ],
     }
     save_json(out / "summary.json", summary)
     return summary
@@ -143,7 +154,7 @@ def test_checker_reports_broken_pages(chromium, tmp_path):
     assert "image did not load: https://example.invalid/remote.png" in problems
     assert "external resource: https://example.invalid/remote.png" in problems
     assert f"audio element error 4: {base}gone.wav" in problems
-    assert f"audio source not readable (HTTP 404" in problems
+    assert "audio source not readable (HTTP 404" in problems
     assert f"audio element error 4: {base}corrupt.wav" in problems  # served fine, but not audio
     assert f"{base}ok.wav" not in problems
     assert "ERR_PROXY_CONNECTION_FAILED https://example.invalid/remote.png" in problems  # no network

@@ -47,8 +47,17 @@ def chain(tmp_path: Path, corpus_root: Path) -> tuple[Path, list[dict]]:
     a = save(tmp_path / "a.safetensors", 0, {"training": ta, "model_card": {"training": ta, "earlier_stages": [t0]}})
     tb = stage(30, {**train, "init_from": str(a), "init_sha256": file_sha256(a)})
     b = save(tmp_path / "b.safetensors", 1, {"training": tb})
-    tc = stage(40, {"train": str(corpus_root), "train_utterances": 5, "speakers": "19,84",
-                    "init_from": str(b), "init_sha256": file_sha256(b)}, augment=False)
+    tc = stage(
+        40,
+        {
+            "train": str(corpus_root),
+            "train_utterances": 5,
+            "speakers": "19,84",
+            "init_from": str(b),
+            "init_sha256": file_sha256(b),
+        },
+        augment=False,
+    )
     tc["config"]["quantize_aware"] = "nf4"
     run = tmp_path / "run"
     run.mkdir()
@@ -61,8 +70,25 @@ def test_card_lists_every_stage_and_states_the_error_rate_of_the_shipped_weights
     out = tmp_path / "out"
     out.mkdir()
     root = str(tiny_corpus.root)
-    assert ship.main(["--run", str(run), "--test-text", root, "--test-speaker", root, "--eval-corpus", root,
-                      "--out", str(out), "--command", "asr-introspect train ..."]) == 0
+    assert (
+        ship.main(
+            [
+                "--run",
+                str(run),
+                "--test-text",
+                root,
+                "--test-speaker",
+                root,
+                "--eval-corpus",
+                root,
+                "--out",
+                str(out),
+                "--command",
+                "asr-introspect train ...",
+            ]
+        )
+        == 0
+    )
 
     assert read_checkpoint_info(out / "default_model.safetensors")["dtype"] == "nf4"
     model, meta = load_checkpoint(out / "default_model.safetensors")
@@ -71,13 +97,20 @@ def test_card_lists_every_stage_and_states_the_error_rate_of_the_shipped_weights
     assert card["training"]["step"] == 40
     # hours only where the corpus on disk still has the stage's utterances (speakers 19 and 84: 5)
     assert card["training"]["data"]["train_hours"] == pytest.approx(
-        sum(u.duration for u in load_corpus(root) if u.speaker in ("19", "84")) / 3600)
+        sum(u.duration for u in load_corpus(root) if u.speaker in ("19", "84")) / 3600
+    )
     assert all(s["data"].get("train_hours") for s in card["earlier_stages"])
     # the stated rate is that of the weights as stored (nf4), on the evaluation corpus
     assert meta["metrics"]["cer"] == pytest.approx(evaluate(model, load_corpus(root))["cer"], abs=1e-9)
     # one row per voice family (the speaker name's first field) when the held-out text mixes several
-    assert set(card["evaluation"]) == {"held-out text", "held-out text, 103 voices", "held-out text, 19 voices",
-                                       "held-out text, 84 voices", "held-out speaker", "shipped evaluation corpus"}
+    assert set(card["evaluation"]) == {
+        "held-out text",
+        "held-out text, 103 voices",
+        "held-out text, 19 voices",
+        "held-out text, 84 voices",
+        "held-out speaker",
+        "shipped evaluation corpus",
+    }
     assert card["evaluation"]["held-out text, 19 voices"]["utterances"] == 3
     voice_19 = evaluate(model, [u for u in load_corpus(root) if u.speaker == "19"])
     assert card["evaluation"]["held-out text, 19 voices"]["cer"] == pytest.approx(voice_19["cer"], abs=1e-9)
@@ -106,6 +139,7 @@ def test_history_stops_at_a_replaced_or_missing_checkpoint(ship, tiny_corpus, tm
 def test_train_hours_only_for_the_corpus_the_stage_used(ship, tiny_corpus):
     root = str(tiny_corpus.root)
     assert ship.train_hours({"train": root, "train_utterances": 7}) == pytest.approx(
-        sum(u.duration for u in load_corpus(root)) / 3600)
+        sum(u.duration for u in load_corpus(root)) / 3600
+    )
     assert ship.train_hours({"train": root, "train_utterances": 3960}) is None  # path reused for another corpus
     assert ship.train_hours({"train": root + "/missing", "train_utterances": 7}) is None

@@ -68,8 +68,8 @@ def test_stream_visits_each_utterance_once_with_exact_features_and_logits(tiny, 
             assert int(batch.feature_lengths[b]) == n
             np.testing.assert_allclose(batch.utterance_features(b)[:, : n - 2], features[0, :, : n - 2], atol=1e-5)
             assert n_out == logits.shape[-1]
-            assert not batch.mask("conv9")[b, int(batch.layer_lengths("conv9")[b]):].any()
-            padded = batch.activations["conv9"][b, :, int(batch.layer_lengths("conv9")[b]):]
+            assert not batch.mask("conv9")[b, int(batch.layer_lengths("conv9")[b]) :].any()
+            padded = batch.activations["conv9"][b, :, int(batch.layer_lengths("conv9")[b]) :]
             assert torch.count_nonzero(padded) == 0
     assert sorted(seen) == sorted(u.id for u in utts)
 
@@ -102,7 +102,7 @@ def test_letter_labels_equal_the_per_utterance_reference_on_every_axis(tiny, utt
                 expected = transfer_labels(reference, tiny.frame_map, tiny.output_layer, layer, n_in)
                 got = batch.letter_labels(layer, source, letter_mode, shift)[b]
                 np.testing.assert_array_equal(got[: len(expected)], expected, err_msg=f"{utt.id} {layer}")
-                assert (got[len(expected):] == -1).all()
+                assert (got[len(expected) :] == -1).all()
 
 
 def test_phone_labels_equal_the_per_utterance_reference_and_mark_missing_segments(tiny, utts):
@@ -129,14 +129,13 @@ def test_gradient_weights_of_a_padded_batch_equal_each_utterance_alone(tiny, utt
         for b, utt in enumerate(batch.utterances):
             for layer in ("conv3", "conv10"):
                 n = int(batch.layer_lengths(layer)[b])
-                torch.testing.assert_close(batch.weights[layer][b, :n], alone[utt.id][layer][:n],
-                                           rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(batch.weights[layer][b, :n], alone[utt.id][layer][:n], rtol=1e-4, atol=1e-5)
 
 
 def test_stream_restores_the_modules_training_mode(tiny, utts):
     tiny.module.train()
     try:
-        for batch in stream_corpus(tiny, utts[:2]):
+        for _batch in stream_corpus(tiny, utts[:2]):
             assert not tiny.module.training
         assert tiny.module.training
     finally:

@@ -14,8 +14,7 @@ import pytest
 import soundfile as sf
 
 from asr_introspect.corpus import load_corpus, parse_flite_segments, read_librispeech, read_textgrid
-from asr_introspect.corpus.synth import (default_speakers, plan_corpus, select_speakers,
-                                         synthesize_corpus)
+from asr_introspect.corpus.synth import default_speakers, plan_corpus, select_speakers, synthesize_corpus
 from asr_introspect.errors import InputError
 from asr_introspect.g2p import word_pronunciations
 from asr_introspect.text import normalize_transcript, phone_from_cmudict
@@ -28,8 +27,14 @@ SENTENCES = [
     "Science is the tree of death.",
     "Never put off until tomorrow what you can do today.",
 ]
-ONE_PER_VOICE = ["flite_kal_d100", "flite_kal16_d085_p120", "flite_awb_d100", "flite_rms_d120",
-                 "flite_slt_d100", "flite_slt_d120_p210"]
+ONE_PER_VOICE = [
+    "flite_kal_d100",
+    "flite_kal16_d085_p120",
+    "flite_awb_d100",
+    "flite_rms_d120",
+    "flite_slt_d100",
+    "flite_slt_d120_p210",
+]
 
 
 # ---------------------------------------------------------------- the plan (no synthesizer)
@@ -77,9 +82,11 @@ def test_plan_is_deterministic_and_splits_do_not_leak():
 #: Vowels that flite may reduce to schwa (its "ax", our "ah") relative to CMUdict:
 #: unstressed vowels (stress 0) and every vowel of these function words, which
 #: flite's post-lexical rules reduce ("to" -> "t ax").
-FUNCTION_WORDS = frozenset("a an the to of for from at as and or but than that them you your we he she it "
-                           "is are was were be can could would should will with by on in into our us my "
-                           "his her their there this what when who so not no".split())
+FUNCTION_WORDS = frozenset(
+    "a an the to of for from at as and or but than that them you your we he she it "
+    "is are was were be can could would should will with by on in into our us my "
+    "his her their there this what when who so not no".split()
+)
 VOWELS = frozenset("aa ae ah ao aw ay eh er ey ih iy ow oy uh uw".split())
 _CMU = cmudict.dict()
 
@@ -114,7 +121,7 @@ def matches_cmudict(phones: list[str], words: list[str], voice: str) -> bool:
     positions = {0}
     for word in words:
         prons = realizations(word, voice)
-        positions = {p + len(r) for p in positions for r in prons if tuple(phones[p:p + len(r)]) == r}
+        positions = {p + len(r) for p in positions for r in prons if tuple(phones[p : p + len(r)]) == r}
         if not positions:
             return False
     return len(phones) in positions
@@ -125,8 +132,16 @@ def flite_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "corpus"
     text = out.parent / "sentences.txt"
     text.write_text("\n".join(SENTENCES) + "\n")
-    summary = synthesize_corpus(out, n_utterances=12, voices=ONE_PER_VOICE, seed=0, workers=2, text_file=text,
-                                test_text_fraction=0.0, test_speaker_fraction=0.0)
+    summary = synthesize_corpus(
+        out,
+        n_utterances=12,
+        voices=ONE_PER_VOICE,
+        seed=0,
+        workers=2,
+        text_file=text,
+        test_text_fraction=0.0,
+        test_speaker_fraction=0.0,
+    )
     return out, text, summary
 
 
@@ -162,8 +177,12 @@ def test_flite_segment_times_are_end_times_in_audio_time(tmp_path, voice):
     voices (kal, kal16) cut the final pause short (so the synthesizer clips it); the
     energy of the first /m/ starts where the first pause ends (numbers are END times)."""
     wav = tmp_path / "x.wav"
-    proc = subprocess.run(["flite", "-voice", voice, "-t", "Mama made more money.", "-o", str(wav), "-psdur"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        ["flite", "-voice", voice, "-t", "Mama made more money.", "-o", str(wav), "-psdur"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     segments = parse_flite_segments(proc.stdout)
     audio, rate = sf.read(str(wav))
     duration = len(audio) / rate
@@ -173,7 +192,7 @@ def test_flite_segment_times_are_end_times_in_audio_time(tmp_path, voice):
     else:
         assert abs(segments[-1].end - duration) <= 0.020
     hop = int(0.005 * rate)
-    energy = np.array([np.sqrt(np.mean(audio[i:i + hop] ** 2)) for i in range(0, len(audio) - hop, hop)])
+    energy = np.array([np.sqrt(np.mean(audio[i : i + hop] ** 2)) for i in range(0, len(audio) - hop, hop)])
     onset = np.nonzero(energy > 0.05 * energy.max())[0][0] * 0.005
     assert segments[0].phone == "sil" and segments[1].phone == "m"
     assert abs(onset - segments[0].end) < 0.03
@@ -186,31 +205,70 @@ def test_resuming_keeps_existing_files(flite_corpus):
     stamps = {p: p.stat().st_mtime_ns for p in files}
     victim = files[3]
     victim.unlink()
-    summary = synthesize_corpus(out, n_utterances=12, voices=ONE_PER_VOICE, seed=0, workers=2, text_file=text,
-                                test_text_fraction=0.0, test_speaker_fraction=0.0)
+    summary = synthesize_corpus(
+        out,
+        n_utterances=12,
+        voices=ONE_PER_VOICE,
+        seed=0,
+        workers=2,
+        text_file=text,
+        test_text_fraction=0.0,
+        test_speaker_fraction=0.0,
+    )
     assert summary["kept"] == 11 and summary["synthesized"] == 1 and summary["utterances"] == 12
     assert summary["total_seconds"] == pytest.approx(first["total_seconds"], abs=1e-3)
     assert all(p.stat().st_mtime_ns == stamps[p] for p in files if p != victim)
     assert victim.is_file()
     with pytest.raises(InputError, match="other settings.*seed"):
-        synthesize_corpus(out, n_utterances=12, voices=ONE_PER_VOICE, seed=1, text_file=text,
-                          test_text_fraction=0.0, test_speaker_fraction=0.0)
+        synthesize_corpus(
+            out,
+            n_utterances=12,
+            voices=ONE_PER_VOICE,
+            seed=1,
+            text_file=text,
+            test_text_fraction=0.0,
+            test_speaker_fraction=0.0,
+        )
 
 
 @pytest.mark.flite
 def test_cli_writes_splits_and_ends_with_a_json_line(tmp_path):
     voices = ["slt", "kal16"] + (["en-us+m3"] if shutil.which("espeak-ng") else [])
     out = tmp_path / "cli"
-    proc = subprocess.run([sys.executable, "-m", "asr_introspect.cli", "synth", "--out", str(out),
-                           "--utterances", "10", "--voices", *voices, "--seed", "2", "--json", "--quiet",
-                           "--test-text-fraction", "0.2", "--test-speaker-fraction", "0.2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asr_introspect.cli",
+            "synth",
+            "--out",
+            str(out),
+            "--utterances",
+            "10",
+            "--voices",
+            *voices,
+            "--seed",
+            "2",
+            "--json",
+            "--quiet",
+            "--test-text-fraction",
+            "0.2",
+            "--test-speaker-fraction",
+            "0.2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["utterances"] == 10 and summary["total_seconds"] > 5
     assert summary["speed_x_realtime"] > 0 and summary["wall_seconds"] > 0
     assert {name: s["utterances"] for name, s in summary["splits"].items()} == {
-        "train": 6, "test_text": 2, "test_speaker": 2}
+        "train": 6,
+        "test_text": 2,
+        "test_speaker": 2,
+    }
     train, test_text, test_speaker = (load_corpus(out / name) for name in ("train", "test_text", "test_speaker"))
     assert {u.text for u in train}.isdisjoint({u.text for u in test_text})
     assert {u.speaker for u in test_speaker}.isdisjoint({u.speaker for u in train + test_text})
@@ -218,6 +276,20 @@ def test_cli_writes_splits_and_ends_with_a_json_line(tmp_path):
     assert settings["held_out_speakers"] == sorted({u.speaker for u in test_speaker})
     if "en-us+m3" in voices:
         assert all((u.phones is None) == u.speaker.startswith("espeak") for u in train + test_text)
-    bad = subprocess.run([sys.executable, "-m", "asr_introspect.cli", "synth", "--out", str(tmp_path / "b"),
-                          "--voices", "nonsense", "--quiet"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asr_introspect.cli",
+            "synth",
+            "--out",
+            str(tmp_path / "b"),
+            "--voices",
+            "nonsense",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "unknown voice 'nonsense'" in bad.stderr

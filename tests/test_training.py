@@ -16,8 +16,8 @@ import torch
 from asr_introspect.audio import save_audio
 from asr_introspect.corpus import Utterance
 from asr_introspect.models import load_checkpoint
-from asr_introspect.training import TrainConfig, Trainer, EncodedCorpus, evaluate, new_model, train
 from asr_introspect.text import Alphabet
+from asr_introspect.training import EncodedCorpus, TrainConfig, Trainer, evaluate, new_model, train
 
 SR = 16000
 TONES = {"a": 400.0, "b": 800.0, "c": 1500.0, "d": 2600.0}
@@ -43,8 +43,9 @@ def tone_utterances(directory: Path, n: int, seed: int = 0) -> list[Utterance]:
         audio = np.concatenate(pieces) + 0.003 * rng.standard_normal(sum(len(p) for p in pieces))
         path = directory / f"tone-{i:03d}.wav"
         save_audio(path, audio.astype(np.float32), SR)
-        utterances.append(Utterance(id=f"tone-{i:03d}", speaker="s0", audio_path=path, text=text,
-                                    duration=len(audio) / SR))
+        utterances.append(
+            Utterance(id=f"tone-{i:03d}", speaker="s0", audio_path=path, text=text, duration=len(audio) / SR)
+        )
     return utterances
 
 
@@ -55,9 +56,19 @@ def tone_corpus(tmp_path_factory):
 
 
 def small_config(**kw) -> TrainConfig:
-    base = dict(preset="tiny", batch_size=8, max_steps=400, lr=3e-3, warmup_steps=30,
-                eval_every=10**9, checkpoint_every=10**9, speed_factors=(1.0,), noise_probability=0.0,
-                freq_masks=0, time_masks_per_second=0.0)
+    base = dict(
+        preset="tiny",
+        batch_size=8,
+        max_steps=400,
+        lr=3e-3,
+        warmup_steps=30,
+        eval_every=10**9,
+        checkpoint_every=10**9,
+        speed_factors=(1.0,),
+        noise_probability=0.0,
+        freq_masks=0,
+        time_masks_per_second=0.0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -82,8 +93,14 @@ def test_ctc_training_drives_loss_and_cer_down(tone_corpus, tmp_path):
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tone_corpus, tmp_path):
     train_utts, valid_utts = tone_corpus
-    config = small_config(max_steps=12, checkpoint_every=6, speed_factors=(0.9, 1.0, 1.1),
-                          noise_probability=0.5, freq_masks=2, time_masks_per_second=1.0)
+    config = small_config(
+        max_steps=12,
+        checkpoint_every=6,
+        speed_factors=(0.9, 1.0, 1.1),
+        noise_probability=0.5,
+        freq_masks=2,
+        time_masks_per_second=1.0,
+    )
     alphabet = Alphabet.default()
 
     def fresh(run: Path) -> Trainer:
@@ -171,8 +188,9 @@ def test_quantize_aware_steps_take_the_gradient_at_the_rounded_weights(tone_corp
         start = floats[name]
         if name in rounded:
             assert not torch.equal(start, rounded[name]), name  # the float weights are off the nf4 grid
-            torch.testing.assert_close(value - decay * start, ref_after[name] - decay * rounded[name],
-                                       rtol=0, atol=1e-6, msg=name)
+            torch.testing.assert_close(
+                value - decay * start, ref_after[name] - decay * rounded[name], rtol=0, atol=1e-6, msg=name
+            )
         elif value.is_floating_point():
             torch.testing.assert_close(value, ref_after[name], rtol=0, atol=1e-6, msg=name)
     # validation measures the rounded model, and best.safetensors keeps the float weights
@@ -207,10 +225,35 @@ def test_train_cli_speakers_selects_training_and_validation_utterances(tone_corp
     save_manifest(relabel(train_utts), tmp_path / "train.jsonl")
     save_manifest(relabel(valid_utts), tmp_path / "valid.jsonl")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "train.jsonl"), "--valid", str(tmp_path / "valid.jsonl"),
-                 "--speakers", "voice_0,voice_2", "--preset", "tiny", "--steps", "1", "--max-steps", "1",
-                 "--batch-size", "4", "--eval-every", "1000", "--checkpoint-every", "1", "--out", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "train.jsonl"),
+                "--valid",
+                str(tmp_path / "valid.jsonl"),
+                "--speakers",
+                "voice_0,voice_2",
+                "--preset",
+                "tiny",
+                "--steps",
+                "1",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--eval-every",
+                "1000",
+                "--checkpoint-every",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     data = json.loads((out / "config.json").read_text())["data"]
     assert data["speakers"] == "voice_0,voice_2"
     assert data["train_utterances"] == sum(i % 3 != 1 for i in range(len(train_utts)))
@@ -225,17 +268,53 @@ def test_two_torchrun_processes_match_one(tone_corpus, tmp_path):
     from asr_introspect.corpus import save_manifest
 
     save_manifest(train_utts, manifest)
-    common = ["--data", str(manifest), "--valid", str(manifest), "--preset", "tiny", "--no-batch-norm",
-              "--steps", "5", "--max-steps", "5", "--batch-size", "8", "--eval-every", "1000",
-              "--checkpoint-every", "5", "--quiet"]
+    common = [
+        "--data",
+        str(manifest),
+        "--valid",
+        str(manifest),
+        "--preset",
+        "tiny",
+        "--no-batch-norm",
+        "--steps",
+        "5",
+        "--max-steps",
+        "5",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "1000",
+        "--checkpoint-every",
+        "5",
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "asr_introspect.cli", "train", "--out", str(tmp_path / "one"),
-                          *common], env=env, capture_output=True, text=True)
+    one = subprocess.run(
+        [sys.executable, "-m", "asr_introspect.cli", "train", "--out", str(tmp_path / "one"), *common],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-                          "-m", "asr_introspect.cli", "train", "--out", str(tmp_path / "two"), *common],
-                         env=env, capture_output=True, text=True)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}",
+            "-m",
+            "asr_introspect.cli",
+            "train",
+            "--out",
+            str(tmp_path / "two"),
+            *common,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     a, _ = load_checkpoint(tmp_path / "one" / "model.safetensors")
     b, meta = load_checkpoint(tmp_path / "two" / "model.safetensors")

@@ -34,8 +34,8 @@ handling), :mod:`.checks` (input checks), :mod:`.stats` (``group_stats``,
 """
 
 from asr_introspect.aggregate.accumulators import GroupStats, GroupSummary, WindowStats, WindowSummary
-from asr_introspect.aggregate.distributed import _torch_distributed, all_reduce_arrays, torch_distributed
-from asr_introspect.aggregate.kernels import _accumulate, group_stats_into, windowed_sums_into
+from asr_introspect.aggregate.distributed import all_reduce_arrays, torch_distributed
+from asr_introspect.aggregate.kernels import group_stats_into, windowed_sums_into
 from asr_introspect.aggregate.stats import group_stats, specificity, variance_decomposition, windowed_sums
 
 __all__ = [
@@ -52,4 +52,3 @@ __all__ = [
     "group_stats_into",
     "windowed_sums_into",
 ]
-# also importable from here (benchmarks, naps): _accumulate, _torch_distributed

@@ -50,20 +50,17 @@ class GroupStats:
         self.weight_sums = np.zeros(self.n_groups)
 
     def __repr__(self) -> str:
-        return (
-            f"GroupStats(n_groups={self.n_groups}, n_features={self.n_features}, "
-            f"frames={int(self.counts.sum())})"
-        )
+        return f"GroupStats(n_groups={self.n_groups}, n_features={self.n_features}, frames={int(self.counts.sum())})"
 
     def _arrays(self) -> list[np.ndarray]:
         return [self.sums, self.sums_sq, self.counts, self.weight_sums]
 
-    def update(self, values, labels, weights=None) -> "GroupStats":
+    def update(self, values, labels, weights=None) -> GroupStats:
         """Add frames: values (T, N), labels (T,) in [-1, G), weights (T,) or None."""
         group_stats_into(values, labels, weights, self.sums, self.sums_sq, self.counts, self.weight_sums)
         return self
 
-    def merge(self, other: "GroupStats") -> "GroupStats":
+    def merge(self, other: GroupStats) -> GroupStats:
         """Add ``other``'s state into this one (in place); returns self."""
         if not isinstance(other, GroupStats) or (other.n_groups, other.n_features) != (
             self.n_groups,
@@ -74,7 +71,7 @@ class GroupStats:
             mine += theirs
         return self
 
-    def all_reduce(self, group=None) -> "GroupStats":
+    def all_reduce(self, group=None) -> GroupStats:
         """Sum the state over all processes (torch.distributed SUM); no-op if not initialized.
 
         A collective: every rank must call it once; afterwards every rank
@@ -83,7 +80,7 @@ class GroupStats:
         all_reduce_arrays(self._arrays(), group)
         return self
 
-    def copy(self) -> "GroupStats":
+    def copy(self) -> GroupStats:
         return GroupStats.from_dict(self.to_dict())
 
     @property
@@ -128,7 +125,7 @@ class GroupStats:
         }
 
     @classmethod
-    def from_dict(cls, d, prefix: str = "") -> "GroupStats":
+    def from_dict(cls, d, prefix: str = "") -> GroupStats:
         """Inverse of :meth:`to_dict` (e.g. the dict returned by ``io.load_npz``)."""
         sums = np.asarray(d[prefix + "sums"], dtype=np.float64)
         if sums.ndim != 2:
@@ -179,12 +176,12 @@ class WindowStats:
     def _arrays(self) -> list[np.ndarray]:
         return [self.sums, self.counts, self.position_counts]
 
-    def update(self, features, centers, labels) -> "WindowStats":
+    def update(self, features, centers, labels) -> WindowStats:
         """Add the windows of one utterance: features (F, T), centers (K,), labels (K,)."""
         windowed_sums_into(features, centers, labels, self.border, self.sums, self.counts, self.position_counts)
         return self
 
-    def merge(self, other: "WindowStats") -> "WindowStats":
+    def merge(self, other: WindowStats) -> WindowStats:
         """Add ``other``'s state into this one (in place); returns self."""
         if not isinstance(other, WindowStats) or (
             other.n_groups,
@@ -197,12 +194,12 @@ class WindowStats:
             mine += theirs
         return self
 
-    def all_reduce(self, group=None) -> "WindowStats":
+    def all_reduce(self, group=None) -> WindowStats:
         """Sum the state over all processes (torch.distributed SUM); no-op if not initialized."""
         all_reduce_arrays(self._arrays(), group)
         return self
 
-    def copy(self) -> "WindowStats":
+    def copy(self) -> WindowStats:
         return WindowStats.from_dict(self.to_dict())
 
     @property
@@ -228,7 +225,7 @@ class WindowStats:
         }
 
     @classmethod
-    def from_dict(cls, d, prefix: str = "") -> "WindowStats":
+    def from_dict(cls, d, prefix: str = "") -> WindowStats:
         """Inverse of :meth:`to_dict`."""
         sums = np.asarray(d[prefix + "sums"], dtype=np.float64)
         if sums.ndim != 3:

@@ -6,8 +6,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BORDERS", "as_numpy", "float_array", "int_array", "check_n_groups", "check_labels", "check_border",
-           "check_window"]
+__all__ = [
+    "BORDERS",
+    "as_numpy",
+    "float_array",
+    "int_array",
+    "check_n_groups",
+    "check_labels",
+    "check_border",
+    "check_window",
+]
 
 #: border handling of :func:`~asr_introspect.aggregate.windowed_sums`
 BORDERS = ("skip", "pad")
@@ -73,4 +81,3 @@ def check_window(window: Any) -> int:
     if isinstance(window, (bool, np.bool_)) or int(window) != window or window < 1:
         raise ValueError(f"window must be a positive integer, got {window!r}")
     return int(window)
-

@@ -17,7 +17,6 @@ def torch_distributed():
 
 
 #: the former private name (``asr_introspect.naps`` imports it)
-_torch_distributed = torch_distributed
 
 
 def all_reduce_arrays(arrays: list[np.ndarray], group=None) -> None:

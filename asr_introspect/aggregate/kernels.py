@@ -59,7 +59,6 @@ def _numba_threads() -> int:
     return n
 
 
-
 # ---------------------------------------------------------------------------
 # kernels
 #
@@ -104,8 +103,11 @@ def _flush(g, stage_s, stage_q, sums, sums_sq):  # pragma: no cover - compiled
 def _new_stage(values, n_groups):  # pragma: no cover - compiled
     """Per-thread staging: partial sums and squares, each (G, N) in the input dtype, frames staged (G,)."""
     n_feat = values.shape[1]
-    return (np.zeros((n_groups, n_feat), dtype=values.dtype), np.zeros((n_groups, n_feat), dtype=values.dtype),
-            np.zeros(n_groups, dtype=np.int64))
+    return (
+        np.zeros((n_groups, n_feat), dtype=values.dtype),
+        np.zeros((n_groups, n_feat), dtype=values.dtype),
+        np.zeros(n_groups, dtype=np.int64),
+    )
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -154,8 +156,9 @@ def _accumulate(values, labels, weights, start, stop, sums, sums_sq, counts, wei
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _group_stats_parallel(values, labels, weights, sums, sums_sq, counts, weight_sums,
-                          parts_sums, parts_sq, parts_counts, parts_w):  # pragma: no cover - compiled
+def _group_stats_parallel(
+    values, labels, weights, sums, sums_sq, counts, weight_sums, parts_sums, parts_sq, parts_counts, parts_w
+):  # pragma: no cover - compiled
     """One chunk of frames per thread into its own zeroed parts, then the parts added to the totals.
 
     parts_* are scratch arrays (n_chunks, G, N), (n_chunks, G, N), (n_chunks, G),
@@ -199,8 +202,12 @@ def _parts(n_chunks: int, n_groups: int, n_feat: int) -> tuple[np.ndarray, ...]:
     if key not in cache:
         if len(cache) >= _SCRATCH_SHAPES:
             cache.clear()
-        cache[key] = (np.empty((n_chunks, n_groups, n_feat)), np.empty((n_chunks, n_groups, n_feat)),
-                      np.empty((n_chunks, n_groups), dtype=np.int64), np.empty((n_chunks, n_groups)))
+        cache[key] = (
+            np.empty((n_chunks, n_groups, n_feat)),
+            np.empty((n_chunks, n_groups, n_feat)),
+            np.empty((n_chunks, n_groups), dtype=np.int64),
+            np.empty((n_chunks, n_groups)),
+        )
     return cache[key]
 
 
@@ -300,7 +307,6 @@ def _windowed_parallel(features, centers, lo, hi, order, offsets, window, sums):
         _window_rows(features, centers, lo, hi, order, offsets, window, sums, f, f + 1)
 
 
-
 # ---------------------------------------------------------------------------
 # drivers: checks, then the serial or the threaded kernel
 
@@ -328,11 +334,11 @@ def group_stats_into(values, labels, weights, sums, sums_sq, counts, weight_sums
     if n_chunks == 1:  # serial: straight into the caller's arrays
         _accumulate(values, labels, w, 0, n_frames, sums, sums_sq, counts, weight_sums)
     else:
-        _group_stats_parallel(values, labels, w, sums, sums_sq, counts, weight_sums,
-                              *_parts(n_chunks, n_groups, n_feat))
+        _group_stats_parallel(
+            values, labels, w, sums, sums_sq, counts, weight_sums, *_parts(n_chunks, n_groups, n_feat)
+        )
     if weights is None:  # unit weights
         weight_sums += counts - before
-
 
 
 def windowed_sums_into(features, centers, labels, border, sums, counts, position_counts) -> None:
@@ -360,4 +366,3 @@ def windowed_sums_into(features, centers, labels, border, sums, counts, position
         _windowed_parallel(features, centers, lo, hi, order, offsets, window, sums)
     else:
         _window_rows(features, centers, lo, hi, order, offsets, window, sums, 0, n_feat)
-

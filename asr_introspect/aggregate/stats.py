@@ -48,7 +48,6 @@ def _group_stats(values, labels, n_groups, weights):
     return out
 
 
-
 def _windowed(features, centers, labels, n_groups, window, border):
     """Always ``(sums (G, F, W), counts (G,), position_counts (G, W))``."""
     n_groups = check_n_groups(n_groups)
@@ -61,7 +60,6 @@ def _windowed(features, centers, labels, n_groups, window, border):
     )
     windowed_sums_into(features, centers, labels, border, *out)
     return out
-
 
 
 def windowed_sums(features, centers, labels, n_groups: int, window: int, border: str = "pad"):
@@ -113,8 +111,7 @@ def variance_decomposition(sums, sums_sq, weights):
     weights = np.asarray(weights, dtype=np.float64)
     if sums.ndim != 2 or sums_sq.shape != sums.shape or weights.shape != sums.shape[:1]:
         raise ValueError(
-            f"expected sums (G, N), sums_sq (G, N), weights (G,); got {sums.shape}, "
-            f"{sums_sq.shape}, {weights.shape}"
+            f"expected sums (G, N), sums_sq (G, N), weights (G,); got {sums.shape}, {sums_sq.shape}, {weights.shape}"
         )
     keep = weights > 0
     s, q, w = sums[keep], sums_sq[keep], weights[keep]

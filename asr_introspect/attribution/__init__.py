@@ -13,6 +13,14 @@
 """
 
 from asr_introspect.attribution.crops import CropGeometry, crop_logits
+from asr_introspect.attribution.evaluation import (
+    CurveResult,
+    RandomizationResult,
+    faithfulness,
+    perturbation_curves,
+    randomization_test,
+    rank_correlation,
+)
 from asr_introspect.attribution.frames import (
     LRP_METHODS,
     METHODS,
@@ -22,6 +30,7 @@ from asr_introspect.attribution.frames import (
     select_frames,
     select_targets,
 )
+from asr_introspect.attribution.gradients import RELU_RULES, relu_backward
 from asr_introspect.attribution.lrp import (
     COMPOSITES,
     AlphaBeta,
@@ -41,21 +50,43 @@ from asr_introspect.attribution.lrp import (
     ZPlus,
 )
 from asr_introspect.attribution.stack import ConvLayer, ConvStack, conv_stack, fold_batchnorm
-from asr_introspect.attribution.gradients import RELU_RULES, relu_backward
-from asr_introspect.attribution.evaluation import (
-    CurveResult,
-    RandomizationResult,
-    faithfulness,
-    perturbation_curves,
-    randomization_test,
-    rank_correlation,
-)
 
 __all__ = [
-    "AlphaBeta", "attribute", "CurveResult", "faithfulness", "perturbation_curves", "RandomizationResult",
-    "randomization_test", "rank_correlation", "Attribution", "COMPOSITES", "Composite", "compute_crops", "conv_stack",
-    "ConvLayer", "ConvStack", "crop_logits", "CropGeometry", "Epsilon", "EpsilonAlpha1Beta0",
-    "EpsilonAlpha2Beta1", "EpsilonComposite", "EpsilonGammaBox", "EpsilonPlus", "EpsilonPlusFlat", "Flat",
-    "fold_batchnorm", "Gamma", "LRP_METHODS", "METHODS", "relu_backward", "RELU_RULES", "Rule",
-    "select_frames", "select_targets", "WSquare", "ZBox", "ZPlus",
+    "AlphaBeta",
+    "attribute",
+    "CurveResult",
+    "faithfulness",
+    "perturbation_curves",
+    "RandomizationResult",
+    "randomization_test",
+    "rank_correlation",
+    "Attribution",
+    "COMPOSITES",
+    "Composite",
+    "compute_crops",
+    "conv_stack",
+    "ConvLayer",
+    "ConvStack",
+    "crop_logits",
+    "CropGeometry",
+    "Epsilon",
+    "EpsilonAlpha1Beta0",
+    "EpsilonAlpha2Beta1",
+    "EpsilonComposite",
+    "EpsilonGammaBox",
+    "EpsilonPlus",
+    "EpsilonPlusFlat",
+    "Flat",
+    "fold_batchnorm",
+    "Gamma",
+    "LRP_METHODS",
+    "METHODS",
+    "relu_backward",
+    "RELU_RULES",
+    "Rule",
+    "select_frames",
+    "select_targets",
+    "WSquare",
+    "ZBox",
+    "ZPlus",
 ]

@@ -20,7 +20,7 @@ deletion/insertion curves, which perturb only a frame's receptive field).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -39,8 +39,9 @@ class WindowSource:
         C, Lp = self.padded.shape
         if base < 0 or base + (n_windows - 1) * step + length > Lp:
             raise AssertionError("window source too short")
-        self._windows = self.padded.as_strided((n_windows, C, length), (step, Lp, 1),
-                                               self.padded.storage_offset() + base)
+        self._windows = self.padded.as_strided(
+            (n_windows, C, length), (step, Lp, 1), self.padded.storage_offset() + base
+        )
 
     def take(self, frames: torch.Tensor) -> torch.Tensor:
         return self._windows.index_select(0, frames)
@@ -115,10 +116,17 @@ def crop_logits(stack: ConvStack, geometry: CropGeometry, crops: torch.Tensor, f
     return x[:, :, 0]
 
 
-def propagate(backend, geometry: CropGeometry, frames: np.ndarray, targets: np.ndarray,
-              start: np.ndarray | None = None, chunk_size: int | None = None, stop_level: int = 0,
-              finish: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-              progress: bool = False) -> np.ndarray:
+def propagate(
+    backend,
+    geometry: CropGeometry,
+    frames: np.ndarray,
+    targets: np.ndarray,
+    start: np.ndarray | None = None,
+    chunk_size: int | None = None,
+    stop_level: int = 0,
+    finish: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Run ``backend.backward`` from the output down to ``stop_level`` for every (frame, target).
 
     The output signal is one-hot at the target class, scaled by ``start`` (N,) (default 1).
@@ -170,4 +178,3 @@ def default_chunk_size(stack: ConvStack, geometry: CropGeometry, budget_bytes: i
 
 def _np_dtype(dtype: torch.dtype):
     return np.float64 if dtype == torch.float64 else np.float32
-

@@ -23,8 +23,9 @@ AUC than random. AUC is the trapezoidal area over the fraction of units in [0, 1
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,12 +33,26 @@ from scipy.stats import rankdata
 
 from asr_introspect.attribution.crops import CropGeometry, crop_logits
 from asr_introspect.attribution.frames import (
-    Attribution, attribute, compute_crops, features_tensor, method_name, select_frames, select_targets,
+    Attribution,
+    attribute,
+    compute_crops,
+    features_tensor,
+    method_name,
+    select_frames,
+    select_targets,
 )
 from asr_introspect.attribution.stack import ConvLayer, ConvStack, conv_stack
 
-__all__ = ["rank_correlation", "randomize_stack", "RandomizationResult", "randomization_test",
-           "CurveResult", "perturbation_curves", "faithfulness", "auc"]
+__all__ = [
+    "rank_correlation",
+    "randomize_stack",
+    "RandomizationResult",
+    "randomization_test",
+    "CurveResult",
+    "perturbation_curves",
+    "faithfulness",
+    "auc",
+]
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -67,8 +82,19 @@ def randomize_stack(stack: ConvStack, layers: Sequence[str], seed: int = 0) -> C
         if layer.name in layers:
             w = torch.randn(w.shape, generator=gen, dtype=torch.float64).to(w) * w.std()
             b = torch.randn(b.shape, generator=gen, dtype=torch.float64).to(b) * (b.std() if b.numel() > 1 else 0)
-        new.append(ConvLayer(layer.name, w.clone(), b.clone(), layer.stride, layer.dilation, layer.groups,
-                             layer.pad_left, layer.pad_right, layer.relu))
+        new.append(
+            ConvLayer(
+                layer.name,
+                w.clone(),
+                b.clone(),
+                layer.stride,
+                layer.dilation,
+                layer.groups,
+                layer.pad_left,
+                layer.pad_right,
+                layer.relu,
+            )
+        )
     return ConvStack(new, stack.names)
 
 
@@ -88,9 +114,10 @@ class RandomizationResult:
         """method -> {layer: mean Spearman (signed), ...} and the same for absolute values."""
         out: dict[str, Any] = {}
         for m, name in enumerate(self.methods):
-            out[name] = {"spearman": {s: float(np.nanmean(self.spearman[m, k])) for k, s in enumerate(self.steps)},
-                         "spearman_abs": {s: float(np.nanmean(self.spearman_abs[m, k]))
-                                          for k, s in enumerate(self.steps)}}
+            out[name] = {
+                "spearman": {s: float(np.nanmean(self.spearman[m, k])) for k, s in enumerate(self.steps)},
+                "spearman_abs": {s: float(np.nanmean(self.spearman_abs[m, k])) for k, s in enumerate(self.steps)},
+            }
         return out
 
 
@@ -101,11 +128,19 @@ def _valid_mask(geometry: CropGeometry, frames: np.ndarray, n_features: int) -> 
     return np.broadcast_to(valid[:, None, :], (len(frames), n_features, geometry.receptive_field))
 
 
-def randomization_test(model, features, methods: Sequence = ("lrp-epsilon-plus", "sensitivity"),
-                       frames="all", target="predicted", transcript: str | None = None,
-                       layers: Sequence[str] | None = None, seed: int = 0, chunk_size: int | None = None,
-                       dtype: torch.dtype | None = None,
-                       method_options: dict[str, dict] | None = None) -> RandomizationResult:
+def randomization_test(
+    model,
+    features,
+    methods: Sequence = ("lrp-epsilon-plus", "sensitivity"),
+    frames="all",
+    target="predicted",
+    transcript: str | None = None,
+    layers: Sequence[str] | None = None,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    method_options: dict[str, dict] | None = None,
+) -> RandomizationResult:
     """Cascading randomization from the output layer down to the first (or the listed ``layers``, in order).
 
     features: (F, T_in). Targets are fixed by the original model; ``method_options``: method
@@ -126,14 +161,33 @@ def randomization_test(model, features, methods: Sequence = ("lrp-epsilon-plus",
     names = [method_name(m) for m in methods]
     rho = np.full((len(methods), len(steps), len(frames_arr)), np.nan)
     rho_abs = np.full_like(rho, np.nan)
-    originals = [compute_crops(stack, x, frames_arr, targets, m, cache=cache, chunk_size=chunk_size,
-                               **method_options.get(method_name(m), {})) for m in methods]
+    originals = [
+        compute_crops(
+            stack,
+            x,
+            frames_arr,
+            targets,
+            m,
+            cache=cache,
+            chunk_size=chunk_size,
+            **method_options.get(method_name(m), {}),
+        )
+        for m in methods
+    ]
     for k in range(len(steps)):
         randomized = randomize_stack(stack, steps[: k + 1], seed=seed)
         rcache = randomized.forward_cache(x)
         for j, m in enumerate(methods):
-            maps = compute_crops(randomized, x, frames_arr, targets, m, cache=rcache, chunk_size=chunk_size,
-                                 **method_options.get(names[j], {}))
+            maps = compute_crops(
+                randomized,
+                x,
+                frames_arr,
+                targets,
+                m,
+                cache=rcache,
+                chunk_size=chunk_size,
+                **method_options.get(names[j], {}),
+            )
             rho[j, k] = rank_correlation(originals[j], maps, mask)
             rho_abs[j, k] = rank_correlation(np.abs(originals[j]), np.abs(maps), mask)
     return RandomizationResult(names, steps, frames_arr, targets, rho, rho_abs)
@@ -174,8 +228,11 @@ class CurveResult:
         return float(np.mean(auc(self.fractions, self.random)))
 
     def summary(self) -> dict[str, float]:
-        return {"auc": self.auc, "random_auc": self.random_auc,
-                "auc_gain": (self.random_auc - self.auc) if self.mode == "deletion" else (self.auc - self.random_auc)}
+        return {
+            "auc": self.auc,
+            "random_auc": self.random_auc,
+            "auc_gain": (self.random_auc - self.auc) if self.mode == "deletion" else (self.auc - self.random_auc),
+        }
 
 
 def _orders(scores: np.ndarray, n_random: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -183,15 +240,28 @@ def _orders(scores: np.ndarray, n_random: int, rng: np.random.Generator) -> tupl
     order = np.argsort(-scores, kind="stable")
     rank = np.empty(len(scores), dtype=np.int64)
     rank[order] = np.arange(len(scores))
-    random = (np.stack([rng.permutation(len(scores)) for _ in range(n_random)]) if n_random
-              else np.zeros((0, len(scores)), np.int64))
+    random = (
+        np.stack([rng.permutation(len(scores)) for _ in range(n_random)])
+        if n_random
+        else np.zeros((0, len(scores)), np.int64)
+    )
     return rank, random
 
 
-def perturbation_curves(model, features, attribution: Attribution, mode: str = "deletion", unit: str = "frame",
-                        n_steps: int = 20, baseline=0.0, n_random: int = 3, seed: int = 0,
-                        chunk_size: int = 16, dtype: torch.dtype | None = None,
-                        stack: ConvStack | None = None) -> CurveResult:
+def perturbation_curves(
+    model,
+    features,
+    attribution: Attribution,
+    mode: str = "deletion",
+    unit: str = "frame",
+    n_steps: int = 20,
+    baseline=0.0,
+    n_random: int = 3,
+    seed: int = 0,
+    chunk_size: int = 16,
+    dtype: torch.dtype | None = None,
+    stack: ConvStack | None = None,
+) -> CurveResult:
     """Deletion (``mode="deletion"``) or insertion curves of ``attribution`` over input frames or bins.
 
     features: (F, T_in), the features the attribution was computed on; unit: "frame" or "bin";
@@ -211,9 +281,14 @@ def perturbation_curves(model, features, attribution: Attribution, mode: str = "
     n_feat, rf = stack.n_features, geometry.receptive_field
     valid = _valid_mask(geometry, frames, n_feat)[:, 0, :]  # (N, RF)
     fractions = np.linspace(0.0, 1.0, n_steps + 1)
-    base = torch.as_tensor(np.broadcast_to(np.asarray(baseline, dtype=np.float64).reshape(-1, 1)
-                                           if np.ndim(baseline) == 1 else np.asarray(baseline, dtype=np.float64),
-                                           (n_feat, rf)).copy()).to(x)
+    base = torch.as_tensor(
+        np.broadcast_to(
+            np.asarray(baseline, dtype=np.float64).reshape(-1, 1)
+            if np.ndim(baseline) == 1
+            else np.asarray(baseline, dtype=np.float64),
+            (n_feat, rf),
+        ).copy()
+    ).to(x)
     source = geometry.source(0, x)
     rng = np.random.default_rng(seed)
     curves = np.empty((len(frames), n_steps + 1))
@@ -259,11 +334,22 @@ def perturbation_curves(model, features, attribution: Attribution, mode: str = "
     return CurveResult(mode, unit, fractions, frames, targets, curves, random, n_units)
 
 
-def faithfulness(model, features, methods: Sequence = ("lrp-epsilon-plus", "sensitivity"), frames="all",
-                 target="predicted", transcript: str | None = None, units: Sequence[str] = ("frame", "bin"),
-                 modes: Sequence[str] = ("deletion", "insertion"), n_steps: int = 20, baseline=0.0,
-                 n_random: int = 3, seed: int = 0, dtype: torch.dtype | None = None,
-                 method_options: dict[str, dict] | None = None) -> dict[str, dict[str, float]]:
+def faithfulness(
+    model,
+    features,
+    methods: Sequence = ("lrp-epsilon-plus", "sensitivity"),
+    frames="all",
+    target="predicted",
+    transcript: str | None = None,
+    units: Sequence[str] = ("frame", "bin"),
+    modes: Sequence[str] = ("deletion", "insertion"),
+    n_steps: int = 20,
+    baseline=0.0,
+    n_random: int = 3,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    method_options: dict[str, dict] | None = None,
+) -> dict[str, dict[str, float]]:
     """AUCs per method: ``{method: {"deletion/frame": auc, ...}, "random": {...}}`` (see module docstring).
 
     ``method_options``: method name -> options for :func:`~.frames.attribute`.
@@ -272,13 +358,32 @@ def faithfulness(model, features, methods: Sequence = ("lrp-epsilon-plus", "sens
     stack = conv_stack(model, dtype=dtype)
     table: dict[str, dict[str, float]] = {"random": {}}
     for method in methods:
-        attr = attribute(model, features, method, frames=frames, target=target, transcript=transcript,
-                         crop=True, dtype=dtype, **method_options.get(method_name(method), {}))
+        attr = attribute(
+            model,
+            features,
+            method,
+            frames=frames,
+            target=target,
+            transcript=transcript,
+            crop=True,
+            dtype=dtype,
+            **method_options.get(method_name(method), {}),
+        )
         row = table.setdefault(attr.method, {})
         for mode in modes:
             for unit in units:
-                result = perturbation_curves(model, features, attr, mode, unit, n_steps=n_steps, baseline=baseline,
-                                             n_random=n_random, seed=seed, stack=stack)
+                result = perturbation_curves(
+                    model,
+                    features,
+                    attr,
+                    mode,
+                    unit,
+                    n_steps=n_steps,
+                    baseline=baseline,
+                    n_random=n_random,
+                    seed=seed,
+                    stack=stack,
+                )
                 row[f"{mode}/{unit}"] = result.auc
                 table["random"][f"{mode}/{unit}"] = result.random_auc
     return table

@@ -30,15 +30,26 @@ import torch
 from asr_introspect.alignment import forced_align
 from asr_introspect.attribution.crops import CropGeometry, propagate
 from asr_introspect.attribution.gradients import (
-    grad_cam_crops, gradient_crops, integrated_gradients_crops, smoothgrad_crops,
+    grad_cam_crops,
+    gradient_crops,
+    integrated_gradients_crops,
+    smoothgrad_crops,
 )
 from asr_introspect.attribution.lrp import COMPOSITES, Composite, LRPBackend
 from asr_introspect.attribution.stack import ConvStack, ForwardCache, conv_stack
 from asr_introspect.errors import InputError
 
 __all__ = [
-    "Attribution", "attribute", "compute_crops", "select_frames", "select_targets", "METHODS", "LRP_METHODS",
-    "GRADIENT_METHODS", "method_name", "features_tensor",
+    "Attribution",
+    "attribute",
+    "compute_crops",
+    "select_frames",
+    "select_targets",
+    "METHODS",
+    "LRP_METHODS",
+    "GRADIENT_METHODS",
+    "method_name",
+    "features_tensor",
 ]
 
 #: LRP method name -> composite name in :data:`.lrp.COMPOSITES`
@@ -50,8 +61,15 @@ LRP_METHODS = {
     "lrp-alpha1beta0": "epsilon-alpha1-beta0",
     "lrp-epsilon-gamma-box": "epsilon-gamma-box",
 }
-GRADIENT_METHODS = ("sensitivity", "sensitivity-squared", "gradient-x-input", "deconvnet", "guided-backprop",
-                    "smoothgrad", "integrated-gradients")
+GRADIENT_METHODS = (
+    "sensitivity",
+    "sensitivity-squared",
+    "gradient-x-input",
+    "deconvnet",
+    "guided-backprop",
+    "smoothgrad",
+    "integrated-gradients",
+)
 #: every method name (grad-cam variants take ":LAYER", default the layer before the last dense layers)
 METHODS = tuple(LRP_METHODS) + GRADIENT_METHODS + ("grad-cam:LAYER", "guided-grad-cam:LAYER")
 
@@ -61,7 +79,7 @@ METHODS = tuple(LRP_METHODS) + GRADIENT_METHODS + ("grad-cam:LAYER", "guided-gra
 
 
 def select_frames(frames, n_frames: int) -> np.ndarray:
-    """"all", an int or a sequence of output frames -> (N,) int64 (negative ints count from the end)."""
+    """ "all", an int or a sequence of output frames -> (N,) int64 (negative ints count from the end)."""
     if isinstance(frames, str):
         if frames != "all":
             raise InputError(f"frames must be 'all', an int or a list of ints, got {frames!r}")
@@ -77,8 +95,9 @@ def select_frames(frames, n_frames: int) -> np.ndarray:
     return arr
 
 
-def select_targets(logits: torch.Tensor, frames: np.ndarray, target="predicted", transcript: str | None = None,
-                   alphabet=None) -> np.ndarray:
+def select_targets(
+    logits: torch.Tensor, frames: np.ndarray, target="predicted", transcript: str | None = None, alphabet=None
+) -> np.ndarray:
     """Class per selected frame. logits: (C, T_out); see the module docstring. Returns (N,) int64."""
     n_classes = logits.shape[0]
     if isinstance(target, str):
@@ -95,8 +114,9 @@ def select_targets(logits: torch.Tensor, frames: np.ndarray, target="predicted",
             log_probs = torch.log_softmax(logits.double(), dim=0).T.contiguous()
             path = forced_align(log_probs, alphabet.encode(transcript), blank=alphabet.blank)
             return path[frames].astype(np.int64)
-        raise InputError(f"target must be 'predicted', 'predicted-letter', 'forced', an int or an array, "
-                         f"got {target!r}")
+        raise InputError(
+            f"target must be 'predicted', 'predicted-letter', 'forced', an int or an array, got {target!r}"
+        )
     arr = np.atleast_1d(np.asarray(target))
     if not np.issubdtype(arr.dtype, np.integer):
         raise InputError(f"target classes must be integers, got dtype {arr.dtype}")
@@ -157,7 +177,7 @@ class Attribution:
             lo, hi = self.input_range(i)
             if hi > lo:
                 s = int(self.offsets[i])
-                out[i, :, lo:hi] = self.relevance[i, :, lo - s:hi - s]
+                out[i, :, lo:hi] = self.relevance[i, :, lo - s : hi - s]
         return out
 
     def crops(self) -> np.ndarray:
@@ -170,7 +190,7 @@ class Attribution:
             lo, hi = self.input_range(i)
             if hi > lo:
                 s = int(self.offsets[i])
-                out[i, :, lo - s:hi - s] = self.relevance[i, :, lo:hi]
+                out[i, :, lo - s : hi - s] = self.relevance[i, :, lo:hi]
         return out
 
     def index(self, frame: int) -> int:
@@ -185,16 +205,33 @@ class Attribution:
         i = self.index(frame)
         if not self.cropped:
             return self.relevance[i]
-        one = Attribution(self.method, self.relevance[i:i + 1], self.frames[i:i + 1], self.targets[i:i + 1],
-                          self.offsets[i:i + 1], self.logits, self.n_input_frames, self.receptive_field, True)
+        one = Attribution(
+            self.method,
+            self.relevance[i : i + 1],
+            self.frames[i : i + 1],
+            self.targets[i : i + 1],
+            self.offsets[i : i + 1],
+            self.logits,
+            self.n_input_frames,
+            self.receptive_field,
+            True,
+        )
         return one.dense()[0]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Arrays for :func:`asr_introspect.io.save_npz` (relevance, frames, targets, offsets, logits, ...)."""
-        return {"relevance": self.relevance, "frames": self.frames, "targets": self.targets,
-                "offsets": self.offsets, "logits": self.logits, "scores": self.scores,
-                "n_input_frames": np.int64(self.n_input_frames), "receptive_field": np.int64(self.receptive_field),
-                "cropped": np.bool_(self.cropped), "method": np.str_(self.method)}
+        return {
+            "relevance": self.relevance,
+            "frames": self.frames,
+            "targets": self.targets,
+            "offsets": self.offsets,
+            "logits": self.logits,
+            "scores": self.scores,
+            "n_input_frames": np.int64(self.n_input_frames),
+            "receptive_field": np.int64(self.receptive_field),
+            "cropped": np.bool_(self.cropped),
+            "method": np.str_(self.method),
+        }
 
 
 # ---------------------------------------------------------------------------
@@ -214,8 +251,9 @@ def features_tensor(model, features) -> torch.Tensor:
     if x.dim() != 2 or x.shape[0] != model.n_features:
         raise InputError(f"features must be (F={model.n_features}, T), got {tuple(x.shape)}")
     if x.shape[1] < model.min_input_frames:
-        raise InputError(f"input of {x.shape[1]} frames is too short: the model needs at least "
-                         f"{model.min_input_frames}")
+        raise InputError(
+            f"input of {x.shape[1]} frames is too short: the model needs at least {model.min_input_frames}"
+        )
     if not torch.isfinite(x).all():
         raise InputError("features contain NaN or inf values")
     return x.detach()
@@ -241,9 +279,17 @@ def _check_options(name: str, options: dict[str, Any], allowed: set[str]) -> Non
         raise TypeError(f"method {name!r} takes no option(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def compute_crops(stack: ConvStack, features: torch.Tensor, frames: np.ndarray, targets: np.ndarray,
-                  method="lrp-epsilon-plus", cache: ForwardCache | None = None, chunk_size: int | None = None,
-                  progress: bool = False, **options) -> np.ndarray:
+def compute_crops(
+    stack: ConvStack,
+    features: torch.Tensor,
+    frames: np.ndarray,
+    targets: np.ndarray,
+    method="lrp-epsilon-plus",
+    cache: ForwardCache | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    **options,
+) -> np.ndarray:
     """Relevance crops (N, F, RF) of ``method`` for (frames, targets); the engine behind :func:`attribute`.
 
     features: (F, T_in) tensor. ``cache`` (the stack's forward pass on ``features``) is reused if given.
@@ -265,8 +311,9 @@ def compute_crops(stack: ConvStack, features: torch.Tensor, frames: np.ndarray, 
         return gradient_crops(stack, cache, geometry, frames, targets, variant=name, **run)
     if name in ("grad-cam", "guided-grad-cam"):
         _check_options(name, options, set())
-        return grad_cam_crops(stack, cache, geometry, frames, targets, layer=layer or None,
-                                guided=name == "guided-grad-cam", **run)
+        return grad_cam_crops(
+            stack, cache, geometry, frames, targets, layer=layer or None, guided=name == "guided-grad-cam", **run
+        )
     if name == "smoothgrad":
         _check_options(name, options, {"n_samples", "noise_level", "seed"})
         return smoothgrad_crops(stack, x, geometry, frames, targets, **options, **run)
@@ -276,9 +323,19 @@ def compute_crops(stack: ConvStack, features: torch.Tensor, frames: np.ndarray, 
     raise InputError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-def attribute(model, features, method="lrp-epsilon-plus", frames="all", target="predicted",
-              transcript: str | None = None, crop: bool = False, chunk_size: int | None = None,
-              dtype: torch.dtype | None = None, progress: bool = False, **options) -> Attribution:
+def attribute(
+    model,
+    features,
+    method="lrp-epsilon-plus",
+    frames="all",
+    target="predicted",
+    transcript: str | None = None,
+    crop: bool = False,
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+    **options,
+) -> Attribution:
     """Relevance of ``features`` (F, T_in) for the target class of each selected output frame.
 
     method: a name from :data:`METHODS` or a :class:`~.lrp.Composite`; frames: "all", an int
@@ -297,12 +354,31 @@ def attribute(model, features, method="lrp-epsilon-plus", frames="all", target="
     logits = cache.logits
     frames_arr = select_frames(frames, logits.shape[1])
     targets = select_targets(logits, frames_arr, target, transcript, getattr(model, "alphabet", None))
-    crops = compute_crops(stack, x, frames_arr, targets, method, cache=cache, chunk_size=chunk_size,
-                          progress=progress, **options)
+    crops = compute_crops(
+        stack, x, frames_arr, targets, method, cache=cache, chunk_size=chunk_size, progress=progress, **options
+    )
     geometry = CropGeometry(stack, x.shape[1])
-    result = Attribution(method_name(method), crops, frames_arr, targets, geometry.offsets(frames_arr),
-                         logits.cpu().numpy(), int(x.shape[1]), geometry.receptive_field, True)
+    result = Attribution(
+        method_name(method),
+        crops,
+        frames_arr,
+        targets,
+        geometry.offsets(frames_arr),
+        logits.cpu().numpy(),
+        int(x.shape[1]),
+        geometry.receptive_field,
+        True,
+    )
     if not crop:
-        result = Attribution(result.method, result.dense(), frames_arr, targets, result.offsets, result.logits,
-                             result.n_input_frames, result.receptive_field, False)
+        result = Attribution(
+            result.method,
+            result.dense(),
+            frames_arr,
+            targets,
+            result.offsets,
+            result.logits,
+            result.n_input_frames,
+            result.receptive_field,
+            False,
+        )
     return result

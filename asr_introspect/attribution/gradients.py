@@ -32,7 +32,7 @@ utterance mean of z-normalized features.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -41,12 +41,25 @@ from torch import nn
 from asr_introspect.attribution.crops import CropGeometry, propagate
 from asr_introspect.attribution.stack import ConvStack, ForwardCache
 
-__all__ = ["RELU_RULES", "GradientBackend", "relu_backward", "gradient_crops", "grad_cam_crops",
-           "smoothgrad_crops", "integrated_gradients_crops", "default_cam_layer"]
+__all__ = [
+    "RELU_RULES",
+    "GradientBackend",
+    "relu_backward",
+    "gradient_crops",
+    "grad_cam_crops",
+    "smoothgrad_crops",
+    "integrated_gradients_crops",
+    "default_cam_layer",
+]
 
 RELU_RULES = ("gradient", "deconvnet", "guided")
-_VARIANT_RULE = {"sensitivity": "gradient", "sensitivity-squared": "gradient", "gradient-x-input": "gradient",
-                 "deconvnet": "deconvnet", "guided-backprop": "guided"}
+_VARIANT_RULE = {
+    "sensitivity": "gradient",
+    "sensitivity-squared": "gradient",
+    "gradient-x-input": "gradient",
+    "deconvnet": "deconvnet",
+    "guided-backprop": "guided",
+}
 
 
 class GradientBackend:
@@ -56,9 +69,12 @@ class GradientBackend:
         if relu_rule not in RELU_RULES:
             raise ValueError(f"relu_rule must be one of {RELU_RULES}, got {relu_rule!r}")
         self.stack, self.rule = stack, relu_rule
-        self.masks = [geometry.source(l + 1, (cache.pre[l] > 0).to(stack.dtype))
-                      if layer.relu and relu_rule != "deconvnet" else None
-                      for l, layer in enumerate(stack.layers)]
+        self.masks = [
+            geometry.source(l + 1, (cache.pre[l] > 0).to(stack.dtype))
+            if layer.relu and relu_rule != "deconvnet"
+            else None
+            for l, layer in enumerate(stack.layers)
+        ]
         self.valid = [geometry.valid_source(level) for level in range(len(stack) + 1)]
 
     def backward(self, l: int, grad: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -74,15 +90,23 @@ class GradientBackend:
         return layer.conv_transpose(grad, layer.weight) * self.valid[l].take(frames)
 
 
-def gradient_crops(stack: ConvStack, cache: ForwardCache, geometry: CropGeometry, frames: np.ndarray,
-                   targets: np.ndarray, variant: str = "sensitivity", chunk_size: int | None = None,
-                   progress: bool = False) -> np.ndarray:
+def gradient_crops(
+    stack: ConvStack,
+    cache: ForwardCache,
+    geometry: CropGeometry,
+    frames: np.ndarray,
+    targets: np.ndarray,
+    variant: str = "sensitivity",
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """(N, F, RF) for "sensitivity", "sensitivity-squared", "gradient-x-input", "deconvnet", "guided-backprop"."""
     if variant not in _VARIANT_RULE:
         raise ValueError(f"unknown gradient variant {variant!r}; choose one of {sorted(_VARIANT_RULE)}")
     backend = GradientBackend(stack, cache, geometry, _VARIANT_RULE[variant])
     finish = None
     if variant == "sensitivity-squared":
+
         def finish(g, f):
             return g * g
     elif variant == "gradient-x-input":
@@ -90,6 +114,7 @@ def gradient_crops(stack: ConvStack, cache: ForwardCache, geometry: CropGeometry
 
         def finish(g, f):
             return g * inputs.take(f)
+
     return propagate(backend, geometry, frames, targets, chunk_size=chunk_size, finish=finish, progress=progress)
 
 
@@ -113,9 +138,17 @@ def _cam_index(stack: ConvStack, geometry: CropGeometry, k: int) -> np.ndarray:
     return np.where((j >= 0) & (j < geometry.length[k + 1]), j, -1)
 
 
-def grad_cam_crops(stack: ConvStack, cache: ForwardCache, geometry: CropGeometry, frames: np.ndarray,
-                   targets: np.ndarray, layer: str | None = None, guided: bool = False,
-                   chunk_size: int | None = None, progress: bool = False) -> np.ndarray:
+def grad_cam_crops(
+    stack: ConvStack,
+    cache: ForwardCache,
+    geometry: CropGeometry,
+    frames: np.ndarray,
+    targets: np.ndarray,
+    layer: str | None = None,
+    guided: bool = False,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """(N, F, RF) Grad-CAM of ``layer`` (default :func:`default_cam_layer`), times guided backprop if ``guided``."""
     name = layer or default_cam_layer(stack)
     k = stack.index(name)
@@ -135,16 +168,26 @@ def grad_cam_crops(stack: ConvStack, cache: ForwardCache, geometry: CropGeometry
         return mapped[:, None, :].expand(-1, n_features, -1)
 
     backend = GradientBackend(stack, cache, geometry, "gradient")
-    cam = propagate(backend, geometry, frames, targets, chunk_size=chunk_size, stop_level=level,
-                    finish=finish, progress=progress)
+    cam = propagate(
+        backend, geometry, frames, targets, chunk_size=chunk_size, stop_level=level, finish=finish, progress=progress
+    )
     if guided:
         cam = cam * gradient_crops(stack, cache, geometry, frames, targets, "guided-backprop", chunk_size, progress)
     return cam
 
 
-def smoothgrad_crops(stack: ConvStack, features: torch.Tensor, geometry: CropGeometry, frames: np.ndarray,
-                     targets: np.ndarray, n_samples: int = 16, noise_level: float = 0.1, seed: int = 0,
-                     chunk_size: int | None = None, progress: bool = False) -> np.ndarray:
+def smoothgrad_crops(
+    stack: ConvStack,
+    features: torch.Tensor,
+    geometry: CropGeometry,
+    frames: np.ndarray,
+    targets: np.ndarray,
+    n_samples: int = 16,
+    noise_level: float = 0.1,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """(N, F, RF) mean gradient over noisy copies of the utterance (see module docstring)."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -160,9 +203,17 @@ def smoothgrad_crops(stack: ConvStack, features: torch.Tensor, geometry: CropGeo
     return total / n_samples
 
 
-def integrated_gradients_crops(stack: ConvStack, features: torch.Tensor, geometry: CropGeometry,
-                               frames: np.ndarray, targets: np.ndarray, steps: int = 32, baseline=0.0,
-                               chunk_size: int | None = None, progress: bool = False) -> np.ndarray:
+def integrated_gradients_crops(
+    stack: ConvStack,
+    features: torch.Tensor,
+    geometry: CropGeometry,
+    frames: np.ndarray,
+    targets: np.ndarray,
+    steps: int = 32,
+    baseline=0.0,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """(N, F, RF) integrated gradients from ``baseline`` (float, (F,) or (F, T_in)) to the features."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

@@ -30,8 +30,8 @@ per-layer overrides by name.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -41,9 +41,25 @@ from asr_introspect.attribution.crops import CropGeometry
 from asr_introspect.attribution.stack import ConvLayer, ConvStack, ForwardCache
 
 __all__ = [
-    "Rule", "Epsilon", "ZPlus", "AlphaBeta", "Gamma", "Flat", "WSquare", "ZBox", "stabilize",
-    "Composite", "EpsilonComposite", "EpsilonPlus", "EpsilonPlusFlat", "EpsilonAlpha2Beta1",
-    "EpsilonAlpha1Beta0", "EpsilonGammaBox", "COMPOSITES", "PreparedRule", "LRPBackend",
+    "Rule",
+    "Epsilon",
+    "ZPlus",
+    "AlphaBeta",
+    "Gamma",
+    "Flat",
+    "WSquare",
+    "ZBox",
+    "stabilize",
+    "Composite",
+    "EpsilonComposite",
+    "EpsilonPlus",
+    "EpsilonPlusFlat",
+    "EpsilonAlpha2Beta1",
+    "EpsilonAlpha1Beta0",
+    "EpsilonGammaBox",
+    "COMPOSITES",
+    "PreparedRule",
+    "LRPBackend",
 ]
 
 
@@ -117,8 +133,7 @@ class Rule:
             if masks[g] is not None:
                 s = s * masks[g]
             scales.append(s[0])
-        weights = [torch.cat([w for _, w in grouped[g]], dim=1) for g in range(n_groups)] \
-            if layer.groups == 1 else []
+        weights = [torch.cat([w for _, w in grouped[g]], dim=1) for g in range(n_groups)] if layer.groups == 1 else []
         return PreparedRule(scales, grouped, weights)
 
     def __repr__(self) -> str:
@@ -152,8 +167,9 @@ class ZPlus(Rule):
 class AlphaBeta(Rule):
     """alpha * positive part - beta * negative part, alpha - beta = 1."""
 
-    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6,
-                 zero_bias: bool = False) -> None:
+    def __init__(
+        self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6, zero_bias: bool = False
+    ) -> None:
         if alpha < 0 or beta < 0 or abs(alpha - beta - 1.0) > 1e-12:
             raise ValueError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1, got {alpha}, {beta}")
         self.alpha, self.beta = float(alpha), float(beta)
@@ -181,8 +197,12 @@ class Gamma(Rule):
         xp, xn = _pos(x), _neg(x)
         w_up, w_down = weight + g * _pos(weight), weight + g * _neg(weight)
         b_up, b_down = bias + g * _pos(bias), bias + g * _neg(bias)
-        return [(xp, w_up, b_up, 0, 1.0), (xn, w_down, None, 0, 1.0),
-                (xp, w_down, b_down, 1, 1.0), (xn, w_up, None, 1, 1.0)]
+        return [
+            (xp, w_up, b_up, 0, 1.0),
+            (xn, w_down, None, 0, 1.0),
+            (xp, w_down, b_down, 1, 1.0),
+            (xn, w_up, None, 1, 1.0),
+        ]
 
     def group_masks(self, x, layer, weight, bias):
         z = layer.conv(x, weight, bias)
@@ -208,7 +228,7 @@ class WSquare(Rule):
         self.zero_bias = zero_bias
 
     def terms(self, x, weight, bias):
-        return [(None, weight ** 2, bias ** 2, 0, 1.0)]
+        return [(None, weight**2, bias**2, 0, 1.0)]
 
 
 class ZBox(Rule):
@@ -230,8 +250,11 @@ class ZBox(Rule):
         xb = x[None]
         weight, bias = layer.weight, self._bias(layer.bias)
         low, high = self._bound(self.low, xb), self._bound(self.high, xb)
-        z = (layer.conv(xb, weight, bias) - layer.conv(low, _pos(weight), _pos(bias))
-             - layer.conv(high, _neg(weight), _neg(bias)))
+        z = (
+            layer.conv(xb, weight, bias)
+            - layer.conv(low, _pos(weight), _pos(bias))
+            - layer.conv(high, _neg(weight), _neg(bias))
+        )
         scale = 1.0 / stabilize(z, self.stabilizer)
         terms = [(x, weight), (low[0], -_pos(weight)), (high[0], -_neg(weight))]
         weights = [torch.cat([w for _, w in terms], dim=1)] if layer.groups == 1 else []
@@ -245,7 +268,7 @@ POSITIONS = ("first", "middle", "dense", "output")
 
 
 def layer_position(index: int, layer: ConvLayer, n_layers: int) -> str:
-    """"first", "output", "dense" (kernel 1) or "middle"."""
+    """ "first", "output", "dense" (kernel 1) or "middle"."""
     if index == n_layers - 1:
         return "output"
     if index == 0:
@@ -261,9 +284,15 @@ class Composite:
 
     name = "custom"
 
-    def __init__(self, first: Rule | None = None, middle: Rule | None = None, dense: Rule | None = None,
-                 output: Rule | None = None, default: Rule | None = None,
-                 layer_rules: Mapping[str, Rule] | None = None) -> None:
+    def __init__(
+        self,
+        first: Rule | None = None,
+        middle: Rule | None = None,
+        dense: Rule | None = None,
+        output: Rule | None = None,
+        default: Rule | None = None,
+        layer_rules: Mapping[str, Rule] | None = None,
+    ) -> None:
         self.default = default if default is not None else Epsilon()
         self.positions = {"first": first, "middle": middle, "dense": dense, "output": output}
         self.layer_rules = dict(layer_rules or {})
@@ -307,8 +336,9 @@ class EpsilonPlusFlat(Composite):
     name = "epsilon-plus-flat"
 
     def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, layer_rules=None) -> None:
-        super().__init__(first=Flat(stabilizer), middle=ZPlus(stabilizer), default=Epsilon(epsilon),
-                         layer_rules=layer_rules)
+        super().__init__(
+            first=Flat(stabilizer), middle=ZPlus(stabilizer), default=Epsilon(epsilon), layer_rules=layer_rules
+        )
 
 
 class EpsilonAlpha2Beta1(Composite):
@@ -336,10 +366,15 @@ class EpsilonGammaBox(Composite):
 
     name = "epsilon-gamma-box"
 
-    def __init__(self, low, high, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6,
-                 layer_rules=None) -> None:
-        super().__init__(first=ZBox(low, high, stabilizer), middle=Gamma(gamma, stabilizer),
-                         default=Epsilon(epsilon), layer_rules=layer_rules)
+    def __init__(
+        self, low, high, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6, layer_rules=None
+    ) -> None:
+        super().__init__(
+            first=ZBox(low, high, stabilizer),
+            middle=Gamma(gamma, stabilizer),
+            default=Epsilon(epsilon),
+            layer_rules=layer_rules,
+        )
 
 
 #: name -> composite class (``EpsilonGammaBox`` needs ``low`` and ``high``)
@@ -363,8 +398,7 @@ class LRPBackend:
     ``geometry`` supplies window sources (crops of full-utterance tensors).
     """
 
-    def __init__(self, stack: ConvStack, cache: ForwardCache, geometry: CropGeometry,
-                 composite: Composite) -> None:
+    def __init__(self, stack: ConvStack, cache: ForwardCache, geometry: CropGeometry, composite: Composite) -> None:
         self.stack = stack
         self.rules = composite.rules(stack)
         self.prepared = []
@@ -372,8 +406,10 @@ class LRPBackend:
             x = F.pad(cache.activations[l], (layer.pad_left, layer.pad_right))
             prep = self.rules[layer.name].prepare(x, layer)
             scales = [geometry.source(l + 1, s) for s in prep.scales]
-            terms = [[(None if inp is None else geometry.source(l, inp, origin=-layer.pad_left), w)
-                      for inp, w in group] for group in prep.terms]
+            terms = [
+                [(None if inp is None else geometry.source(l, inp, origin=-layer.pad_left), w) for inp, w in group]
+                for group in prep.terms
+            ]
             self.prepared.append((scales, terms, prep.weights))
         self.valid = [geometry.valid_source(level) for level in range(len(stack) + 1)]
 

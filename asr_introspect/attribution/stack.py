@@ -11,8 +11,9 @@ eval-mode semantics (BatchNorm running statistics, no dropout).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,11 +57,18 @@ class ConvLayer:
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
 
-    def conv(self, x: torch.Tensor, weight: torch.Tensor | None = None,
-             bias: torch.Tensor | None = None) -> torch.Tensor:
+    def conv(
+        self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Valid convolution (no padding) of x (B, C_in, T) with this layer's geometry."""
-        return F.conv1d(x, self.weight if weight is None else weight, bias, stride=self.stride,
-                        dilation=self.dilation, groups=self.groups)
+        return F.conv1d(
+            x,
+            self.weight if weight is None else weight,
+            bias,
+            stride=self.stride,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
 
     def conv_transpose(self, g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Gradient of :meth:`conv` w.r.t. its input: g (B, C_out', n) -> (B, C_in', (n-1)*stride + k_eff)."""
@@ -125,10 +133,22 @@ class ConvStack:
         except ValueError:
             raise KeyError(f"unknown layer {name!r}; layers: {self.names}") from None
 
-    def to(self, dtype: torch.dtype | None = None, device=None) -> "ConvStack":
+    def to(self, dtype: torch.dtype | None = None, device=None) -> ConvStack:
         """A copy with weights in ``dtype`` / on ``device``."""
-        layers = [ConvLayer(l.name, l.weight.to(device=device, dtype=dtype), l.bias.to(device=device, dtype=dtype),
-                            l.stride, l.dilation, l.groups, l.pad_left, l.pad_right, l.relu) for l in self.layers]
+        layers = [
+            ConvLayer(
+                l.name,
+                l.weight.to(device=device, dtype=dtype),
+                l.bias.to(device=device, dtype=dtype),
+                l.stride,
+                l.dilation,
+                l.groups,
+                l.pad_left,
+                l.pad_right,
+                l.relu,
+            )
+            for l in self.layers
+        ]
         return ConvStack(layers, self.names)
 
     @torch.no_grad()
@@ -151,8 +171,9 @@ class ConvStack:
         return ForwardCache(activations, pre)
 
 
-def fold_batchnorm(conv_weight: torch.Tensor, conv_bias: torch.Tensor | None,
-                   bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_batchnorm(
+    conv_weight: torch.Tensor, conv_bias: torch.Tensor | None, bn: nn.BatchNorm1d
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights (C_out, C_in/g, k) and bias (C_out,) of conv followed by ``bn`` in eval mode (new tensors)."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("BatchNorm without running statistics cannot be folded (track_running_stats=False)")
@@ -168,8 +189,9 @@ _PASS_THROUGH = (nn.Identity, nn.Dropout)
 _SUPPORTED = "ConstantPad1d/ZeroPad1d (value 0), Conv1d, BatchNorm1d after a Conv1d, ReLU, Identity, Dropout"
 
 
-def _leaf_calls(module: nn.Module, n_features: int, n_frames: int, device,
-                dtype) -> tuple[list, torch.Tensor, torch.Tensor]:
+def _leaf_calls(
+    module: nn.Module, n_features: int, n_frames: int, device, dtype
+) -> tuple[list, torch.Tensor, torch.Tensor]:
     """Run ``module`` on zeros in eval mode; the leaf-module calls in order: (module, input, output)."""
     leaves = [m for m in module.modules() if next(m.children(), None) is None]
     records: list[tuple[nn.Module, Any, Any]] = []
@@ -208,8 +230,12 @@ def conv_stack(model, dtype: torch.dtype | None = None, verify: bool = True) -> 
         device, model_dtype = torch.device("cpu"), torch.float32
     known = type(module) is Wav2Letter  # its forward is the blocks in order: no trace, no check needed
     if known:
-        leaves = [m for block in module.blocks.values()
-                  for m in (block.pad, block.conv, block.bn, block.act, block.dropout) if m is not None]
+        leaves = [
+            m
+            for block in module.blocks.values()
+            for m in (block.pad, block.conv, block.bn, block.act, block.dropout)
+            if m is not None
+        ]
         records = [(m, None, None) for m in leaves]
         x0 = out = None
     else:
@@ -221,8 +247,10 @@ def conv_stack(model, dtype: torch.dtype | None = None, verify: bool = True) -> 
     current = x0
     for mod, inp, output in records:
         if inp is not current:
-            raise ValueError(f"{type(module).__name__} is not a sequential stack: {type(mod).__name__} does not "
-                             f"consume the previous module's output (skip connection or functional call?)")
+            raise ValueError(
+                f"{type(module).__name__} is not a sequential stack: {type(mod).__name__} does not "
+                f"consume the previous module's output (skip connection or functional call?)"
+            )
         if isinstance(mod, nn.ConstantPad1d):
             if float(mod.value) != 0.0:
                 raise ValueError(f"ConstantPad1d with value {mod.value}: only zero padding is supported")
@@ -249,17 +277,23 @@ def conv_stack(model, dtype: torch.dtype | None = None, verify: bool = True) -> 
         elif isinstance(mod, _PASS_THROUGH):
             pass
         else:
-            raise ValueError(f"{type(mod).__name__} in {type(module).__name__} is not supported by the explicit "
-                             f"LRP/gradient backward (supported: {_SUPPORTED})")
+            raise ValueError(
+                f"{type(mod).__name__} in {type(module).__name__} is not supported by the explicit "
+                f"LRP/gradient backward (supported: {_SUPPORTED})"
+            )
         current = output
     if current is not out:
-        raise ValueError(f"{type(module).__name__}'s output is not the last module's output (functional call "
-                         "after the last layer?)")
+        raise ValueError(
+            f"{type(module).__name__}'s output is not the last module's output (functional call after the last layer?)"
+        )
     if pad_left or pad_right:
         raise ValueError("padding after the last Conv1d is not supported")
 
-    names = list(model.layer_names) if len(model.layer_names) == len(layers) else [
-        f"conv{i + 1}" for i in range(len(layers))]
+    names = (
+        list(model.layer_names)
+        if len(model.layer_names) == len(layers)
+        else [f"conv{i + 1}" for i in range(len(layers))]
+    )
     stack_layers = []
     for name, spec in zip(names, layers):
         conv = spec["conv"]
@@ -269,13 +303,29 @@ def conv_stack(model, dtype: torch.dtype | None = None, verify: bool = True) -> 
         else:
             weight = weight.clone()
             bias = bias.clone() if bias is not None else torch.zeros(weight.shape[0], device=device, dtype=weight.dtype)
-        stack_layers.append(ConvLayer(name, weight, bias, conv.stride[0], conv.dilation[0], conv.groups,
-                                      spec["pad"][0], spec["pad"][1], spec["relu"]))
+        stack_layers.append(
+            ConvLayer(
+                name,
+                weight,
+                bias,
+                conv.stride[0],
+                conv.dilation[0],
+                conv.groups,
+                spec["pad"][0],
+                spec["pad"][1],
+                spec["relu"],
+            )
+        )
     stack = ConvStack(stack_layers, names)
 
     for layer, spec in zip(stack.layers, model.frame_map.specs):
         if (layer.kernel, layer.stride, layer.dilation, layer.pad_left, layer.pad_right) != (
-                spec.kernel, spec.stride, spec.dilation, spec.pad_left, spec.pad_right):
+            spec.kernel,
+            spec.stride,
+            spec.dilation,
+            spec.pad_left,
+            spec.pad_right,
+        ):
             raise ValueError(f"layer {layer.name}: the module's convolution does not match the model's frame map")
     if len(stack) != len(model.frame_map):
         raise ValueError(f"the module has {len(stack)} convolutions, the frame map {len(model.frame_map)}")
@@ -305,5 +355,7 @@ def _verify(model, stack: ConvStack, device, dtype) -> None:
     got = stack.forward(x)
     scale = float(ref.abs().max()) + 1e-12
     if got.shape != ref.shape or float((got - ref).abs().max()) > 1e-3 * scale:
-        raise ValueError(f"{type(model.module).__name__}: the explicit layer stack does not reproduce the module's "
-                         "output (functional operations between the layers?); only " + _SUPPORTED + " are supported")
+        raise ValueError(
+            f"{type(model.module).__name__}: the explicit layer stack does not reproduce the module's "
+            "output (functional operations between the layers?); only " + _SUPPORTED + " are supported"
+        )

@@ -11,9 +11,21 @@ METRICS = ("euclidean", "correlation", "cosine")
 NAP_NORMALIZATIONS = ("none", "center", "zscore", "standardize")
 #: ``attribution.METHODS``
 ATTRIBUTION_METHODS = (
-    "lrp-epsilon", "lrp-epsilon-plus", "lrp-epsilon-plus-flat", "lrp-alpha2beta1", "lrp-alpha1beta0",
-    "lrp-epsilon-gamma-box", "sensitivity", "sensitivity-squared", "gradient-x-input", "deconvnet",
-    "guided-backprop", "smoothgrad", "integrated-gradients", "grad-cam:LAYER", "guided-grad-cam:LAYER",
+    "lrp-epsilon",
+    "lrp-epsilon-plus",
+    "lrp-epsilon-plus-flat",
+    "lrp-alpha2beta1",
+    "lrp-alpha1beta0",
+    "lrp-epsilon-gamma-box",
+    "sensitivity",
+    "sensitivity-squared",
+    "gradient-x-input",
+    "deconvnet",
+    "guided-backprop",
+    "smoothgrad",
+    "integrated-gradients",
+    "grad-cam:LAYER",
+    "guided-grad-cam:LAYER",
 )
 #: the figure family letters of ``workflows.figures.FAMILIES``
 FIGURE_FAMILIES = "abcde"

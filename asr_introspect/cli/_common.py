@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from asr_introspect.errors import InputError
 from asr_introspect.io import to_json
@@ -15,25 +16,31 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 
 
-def add_common(parser: argparse.ArgumentParser, *, model: bool = False, data: bool = False,
-               out: str | None = None) -> None:
+def add_common(
+    parser: argparse.ArgumentParser, *, model: bool = False, data: bool = False, out: str | None = None
+) -> None:
     """Add the flags every subcommand shares.
 
     ``out``: None for no ``--out``; ``"required"``; or a default directory.
     """
     if model:
-        parser.add_argument("--model", type=Path, default=None,
-                            help="checkpoint (.safetensors); default: the shipped model")
+        parser.add_argument(
+            "--model", type=Path, default=None, help="checkpoint (.safetensors); default: the shipped model"
+        )
     if data:
-        parser.add_argument("--data", type=Path, default=None,
-                            help="corpus directory (LibriSpeech layout) or manifest; "
-                                 "default: the shipped evaluation corpus")
+        parser.add_argument(
+            "--data",
+            type=Path,
+            default=None,
+            help="corpus directory (LibriSpeech layout) or manifest; default: the shipped evaluation corpus",
+        )
     if out == "required":
         parser.add_argument("--out", type=Path, required=True, help="output directory")
     elif out is not None:
         parser.add_argument("--out", type=Path, default=Path(out), help=f"output directory (default: {out})")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object summarizing the results as the last line of stdout")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object summarizing the results as the last line of stdout"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -10,11 +10,18 @@ from asr_introspect.cli._common import add_common, progress_enabled, set_runner
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("align", help="forced-align letters, label phones, measure the CTC shift")
     add_common(parser, model=True, data=True, out="required")
-    parser.add_argument("--layers", default=None,
-                        help="comma-separated layer axes to label besides the output layer "
-                             "(e.g. input,conv1,conv9); default: output layer only")
-    parser.add_argument("--mode", choices=("spike", "span"), default="spike",
-                        help="letter labels: CTC spikes only, or spans up to the next letter")
+    parser.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated layer axes to label besides the output layer "
+        "(e.g. input,conv1,conv9); default: output layer only",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("spike", "span"),
+        default="spike",
+        help="letter labels: CTC spikes only, or spans up to the next letter",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     set_runner(parser, run)
 
@@ -26,5 +33,14 @@ def run(args: argparse.Namespace) -> dict:
 
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
     layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
-    return align(model, utterances, args.out, layers=layers, mode=args.mode, batch_size=args.batch_size,
-                 model_path=model_path, data_path=data_path, progress=progress_enabled(args)).summary
+    return align(
+        model,
+        utterances,
+        args.out,
+        layers=layers,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        model_path=model_path,
+        data_path=data_path,
+        progress=progress_enabled(args),
+    ).summary

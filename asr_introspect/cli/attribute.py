@@ -16,22 +16,33 @@ from asr_introspect.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("attribute",
-                                   help="per-frame relevance maps (LRP, sensitivity, ...) for an audio file")
+    parser = subparsers.add_parser(
+        "attribute", help="per-frame relevance maps (LRP, sensitivity, ...) for an audio file"
+    )
     add_common(parser, model=True, out="required")
     parser.add_argument("audio", type=Path, help="WAV or FLAC file")
-    parser.add_argument("--method", default="lrp-epsilon-plus",
-                        help=f"attribution method: {', '.join(ATTRIBUTION_METHODS)} (default: lrp-epsilon-plus)")
-    parser.add_argument("--frames", default="all",
-                        help="output frames: 'all', a list 'N,M,...' or a range 'A:B' (default: all)")
-    parser.add_argument("--target", default="predicted",
-                        choices=("predicted", "predicted-letter", "forced"),
-                        help="class explained at each frame: the arg-max (often blank), the best letter, "
-                             "or the forced alignment of --transcript (default: predicted)")
+    parser.add_argument(
+        "--method",
+        default="lrp-epsilon-plus",
+        help=f"attribution method: {', '.join(ATTRIBUTION_METHODS)} (default: lrp-epsilon-plus)",
+    )
+    parser.add_argument(
+        "--frames", default="all", help="output frames: 'all', a list 'N,M,...' or a range 'A:B' (default: all)"
+    )
+    parser.add_argument(
+        "--target",
+        default="predicted",
+        choices=("predicted", "predicted-letter", "forced"),
+        help="class explained at each frame: the arg-max (often blank), the best letter, "
+        "or the forced alignment of --transcript (default: predicted)",
+    )
     parser.add_argument("--transcript", default=None, help="transcript for --target forced")
-    parser.add_argument("--compare", default="auto",
-                        help="second method drawn beside the first ('auto': sensitivity for LRP methods, "
-                             "lrp-epsilon-plus otherwise; 'none': off)")
+    parser.add_argument(
+        "--compare",
+        default="auto",
+        help="second method drawn beside the first ('auto': sensitivity for LRP methods, "
+        "lrp-epsilon-plus otherwise; 'none': off)",
+    )
     parser.add_argument("--figures", type=int, default=12, help="figures for at most this many frames (default 12)")
     parser.add_argument("--chunk-size", type=int, default=None, help="frames per backward batch (memory bound)")
     set_runner(parser, run)
@@ -73,7 +84,17 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError("--target forced needs --transcript TEXT")
     frames = parse_frames(args.frames)
     model, model_path = load_model(args.model)
-    return attribute_audio(model, args.audio, args.out, method=args.method, frames=frames, target=args.target,
-                           transcript=args.transcript, compare=args.compare, figures=args.figures,
-                           chunk_size=args.chunk_size, model_path=model_path,
-                           progress=progress_enabled(args)).summary
+    return attribute_audio(
+        model,
+        args.audio,
+        args.out,
+        method=args.method,
+        frames=frames,
+        target=args.target,
+        transcript=args.transcript,
+        compare=args.compare,
+        figures=args.figures,
+        chunk_size=args.chunk_size,
+        model_path=model_path,
+        progress=progress_enabled(args),
+    ).summary

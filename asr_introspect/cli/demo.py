@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(parser, model=True, data=True, out="out/demo")
     parser.add_argument("--only", default="abcde", help="figure families to run (default: abcde)")
     parser.add_argument("--examples", type=int, default=4, help="example utterances with audio players")
-    parser.add_argument("--fast", action="store_true",
-                        help="small settings (few optimization steps, no sonification): a smoke test")
+    parser.add_argument(
+        "--fast", action="store_true", help="small settings (few optimization steps, no sonification): a smoke test"
+    )
     set_runner(parser, run)
 
 
@@ -33,5 +34,14 @@ def run(args: argparse.Namespace) -> dict:
         if family not in FIGURE_FAMILIES:
             raise InputError(f"--only: unknown figure family {family!r}; choose from {FIGURE_FAMILIES}")
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
-    return demo(model, utterances, args.out, model_path=model_path, data_path=data_path, only=args.only,
-                examples=args.examples, fast=args.fast, progress=progress_enabled(args)).summary
+    return demo(
+        model,
+        utterances,
+        args.out,
+        model_path=model_path,
+        data_path=data_path,
+        only=args.only,
+        examples=args.examples,
+        fast=args.fast,
+        progress=progress_enabled(args),
+    ).summary

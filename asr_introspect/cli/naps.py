@@ -17,30 +17,57 @@ from asr_introspect.errors import InputError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "naps", help="neuron activation profiles over letters/phonemes: cluster them, score layers")
+        "naps", help="neuron activation profiles over letters/phonemes: cluster them, score layers"
+    )
     add_common(parser, model=True, data=True, out="required")
-    parser.add_argument("--by", choices=("letter", "phoneme", "both"), default="letter",
-                        help="group frames by letter (CTC alignment), phoneme (phone segments) or both "
-                             "(one pass over the corpus)")
-    parser.add_argument("--layers", default=None,
-                        help="comma-separated layers, e.g. conv9,conv10,conv11 (default: all)")
-    parser.add_argument("--source", choices=("forced", "predicted"), default="forced",
-                        help="letters from the forced alignment of the transcript or the greedy prediction")
-    parser.add_argument("--mode", choices=("spike", "span"), default="spike",
-                        help="letter frames: CTC spikes only, or spans up to the next letter")
-    parser.add_argument("--shift", type=int, default=0,
-                        help="move letter labels this many output frames later (negative: earlier, e.g. "
-                             "minus the correction_output_frames that `align` reports)")
-    parser.add_argument("--weighting", choices=("none", "gradient", "saliency"), default="none",
-                        help="weight frames by the gradient (or |gradient x activation|) of the prediction")
-    parser.add_argument("--normalize", choices=NAP_NORMALIZATIONS, default="zscore",
-                        help="per-neuron normalization before clustering (default: zscore across groups)")
+    parser.add_argument(
+        "--by",
+        choices=("letter", "phoneme", "both"),
+        default="letter",
+        help="group frames by letter (CTC alignment), phoneme (phone segments) or both (one pass over the corpus)",
+    )
+    parser.add_argument(
+        "--layers", default=None, help="comma-separated layers, e.g. conv9,conv10,conv11 (default: all)"
+    )
+    parser.add_argument(
+        "--source",
+        choices=("forced", "predicted"),
+        default="forced",
+        help="letters from the forced alignment of the transcript or the greedy prediction",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("spike", "span"),
+        default="spike",
+        help="letter frames: CTC spikes only, or spans up to the next letter",
+    )
+    parser.add_argument(
+        "--shift",
+        type=int,
+        default=0,
+        help="move letter labels this many output frames later (negative: earlier, e.g. "
+        "minus the correction_output_frames that `align` reports)",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=("none", "gradient", "saliency"),
+        default="none",
+        help="weight frames by the gradient (or |gradient x activation|) of the prediction",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=NAP_NORMALIZATIONS,
+        default="zscore",
+        help="per-neuron normalization before clustering (default: zscore across groups)",
+    )
     parser.add_argument("--linkage", choices=LINKAGES, default="average")
     parser.add_argument("--metric", choices=METRICS, default="euclidean")
-    parser.add_argument("--clusters", type=int, default=None,
-                        help="clusters to cut the group tree into (default: round(sqrt(groups)))")
-    parser.add_argument("--min-count", type=int, default=1,
-                        help="leave out groups with fewer frames from clustering (default 1)")
+    parser.add_argument(
+        "--clusters", type=int, default=None, help="clusters to cut the group tree into (default: round(sqrt(groups)))"
+    )
+    parser.add_argument(
+        "--min-count", type=int, default=1, help="leave out groups with fewer frames from clustering (default 1)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--no-figures", action="store_true", help="write the .npz and .json only")
     set_runner(parser, run)
@@ -76,11 +103,27 @@ def run(args: argparse.Namespace) -> dict:
     created, dist = _init_distributed()
     try:
         model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
-        return naps(model, utterances, args.out, by=args.by, layers=layers, source=args.source, mode=args.mode,
-                    shift=args.shift, weighting=None if args.weighting == "none" else args.weighting,
-                    normalize=args.normalize, linkage=args.linkage, metric=args.metric, clusters=args.clusters,
-                    min_count=args.min_count, batch_size=args.batch_size, figures=not args.no_figures,
-                    model_path=model_path, data_path=data_path, progress=progress_enabled(args)).summary
+        return naps(
+            model,
+            utterances,
+            args.out,
+            by=args.by,
+            layers=layers,
+            source=args.source,
+            mode=args.mode,
+            shift=args.shift,
+            weighting=None if args.weighting == "none" else args.weighting,
+            normalize=args.normalize,
+            linkage=args.linkage,
+            metric=args.metric,
+            clusters=args.clusters,
+            min_count=args.min_count,
+            batch_size=args.batch_size,
+            figures=not args.no_figures,
+            model_path=model_path,
+            data_path=data_path,
+            progress=progress_enabled(args),
+        ).summary
     finally:
         if created:
             dist.destroy_process_group()

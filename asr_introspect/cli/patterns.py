@@ -33,19 +33,40 @@ def _positive(value: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "patterns", help="letter/phoneme-averaged spectrogram windows and the average-subtracted patterns")
+        "patterns", help="letter/phoneme-averaged spectrogram windows and the average-subtracted patterns"
+    )
     add_common(parser, model=True, data=True, out="required")
-    parser.add_argument("--by", choices=("letter", "phoneme"), required=True,
-                        help="group windows by letters (model's CTC path) or phonemes (phone segments)")
-    parser.add_argument("--source", choices=("predicted", "forced"), default="predicted",
-                        help="letters from the greedy prediction or the forced alignment of the transcript")
-    parser.add_argument("--window", type=_positive, default=None,
-                        help="window length in input frames (default: the model's receptive field)")
-    parser.add_argument("--frames", choices=("all", "centers"), default="all",
-                        help="one window per labelled frame, or per letter span / phone segment centre")
-    parser.add_argument("--shift-correction", type=_shift_arg, default="none",
-                        help="move letter labels N output frames earlier; 'auto' estimates N from the "
-                             "corpus' phone segments (alignment.estimate_shift); default none")
+    parser.add_argument(
+        "--by",
+        choices=("letter", "phoneme"),
+        required=True,
+        help="group windows by letters (model's CTC path) or phonemes (phone segments)",
+    )
+    parser.add_argument(
+        "--source",
+        choices=("predicted", "forced"),
+        default="predicted",
+        help="letters from the greedy prediction or the forced alignment of the transcript",
+    )
+    parser.add_argument(
+        "--window",
+        type=_positive,
+        default=None,
+        help="window length in input frames (default: the model's receptive field)",
+    )
+    parser.add_argument(
+        "--frames",
+        choices=("all", "centers"),
+        default="all",
+        help="one window per labelled frame, or per letter span / phone segment centre",
+    )
+    parser.add_argument(
+        "--shift-correction",
+        type=_shift_arg,
+        default="none",
+        help="move letter labels N output frames earlier; 'auto' estimates N from the "
+        "corpus' phone segments (alignment.estimate_shift); default none",
+    )
     parser.add_argument("--no-audio", action="store_true", help="skip the WAV sonifications")
     parser.add_argument("--batch-size", type=_positive, default=16)
     parser.add_argument("--limit", type=_positive, default=None, help="only the first N utterances")
@@ -58,7 +79,19 @@ def run(args: argparse.Namespace) -> dict:
     from asr_introspect.workflows.patterns import patterns
 
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
-    return patterns(model, utterances, args.out, by=args.by, source=args.source, window=args.window,
-                    frames=args.frames, shift_correction=args.shift_correction, audio=not args.no_audio,
-                    batch_size=args.batch_size, limit=args.limit, model_path=model_path, data_path=data_path,
-                    progress=progress_enabled(args)).summary
+    return patterns(
+        model,
+        utterances,
+        args.out,
+        by=args.by,
+        source=args.source,
+        window=args.window,
+        frames=args.frames,
+        shift_correction=args.shift_correction,
+        audio=not args.no_audio,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        model_path=model_path,
+        data_path=data_path,
+        progress=progress_enabled(args),
+    ).summary

@@ -12,27 +12,50 @@ def register(subparsers) -> argparse.ArgumentParser:
         "synth",
         help="synthesize a corpus with phone timings (flite) and more voices (espeak-ng)",
         description="Synthesize English sentences (Debian fortunes or --text FILE) with flite voices "
-                    "(kal, kal16, awb, rms, slt) x speed/pitch variants and espeak-ng voices, into "
-                    "OUT/train, OUT/test_text (held-out sentences) and OUT/test_speaker (held-out "
-                    "speaker) in the LibriSpeech layout, with TextGrid phone segments for flite. "
-                    "Rerunning the same command resumes.",
+        "(kal, kal16, awb, rms, slt) x speed/pitch variants and espeak-ng voices, into "
+        "OUT/train, OUT/test_text (held-out sentences) and OUT/test_speaker (held-out "
+        "speaker) in the LibriSpeech layout, with TextGrid phone segments for flite. "
+        "Rerunning the same command resumes.",
     )
     _common.add_common(parser, out="required")
     parser.add_argument("--utterances", type=int, default=200, help="number of utterances (default: 200)")
-    parser.add_argument("--voices", nargs="+", default=None, metavar="VOICE",
-                        help="all (default), flite, espeak, flite voices (kal kal16 awb rms slt), "
-                             "espeak-ng voices (en-us, en-gb-x-rp+m3, ...) or speaker ids")
+    parser.add_argument(
+        "--voices",
+        nargs="+",
+        default=None,
+        metavar="VOICE",
+        help="all (default), flite, espeak, flite voices (kal kal16 awb rms slt), "
+        "espeak-ng voices (en-us, en-gb-x-rp+m3, ...) or speaker ids",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of sentence/speaker choice (default: 0)")
     parser.add_argument("--workers", type=int, default=2, help="parallel synthesizer processes (default: 2)")
-    parser.add_argument("--text", type=str, default=None, metavar="FILE",
-                        help="text file with sentences (one or more per line) instead of the fortunes")
-    parser.add_argument("--test-text-fraction", type=float, default=0.1,
-                        help="fraction of utterances with held-out sentences (default: 0.1)")
-    parser.add_argument("--test-speaker-fraction", type=float, default=0.1,
-                        help="fraction of utterances by the held-out speaker (default: 0.1); with both "
-                             "fractions 0 the corpus is written directly into OUT")
-    parser.add_argument("--held-out-speakers", nargs="+", default=None, metavar="ID",
-                        help="speaker ids to hold out (default: one flite variant chosen by --seed)")
+    parser.add_argument(
+        "--text",
+        type=str,
+        default=None,
+        metavar="FILE",
+        help="text file with sentences (one or more per line) instead of the fortunes",
+    )
+    parser.add_argument(
+        "--test-text-fraction",
+        type=float,
+        default=0.1,
+        help="fraction of utterances with held-out sentences (default: 0.1)",
+    )
+    parser.add_argument(
+        "--test-speaker-fraction",
+        type=float,
+        default=0.1,
+        help="fraction of utterances by the held-out speaker (default: 0.1); with both "
+        "fractions 0 the corpus is written directly into OUT",
+    )
+    parser.add_argument(
+        "--held-out-speakers",
+        nargs="+",
+        default=None,
+        metavar="ID",
+        help="speaker ids to hold out (default: one flite variant chosen by --seed)",
+    )
     _common.set_runner(parser, run)
     return parser
 
@@ -42,8 +65,14 @@ def run(args: argparse.Namespace) -> dict:
     from asr_introspect.corpus.synth import synthesize_corpus
 
     return synthesize_corpus(
-        args.out, n_utterances=args.utterances, voices=args.voices, seed=args.seed, workers=args.workers,
-        text_file=args.text, test_text_fraction=args.test_text_fraction,
-        test_speaker_fraction=args.test_speaker_fraction, held_out_speakers=args.held_out_speakers,
+        args.out,
+        n_utterances=args.utterances,
+        voices=args.voices,
+        seed=args.seed,
+        workers=args.workers,
+        text_file=args.text,
+        test_text_fraction=args.test_text_fraction,
+        test_speaker_fraction=args.test_speaker_fraction,
+        held_out_speakers=args.held_out_speakers,
         progress=_common.progress_enabled(args),
     )

@@ -26,5 +26,4 @@ def run(args: argparse.Namespace) -> dict:
         for path, text in zip(args.audio, texts):
             print(f"{path}\t{text}")
         return {}
-    return {"model": str(model_path),
-            "transcripts": [{"audio": str(p), "text": t} for p, t in zip(args.audio, texts)]}
+    return {"model": str(model_path), "transcripts": [{"audio": str(p), "text": t} for p, t in zip(args.audio, texts)]}

@@ -16,28 +16,46 @@ from asr_introspect.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("visualize", help="feature visualization: optimize an input window "
-                                                     "to maximize a neuron, channel, layer or letter")
+    parser = subparsers.add_parser(
+        "visualize",
+        help="feature visualization: optimize an input window to maximize a neuron, channel, layer or letter",
+    )
     add_common(parser, model=True, out="required")
-    parser.add_argument("--objective", default=None,
-                        help="conv5:17 (channel), conv5:17@40 (neuron at frame 40), conv11:letter=a (logit), "
-                             "conv11:prob=a (probability), layer:conv3 (DeepDream); terms may be joined "
-                             "with '+' and scaled ('0.5*layer:conv5'). Required unless --grid")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="corpus whose feature windows fit the learned prior (used by "
-                             "--regularization strong and --param pca); default: the shipped corpus")
+    parser.add_argument(
+        "--objective",
+        default=None,
+        help="conv5:17 (channel), conv5:17@40 (neuron at frame 40), conv11:letter=a (logit), "
+        "conv11:prob=a (probability), layer:conv3 (DeepDream); terms may be joined "
+        "with '+' and scaled ('0.5*layer:conv5'). Required unless --grid",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="corpus whose feature windows fit the learned prior (used by "
+        "--regularization strong and --param pca); default: the shipped corpus",
+    )
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--param", choices=("raw", "fourier", "pca"), default="fourier",
-                        help="parameterization of the window (default: fourier)")
+    parser.add_argument(
+        "--param",
+        choices=("raw", "fourier", "pca"),
+        default="fourier",
+        help="parameterization of the window (default: fourier)",
+    )
     parser.add_argument("--regularization", choices=("none", "weak", "strong"), default="weak")
-    parser.add_argument("--width", type=int, default=None,
-                        help="window frames (default: the objective's receptive field)")
-    parser.add_argument("--max-windows", type=int, default=1000,
-                        help="real windows used to fit the prior (default 1000)")
-    parser.add_argument("--grid", action="store_true",
-                        help="also render the optimal-inputs grid (first, middle, output layer x weak, strong)")
+    parser.add_argument(
+        "--width", type=int, default=None, help="window frames (default: the objective's receptive field)"
+    )
+    parser.add_argument(
+        "--max-windows", type=int, default=1000, help="real windows used to fit the prior (default 1000)"
+    )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="also render the optimal-inputs grid (first, middle, output layer x weak, strong)",
+    )
     set_runner(parser, run)
 
 
@@ -54,13 +72,26 @@ def run(args: argparse.Namespace) -> dict:
     # the corpus only fits the learned prior: load it when the objective needs the prior, or for the grid's
     # strong column when a corpus was given or is shipped
     utterances = None
-    if ((args.objective is not None and needs_prior(args.param, args.regularization))
-            or (args.grid and (args.data is not None or DEFAULT_CORPUS.is_dir()))):
+    if (args.objective is not None and needs_prior(args.param, args.regularization)) or (
+        args.grid and (args.data is not None or DEFAULT_CORPUS.is_dir())
+    ):
         try:
             utterances, _ = load_corpus_or_default(args.data)
         except InputError as exc:
             raise InputError(f"{exc}; {PRIOR_NEEDS_CORPUS}") from None
-    return visualize(model, args.out, objective=args.objective, grid=args.grid, utterances=utterances,
-                     steps=args.steps, lr=args.lr, seed=args.seed, param=args.param,
-                     regularization=args.regularization, width=args.width, max_windows=args.max_windows,
-                     model_path=model_path, progress=progress_enabled(args)).summary
+    return visualize(
+        model,
+        args.out,
+        objective=args.objective,
+        grid=args.grid,
+        utterances=utterances,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        param=args.param,
+        regularization=args.regularization,
+        width=args.width,
+        max_windows=args.max_windows,
+        model_path=model_path,
+        progress=progress_enabled(args),
+    ).summary

@@ -15,8 +15,8 @@ an utterance longer than the cap on its own forms a batch of one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,10 +44,15 @@ class Batch:
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         """A copy with the tensors on ``device``."""
-        return Batch(self.features.to(device), self.feature_lengths.to(device), self.targets.to(device),
-                     self.target_lengths.to(device), self.utterances)
+        return Batch(
+            self.features.to(device),
+            self.feature_lengths.to(device),
+            self.targets.to(device),
+            self.target_lengths.to(device),
+            self.utterances,
+        )
 
 
 def utterance_durations(utterances: Sequence[Utterance]) -> np.ndarray:
@@ -68,8 +73,9 @@ def _cut(order: Sequence[int], frames: np.ndarray, batch_size: int, max_frames: 
     longest = 0
     for i in order:
         t = int(frames[i])
-        if current and (len(current) >= batch_size
-                        or (max_frames is not None and max(longest, t) * (len(current) + 1) > max_frames)):
+        if current and (
+            len(current) >= batch_size or (max_frames is not None and max(longest, t) * (len(current) + 1) > max_frames)
+        ):
             batches.append(current)
             current, longest = [], 0
         current.append(int(i))
@@ -79,9 +85,16 @@ def _cut(order: Sequence[int], frames: np.ndarray, batch_size: int, max_frames: 
     return batches
 
 
-def batch_plan(frames: Sequence[int] | np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0,
-               bucket: bool = True, max_frames: int | None = None, epoch: int = 0,
-               pool_batches: int = 50) -> list[list[int]]:
+def batch_plan(
+    frames: Sequence[int] | np.ndarray,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    bucket: bool = True,
+    max_frames: int | None = None,
+    epoch: int = 0,
+    pool_batches: int = 50,
+) -> list[list[int]]:
     """Index batches over utterances with ``frames: (N,)`` lengths (module docstring rules).
 
     Deterministic for ``(seed, epoch)``; every index appears exactly once.
@@ -102,15 +115,23 @@ def batch_plan(frames: Sequence[int] | np.ndarray, batch_size: int, shuffle: boo
     pool = max(1, batch_size * pool_batches)
     batches: list[list[int]] = []
     for start in range(0, n, pool):
-        chunk = perm[start:start + pool]
+        chunk = perm[start : start + pool]
         chunk = chunk[np.argsort(frames[chunk], kind="stable")]
         batches.extend(_cut(chunk, frames, batch_size, max_frames))
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def iterate_batches(utterances: Sequence[Utterance], feature_config, alphabet, batch_size: int,
-                    shuffle: bool = False, seed: int = 0, bucket: bool = True,
-                    max_frames: int | None = None, epoch: int = 0) -> Iterator[Batch]:
+def iterate_batches(
+    utterances: Sequence[Utterance],
+    feature_config,
+    alphabet,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    bucket: bool = True,
+    max_frames: int | None = None,
+    epoch: int = 0,
+) -> Iterator[Batch]:
     """Yield :class:`Batch` es over ``utterances`` (order rules in the module docstring).
 
     Audio is read with ``audio.load_audio`` at ``feature_config.sample_rate``;
@@ -121,14 +142,14 @@ def iterate_batches(utterances: Sequence[Utterance], feature_config, alphabet, b
     durations = utterance_durations(utterances)
     sr = feature_config.sample_rate
     frames = np.array([feature_config.frames(int(round(d * sr))) for d in durations], dtype=np.int64)
-    for index_batch in batch_plan(frames, batch_size, shuffle=shuffle, seed=seed, bucket=bucket,
-                                  max_frames=max_frames, epoch=epoch):
+    for index_batch in batch_plan(
+        frames, batch_size, shuffle=shuffle, seed=seed, bucket=bucket, max_frames=max_frames, epoch=epoch
+    ):
         utts = tuple(utterances[i] for i in index_batch)
-        features, feature_lengths = featurize([load_audio(u.audio_path, sample_rate=sr) for u in utts],
-                                              feature_config)
+        features, feature_lengths = featurize([load_audio(u.audio_path, sample_rate=sr) for u in utts], feature_config)
         encoded = [alphabet.encode(u.text, utterance_id=u.id) for u in utts]
         target_lengths = torch.tensor([len(e) for e in encoded], dtype=torch.int64)
         targets = torch.zeros(len(encoded), max(1, int(target_lengths.max())), dtype=torch.int64)
         for row, ids in enumerate(encoded):
-            targets[row, :len(ids)] = torch.tensor(ids, dtype=torch.int64)
+            targets[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
         yield Batch(features, feature_lengths, targets, target_lengths, utts)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -31,8 +31,15 @@ from .manifest import load_manifest
 from .textgrid import read_textgrid
 from .utterance import PhoneSegment, Utterance
 
-__all__ = ["Skipped", "CorpusScan", "scan_librispeech", "read_librispeech", "load_corpus",
-           "AUDIO_SUFFIXES", "corpus_files_mtime"]
+__all__ = [
+    "Skipped",
+    "CorpusScan",
+    "scan_librispeech",
+    "read_librispeech",
+    "load_corpus",
+    "AUDIO_SUFFIXES",
+    "corpus_files_mtime",
+]
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 MANIFEST_NAME = "manifest.jsonl"
@@ -116,8 +123,12 @@ def _pick_textgrid(candidates: list[Path], speaker: str, chapter: str) -> Path:
     return sorted(candidates)[0]
 
 
-def scan_librispeech(root: str | os.PathLike, textgrid_dir: str | os.PathLike | None = None,
-                     durations: bool = True, progress: bool = False) -> CorpusScan:
+def scan_librispeech(
+    root: str | os.PathLike,
+    textgrid_dir: str | os.PathLike | None = None,
+    durations: bool = True,
+    progress: bool = False,
+) -> CorpusScan:
     """Scan a LibriSpeech-layout directory; see the module docstring.
 
     ``durations``: read each audio header for its duration (fast; no samples).
@@ -126,8 +137,10 @@ def scan_librispeech(root: str | os.PathLike, textgrid_dir: str | os.PathLike | 
     """
     root = Path(root)
     if not root.is_dir():
-        raise CorpusError(f"{root}: corpus directory not found (expected the LibriSpeech layout "
-                          "SPEAKER/CHAPTER/UTTID.flac + SPEAKER-CHAPTER.trans.txt)")
+        raise CorpusError(
+            f"{root}: corpus directory not found (expected the LibriSpeech layout "
+            "SPEAKER/CHAPTER/UTTID.flac + SPEAKER-CHAPTER.trans.txt)"
+        )
     tg_index: dict[str, list[Path]] = {}
     if textgrid_dir is not None:
         textgrid_dir = Path(textgrid_dir)
@@ -144,35 +157,41 @@ def scan_librispeech(root: str | os.PathLike, textgrid_dir: str | os.PathLike | 
         for path in files:
             if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith("."):
                 if path.stem in audio:
-                    scan.skipped.append(Skipped(path.stem, path, f"second audio file for the same id "
-                                                                 f"(using {audio[path.stem].name})"))
+                    scan.skipped.append(
+                        Skipped(path.stem, path, f"second audio file for the same id (using {audio[path.stem].name})")
+                    )
                     continue
                 audio[path.stem] = path
         other_trans = [p for p in files if p.name.endswith(".trans.txt") and p != trans_path]
         for path in other_trans:
-            scan.skipped.append(Skipped(path.name, path, f"transcript file with an unexpected name "
-                                                         f"(expected {trans_path.name})"))
+            scan.skipped.append(
+                Skipped(path.name, path, f"transcript file with an unexpected name (expected {trans_path.name})")
+            )
         if not trans_path.is_file():
             for utt_id, path in sorted(audio.items()):
                 scan.skipped.append(Skipped(utt_id, path, f"no transcript line (missing {trans_path})"))
             continue
         transcripts = _read_transcripts(trans_path, scan.skipped)
         for utt_id in sorted(set(transcripts) - set(audio)):
-            scan.skipped.append(Skipped(utt_id, trans_path, f"transcript line without audio (line "
-                                                             f"{transcripts[utt_id][1]} of {trans_path}; "
-                                                             f"no {utt_id}.flac or .wav)"))
+            scan.skipped.append(
+                Skipped(
+                    utt_id,
+                    trans_path,
+                    f"transcript line without audio (line "
+                    f"{transcripts[utt_id][1]} of {trans_path}; "
+                    f"no {utt_id}.flac or .wav)",
+                )
+            )
         for utt_id in sorted(audio):
             path = audio[utt_id]
             if utt_id not in transcripts:
-                scan.skipped.append(Skipped(utt_id, path, f"no transcript line (audio without a line in "
-                                                          f"{trans_path})"))
+                scan.skipped.append(Skipped(utt_id, path, f"no transcript line (audio without a line in {trans_path})"))
                 continue
             raw, number = transcripts[utt_id]
             try:
                 text = normalize_transcript(raw, utterance_id=utt_id)
             except InputError as exc:
-                scan.skipped.append(Skipped(utt_id, trans_path, f"bad transcript ({trans_path} line "
-                                                                f"{number}: {exc})"))
+                scan.skipped.append(Skipped(utt_id, trans_path, f"bad transcript ({trans_path} line {number}: {exc})"))
                 continue
             if not text:
                 scan.skipped.append(Skipped(utt_id, trans_path, f"empty transcript ({trans_path} line {number})"))
@@ -203,18 +222,26 @@ def scan_librispeech(root: str | os.PathLike, textgrid_dir: str | os.PathLike | 
             scan.utterances.append(Utterance(utt_id, speaker, path, text, phones, duration))
     seen = {u.id for u in scan.utterances} | {s.id for s in scan.skipped}
     for stem in sorted(set(tg_index) - seen):
-        scan.skipped.append(Skipped(stem, tg_index[stem][0], "TextGrid without an utterance (no audio or "
-                                                             "transcript with this id under the corpus root)"))
+        scan.skipped.append(
+            Skipped(
+                stem,
+                tg_index[stem][0],
+                "TextGrid without an utterance (no audio or transcript with this id under the corpus root)",
+            )
+        )
     if not scan.utterances:
         detail = f"; {len(scan.skipped)} item(s) skipped, first: {scan.skipped[0].reason}" if scan.skipped else ""
-        raise CorpusError(f"{root}: no utterances found (expected the LibriSpeech layout "
-                          f"SPEAKER/CHAPTER/UTTID.flac + SPEAKER-CHAPTER.trans.txt{detail})")
+        raise CorpusError(
+            f"{root}: no utterances found (expected the LibriSpeech layout "
+            f"SPEAKER/CHAPTER/UTTID.flac + SPEAKER-CHAPTER.trans.txt{detail})"
+        )
     scan.utterances.sort(key=lambda u: u.id)
     return scan
 
 
-def read_librispeech(root: str | os.PathLike, textgrid_dir: str | os.PathLike | None = None,
-                     strict: bool = False, progress: bool = False) -> list[Utterance]:
+def read_librispeech(
+    root: str | os.PathLike, textgrid_dir: str | os.PathLike | None = None, strict: bool = False, progress: bool = False
+) -> list[Utterance]:
     """Utterances of a LibriSpeech-layout directory (sorted by id); see the module docstring.
 
     Skipped items produce one ``UserWarning`` with their count and the first
@@ -261,13 +288,13 @@ def load_corpus(path: str | os.PathLike, progress: bool = False) -> list[Utteran
     if path.is_file():
         return load_manifest(path)
     if not path.is_dir():
-        raise CorpusError(f"{path}: corpus not found (pass a LibriSpeech-layout directory or a "
-                          f"{MANIFEST_NAME} file)")
+        raise CorpusError(f"{path}: corpus not found (pass a LibriSpeech-layout directory or a {MANIFEST_NAME} file)")
     manifest = path / MANIFEST_NAME
     if manifest.is_file() and manifest.stat().st_mtime_ns >= corpus_files_mtime(path):
         return load_manifest(manifest)
     splits = sorted(p.name for p in path.iterdir() if (p / MANIFEST_NAME).is_file())
     if splits and not any(path.glob("*/*/*.trans.txt")):
-        raise CorpusError(f"{path}: holds the corpus splits {', '.join(splits)}; pass one of them, "
-                          f"e.g. {path / splits[0]}")
+        raise CorpusError(
+            f"{path}: holds the corpus splits {', '.join(splits)}; pass one of them, e.g. {path / splits[0]}"
+        )
     return read_librispeech(path, progress=progress)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from asr_introspect.errors import CorpusError
 from asr_introspect.io import write_text_atomic
@@ -37,8 +37,7 @@ def utterance_to_dict(utt: Utterance, base: str | os.PathLike | None = None) -> 
         "audio": audio,
         "text": utt.text,
         "duration": None if utt.duration is None else float(utt.duration),
-        "phones": None if utt.phones is None else [[s.phone, float(s.start), float(s.end)]
-                                                   for s in utt.phones],
+        "phones": None if utt.phones is None else [[s.phone, float(s.start), float(s.end)] for s in utt.phones],
     }
 
 
@@ -54,13 +53,13 @@ def utterance_from_dict(d: dict, base: str | os.PathLike | None = None, source: 
             speaker=str(d["speaker"]),
             audio_path=audio,
             text=str(d["text"]),
-            phones=None if phones is None else tuple(PhoneSegment(str(p), float(s), float(e))
-                                                     for p, s, e in phones),
+            phones=None if phones is None else tuple(PhoneSegment(str(p), float(s), float(e)) for p, s, e in phones),
             duration=None if d.get("duration") is None else float(d["duration"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise CorpusError(f"{source}: malformed utterance record ({type(exc).__name__}: {exc}); "
-                          "regenerate the manifest") from exc
+        raise CorpusError(
+            f"{source}: malformed utterance record ({type(exc).__name__}: {exc}); regenerate the manifest"
+        ) from exc
 
 
 def save_manifest(utterances: Iterable[Utterance], path: str | os.PathLike) -> Path:

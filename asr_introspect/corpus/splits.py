@@ -3,8 +3,8 @@ selecting speakers by name pattern."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from fnmatch import fnmatchcase
-from typing import Collection, Sequence
 
 import numpy as np
 
@@ -35,8 +35,12 @@ def _pick(keys: Sequence[str], k: int, seed: int) -> set[str]:
     return {keys[i] for i in order[:k]}
 
 
-def split_by_speaker(utterances: Sequence[Utterance], held_out_speakers: Collection[str] | None = None,
-                     fraction: float | None = None, seed: int = 0) -> tuple[list[Utterance], list[Utterance]]:
+def split_by_speaker(
+    utterances: Sequence[Utterance],
+    held_out_speakers: Collection[str] | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
+) -> tuple[list[Utterance], list[Utterance]]:
     """``(train, held_out)``: every utterance of a held-out speaker goes to ``held_out``.
 
     Give the speaker ids, or a ``fraction`` of the speakers (rounded, at least
@@ -59,8 +63,9 @@ def split_by_speaker(utterances: Sequence[Utterance], held_out_speakers: Collect
     return train, test
 
 
-def split_by_text(utterances: Sequence[Utterance], fraction: float = 0.1,
-                  seed: int = 0) -> tuple[list[Utterance], list[Utterance]]:
+def split_by_text(
+    utterances: Sequence[Utterance], fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Utterance], list[Utterance]]:
     """``(train, held_out)``: a ``fraction`` of the distinct transcripts (chosen with ``seed``)
     is held out with all of its utterances, so no text is on both sides. Order is preserved."""
     texts = sorted({u.text for u in utterances})
@@ -70,8 +75,9 @@ def split_by_text(utterances: Sequence[Utterance], fraction: float = 0.1,
     return train, test
 
 
-def filter_speakers(utterances: Sequence[Utterance], patterns: str | Sequence[str],
-                    source: str = "corpus") -> list[Utterance]:
+def filter_speakers(
+    utterances: Sequence[Utterance], patterns: str | Sequence[str], source: str = "corpus"
+) -> list[Utterance]:
     """The utterances whose speaker matches any of ``patterns`` (shell globs, e.g.
     ``"flite_*"``; a string may list several, comma-separated). Order is preserved.
 
@@ -86,6 +92,8 @@ def filter_speakers(utterances: Sequence[Utterance], patterns: str | Sequence[st
     if not kept:
         speakers = sorted({u.speaker for u in utterances})
         shown = ", ".join(speakers[:8]) + (", ..." if len(speakers) > 8 else "")
-        raise CorpusError(f"{source}: no speaker matches {','.join(patterns)!r} "
-                          f"({len(speakers)} speakers: {shown or 'none'}); check the pattern")
+        raise CorpusError(
+            f"{source}: no speaker matches {','.join(patterns)!r} "
+            f"({len(speakers)} speakers: {shown or 'none'}); check the pattern"
+        )
     return kept

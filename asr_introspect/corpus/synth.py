@@ -55,10 +55,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -73,8 +73,14 @@ from asr_introspect.text import normalize_transcript
 from .manifest import save_manifest
 from .text_sources import fortune_sentences, read_text_sentences
 from .textgrid import read_textgrid, write_textgrid
-from .utterance import (PhoneSegment, Utterance, check_segments, fit_segments_to_duration, merge_silences,
-                        parse_flite_segments)
+from .utterance import (
+    PhoneSegment,
+    Utterance,
+    check_segments,
+    fit_segments_to_duration,
+    merge_silences,
+    parse_flite_segments,
+)
 
 __all__ = [
     "SAMPLE_RATE",
@@ -147,9 +153,18 @@ class SpeakerConfig:
             if self.pitch is not None:
                 argv += ["--setf", f"int_f0_target_mean={self.pitch:g}"]
             return argv + ["-t", text, "-o", str(wav_path), "-psdur"], None
-        argv = ["espeak-ng", "-v", self.voice, "-s", str(int(round(self.speed))),
-                "-p", str(int(round(self.pitch if self.pitch is not None else ESPEAK_PITCH))),
-                "-w", str(wav_path), "--stdin"]
+        argv = [
+            "espeak-ng",
+            "-v",
+            self.voice,
+            "-s",
+            str(int(round(self.speed))),
+            "-p",
+            str(int(round(self.pitch if self.pitch is not None else ESPEAK_PITCH))),
+            "-w",
+            str(wav_path),
+            "--stdin",
+        ]
         return argv, text
 
     def to_dict(self) -> dict:
@@ -159,10 +174,18 @@ class SpeakerConfig:
 
 def default_speakers() -> list[SpeakerConfig]:
     """Every default configuration: flite voices x speeds x pitches, espeak voices x variants x prosodies."""
-    speakers = [SpeakerConfig("flite", voice, stretch, pitch)
-                for voice, pitches in FLITE_VOICES.items() for stretch in FLITE_STRETCHES for pitch in pitches]
-    speakers += [SpeakerConfig("espeak", voice + (f"+{variant}" if variant else ""), rate, pitch)
-                 for voice in ESPEAK_VOICES for variant in ESPEAK_VARIANTS for rate, pitch in ESPEAK_PROSODY]
+    speakers = [
+        SpeakerConfig("flite", voice, stretch, pitch)
+        for voice, pitches in FLITE_VOICES.items()
+        for stretch in FLITE_STRETCHES
+        for pitch in pitches
+    ]
+    speakers += [
+        SpeakerConfig("espeak", voice + (f"+{variant}" if variant else ""), rate, pitch)
+        for voice in ESPEAK_VOICES
+        for variant in ESPEAK_VARIANTS
+        for rate, pitch in ESPEAK_PROSODY
+    ]
     return speakers
 
 
@@ -172,8 +195,10 @@ def _espeak_known() -> tuple[set[str], set[str]]:
         try:
             out = subprocess.run(["espeak-ng", arg], capture_output=True, text=True, check=True).stdout
         except (OSError, subprocess.CalledProcessError) as exc:
-            raise InputError(f"espeak-ng cannot list its voices ({exc}); install espeak-ng "
-                             "(apt-get install espeak-ng) or choose flite voices") from exc
+            raise InputError(
+                f"espeak-ng cannot list its voices ({exc}); install espeak-ng "
+                "(apt-get install espeak-ng) or choose flite voices"
+            ) from exc
         for line in out.splitlines()[1:]:
             fields = line.split()
             if len(fields) >= 5:
@@ -218,9 +243,11 @@ def select_speakers(voices: Sequence[str] | None = None) -> list[SpeakerConfig]:
         for name in espeak_names:
             base, _, variant = name.partition("+")
             if base.lower() not in languages or (variant and variant.lower() not in variants):
-                raise InputError(f"unknown voice {name!r}: use all, flite, espeak, a flite voice "
-                                 f"({', '.join(FLITE_VOICES)}), an espeak-ng voice such as en-us or "
-                                 "en-us+m3 (see espeak-ng --voices), or a speaker id")
+                raise InputError(
+                    f"unknown voice {name!r}: use all, flite, espeak, a flite voice "
+                    f"({', '.join(FLITE_VOICES)}), an espeak-ng voice such as en-us or "
+                    "en-us+m3 (see espeak-ng --voices), or a speaker id"
+                )
             names = [name] if variant else [base + (f"+{v}" if v else "") for v in ESPEAK_VARIANTS]
             chosen += [SpeakerConfig("espeak", n, rate, pitch) for n in names for rate, pitch in ESPEAK_PROSODY]
     unique: dict[str, SpeakerConfig] = {}
@@ -253,9 +280,15 @@ def _count(n: int, fraction: float) -> int:
     return int(round(n * fraction))
 
 
-def plan_corpus(sentences: Sequence[str], speakers: Sequence[SpeakerConfig], n_utterances: int, seed: int = 0,
-                test_text_fraction: float = 0.1, test_speaker_fraction: float = 0.1,
-                held_out_speakers: Sequence[str] | None = None) -> tuple[list[PlannedUtterance], dict]:
+def plan_corpus(
+    sentences: Sequence[str],
+    speakers: Sequence[SpeakerConfig],
+    n_utterances: int,
+    seed: int = 0,
+    test_text_fraction: float = 0.1,
+    test_speaker_fraction: float = 0.1,
+    held_out_speakers: Sequence[str] | None = None,
+) -> tuple[list[PlannedUtterance], dict]:
     """Deterministic plan: ``(utterances, info)`` with ``info`` listing held-out texts and speakers.
 
     Sentences are shuffled with ``seed``; the first ``K`` (about
@@ -295,8 +328,9 @@ def plan_corpus(sentences: Sequence[str], speakers: Sequence[SpeakerConfig], n_u
     n_speaker = _count(n_utterances, test_speaker_fraction) if held else 0
     n_train = n_utterances - n_text - n_speaker
     if n_train < 1:
-        raise InputError(f"{n_utterances} utterances leave none for training; use more utterances "
-                         "or smaller held-out fractions")
+        raise InputError(
+            f"{n_utterances} utterances leave none for training; use more utterances or smaller held-out fractions"
+        )
     k = min(n_text, max(1, int(round(len(pool) * test_text_fraction)))) if n_text else 0
     if len(pool) - k < 1:
         raise InputError(f"only {len(pool)} sentence(s): too few to hold some out; give more text")
@@ -316,8 +350,11 @@ def plan_corpus(sentences: Sequence[str], speakers: Sequence[SpeakerConfig], n_u
     plan = []
     for index, (split, speaker, sentence) in enumerate(jobs):
         utt_id = f"{speaker.id}-{CHAPTER}-{index:0{width}d}"
-        plan.append(PlannedUtterance(index, utt_id, split, speaker, sentence,
-                                     normalize_transcript(sentence, utterance_id=utt_id)))
+        plan.append(
+            PlannedUtterance(
+                index, utt_id, split, speaker, sentence, normalize_transcript(sentence, utterance_id=utt_id)
+            )
+        )
     info = {
         "held_out_texts": [normalize_transcript(t) for t in held_texts],
         "held_out_speakers": [s.id for s in held],
@@ -361,8 +398,9 @@ def _flite_segments(stdout: str, duration: float, source: str) -> list[PhoneSegm
     return segments
 
 
-def synthesize_utterance(planned: PlannedUtterance, chapter_dir: str | os.PathLike, tmp_dir: str | os.PathLike,
-                         timeout: float = 120.0) -> SynthResult:
+def synthesize_utterance(
+    planned: PlannedUtterance, chapter_dir: str | os.PathLike, tmp_dir: str | os.PathLike, timeout: float = 120.0
+) -> SynthResult:
     """Synthesize (or keep) one utterance into ``chapter_dir``; never raises for synthesis failures.
 
     Kept when the audio exists (and, for flite, its TextGrid). Otherwise the
@@ -379,8 +417,9 @@ def synthesize_utterance(planned: PlannedUtterance, chapter_dir: str | os.PathLi
         if flac.is_file() and (not speaker.has_phones or grid.is_file()):
             rate, frames, _ = audio_info(flac)
             phones = tuple(read_textgrid(grid)) if speaker.has_phones else None
-            return SynthResult(planned, Utterance(planned.id, speaker.id, flac, planned.text, phones,
-                                                  frames / rate), kept=True)
+            return SynthResult(
+                planned, Utterance(planned.id, speaker.id, flac, planned.text, phones, frames / rate), kept=True
+            )
         chapter_dir.mkdir(parents=True, exist_ok=True)
         fd, wav = tempfile.mkstemp(prefix=f"{planned.id}.", suffix=".wav", dir=tmp_dir)
         os.close(fd)
@@ -398,8 +437,7 @@ def synthesize_utterance(planned: PlannedUtterance, chapter_dir: str | os.PathLi
             phones = tuple(_flite_segments(proc.stdout, duration, f"utt {planned.id}"))
             write_textgrid(grid, phones, xmax=duration)
         save_audio(flac, audio, SAMPLE_RATE)
-        return SynthResult(planned, Utterance(planned.id, speaker.id, flac, planned.text, phones, duration),
-                           kept=False)
+        return SynthResult(planned, Utterance(planned.id, speaker.id, flac, planned.text, phones, duration), kept=False)
     except (InputError, OSError, subprocess.SubprocessError) as exc:
         return SynthResult(planned, None, kept=False, error=f"utt {planned.id} ({speaker.id}): {exc}")
 
@@ -417,8 +455,10 @@ def _check_settings(path: Path, settings: dict) -> None:
         return
     if previous is not None and previous != settings:
         changed = sorted(k for k in set(settings) | set(previous) if settings.get(k) != previous.get(k))
-        raise InputError(f"{path.parent}: was synthesized with other settings ({', '.join(changed)} "
-                         "differ); rerun with the same settings to resume, or use a new --out")
+        raise InputError(
+            f"{path.parent}: was synthesized with other settings ({', '.join(changed)} "
+            "differ); rerun with the same settings to resume, or use a new --out"
+        )
 
 
 def _require(binary: str, package: str) -> None:
@@ -426,10 +466,18 @@ def _require(binary: str, package: str) -> None:
         raise InputError(f"{binary} not found: install it (apt-get install {package}) or choose other --voices")
 
 
-def synthesize_corpus(out: str | os.PathLike, n_utterances: int = 200, voices: Sequence[str] | None = None,
-                      seed: int = 0, workers: int = 2, text_file: str | os.PathLike | None = None,
-                      test_text_fraction: float = 0.1, test_speaker_fraction: float = 0.1,
-                      held_out_speakers: Sequence[str] | None = None, progress: bool = False) -> dict:
+def synthesize_corpus(
+    out: str | os.PathLike,
+    n_utterances: int = 200,
+    voices: Sequence[str] | None = None,
+    seed: int = 0,
+    workers: int = 2,
+    text_file: str | os.PathLike | None = None,
+    test_text_fraction: float = 0.1,
+    test_speaker_fraction: float = 0.1,
+    held_out_speakers: Sequence[str] | None = None,
+    progress: bool = False,
+) -> dict:
     """Synthesize a corpus into ``out`` (layout in the module docstring); returns the summary.
 
     Summary keys: ``out``, ``utterances`` (in the corpus), ``synthesized``, ``kept``,
@@ -450,15 +498,21 @@ def synthesize_corpus(out: str | os.PathLike, n_utterances: int = 200, voices: S
     if any(s.engine == "espeak" for s in speakers):
         _require("espeak-ng", "espeak-ng")
     sentences = read_text_sentences(text_file) if text_file is not None else fortune_sentences()
-    plan, info = plan_corpus(sentences, speakers, n_utterances, seed, test_text_fraction,
-                             test_speaker_fraction, held_out_speakers)
+    plan, info = plan_corpus(
+        sentences, speakers, n_utterances, seed, test_text_fraction, test_speaker_fraction, held_out_speakers
+    )
     flat = test_text_fraction == 0 and test_speaker_fraction == 0
     settings = {
-        "utterances": n_utterances, "seed": seed, "speakers": [s.id for s in speakers],
+        "utterances": n_utterances,
+        "seed": seed,
+        "speakers": [s.id for s in speakers],
         "text": "file" if text_file is not None else "fortunes",
-        "text_digest": _settings_digest(sentences), "test_text_fraction": test_text_fraction,
-        "test_speaker_fraction": test_speaker_fraction, "held_out_speakers": info["held_out_speakers"],
-        "sample_rate": SAMPLE_RATE, "layout": "flat" if flat else "splits",
+        "text_digest": _settings_digest(sentences),
+        "test_text_fraction": test_text_fraction,
+        "test_speaker_fraction": test_speaker_fraction,
+        "held_out_speakers": info["held_out_speakers"],
+        "sample_rate": SAMPLE_RATE,
+        "layout": "flat" if flat else "splits",
     }
     settings_path = out / "synth.json"
     _check_settings(settings_path, settings)
@@ -466,8 +520,7 @@ def synthesize_corpus(out: str | os.PathLike, n_utterances: int = 200, voices: S
     save_json(settings_path, {"settings": settings, "complete": False})
 
     results: list[SynthResult] = []
-    with tempfile.TemporaryDirectory(prefix="asr-synth-") as tmp_dir, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
+    with tempfile.TemporaryDirectory(prefix="asr-synth-") as tmp_dir, ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(synthesize_utterance, p, out / p.relative_dir(flat), tmp_dir) for p in plan]
         with tqdm(total=len(futures), desc="synthesizing", unit="utt", disable=not progress) as bar:
             try:
@@ -495,13 +548,19 @@ def synthesize_corpus(out: str | os.PathLike, n_utterances: int = 200, voices: S
             chapters.setdefault(out / r.planned.relative_dir(flat), []).append(r)
         for chapter_dir, items in chapters.items():
             speaker_id = items[0].planned.speaker.id
-            lines = "".join(f"{r.planned.id} {r.planned.text.upper()}\n" for r in sorted(items, key=lambda r: r.planned.id))
+            lines = "".join(
+                f"{r.planned.id} {r.planned.text.upper()}\n" for r in sorted(items, key=lambda r: r.planned.id)
+            )
             write_text_atomic(chapter_dir / f"{speaker_id}-{CHAPTER}.trans.txt", lines)
         utterances = sorted((r.utterance for r in members), key=lambda u: u.id)
         manifest = save_manifest(utterances, root / "manifest.jsonl")
-        splits[split] = {"path": str(root), "manifest": str(manifest), "utterances": len(members),
-                         "seconds": round(sum(u.duration for u in utterances), 3),
-                         "speakers": len({u.speaker for u in utterances})}
+        splits[split] = {
+            "path": str(root),
+            "manifest": str(manifest),
+            "utterances": len(members),
+            "seconds": round(sum(u.duration for u in utterances), 3),
+            "speakers": len({u.speaker for u in utterances}),
+        }
     wall = time.perf_counter() - start
     new = [r.utterance for r in done if not r.kept]
     new_seconds = sum(u.duration for u in new)
@@ -521,6 +580,14 @@ def synthesize_corpus(out: str | os.PathLike, n_utterances: int = 200, voices: S
         "settings_path": str(settings_path),
         "failures": failures[:5],
     }
-    save_json(settings_path, {"settings": settings, "complete": not failures, "summary": summary,
-                              "speakers": [s.to_dict() for s in speakers], **info})
+    save_json(
+        settings_path,
+        {
+            "settings": settings,
+            "complete": not failures,
+            "summary": summary,
+            "speakers": [s.to_dict() for s in speakers],
+            **info,
+        },
+    )
     return summary

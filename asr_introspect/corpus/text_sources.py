@@ -21,20 +21,28 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from asr_introspect.errors import InputError
 from asr_introspect.text import normalize_transcript
 
-__all__ = ["FORTUNES_DIR", "fortune_files", "fortune_sentences", "split_sentences", "is_plain_sentence",
-           "read_text_sentences"]
+__all__ = [
+    "FORTUNES_DIR",
+    "fortune_files",
+    "fortune_sentences",
+    "split_sentences",
+    "is_plain_sentence",
+    "read_text_sentences",
+]
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 
 _ALLOWED = re.compile(r"^[A-Za-z][A-Za-z' ,;:]*[.!?]$")
-_ABBREVIATIONS = frozenset("mr mrs ms dr st jr sr vs etc prof rev gen col capt lt sgt mt ft no "
-                           "co inc ltd wm jan feb mar apr jun jul aug sep sept oct nov dec eg ie cf al".split())
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr st jr sr vs etc prof rev gen col capt lt sgt mt ft no "
+    "co inc ltd wm jan feb mar apr jun jul aug sep sept oct nov dec eg ie cf al".split()
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
@@ -42,11 +50,15 @@ def fortune_files(directory: str | os.PathLike = FORTUNES_DIR) -> list[Path]:
     """The fortune text files of ``directory`` (no ``.dat`` indexes or ``.u8`` links), sorted."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise InputError(f"{directory}: fortune files not found (install the Debian packages "
-                         "'fortunes' and 'fortunes-min', or pass --text FILE)")
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8")
-                  and not p.name.startswith("."))
+        raise InputError(
+            f"{directory}: fortune files not found (install the Debian packages "
+            "'fortunes' and 'fortunes-min', or pass --text FILE)"
+        )
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8") and not p.name.startswith(".")
+    )
 
 
 def _fortunes(text: str) -> Iterable[str]:
@@ -101,8 +113,12 @@ def _plain_key(sentence: str) -> str:
     return " ".join(re.sub(r"[,;:.!?]", " ", sentence.lower()).split())
 
 
-def fortune_sentences(directory: str | os.PathLike = FORTUNES_DIR, min_words: int = 4,
-                      max_words: int = 20, files: Sequence[str | os.PathLike] | None = None) -> list[str]:
+def fortune_sentences(
+    directory: str | os.PathLike = FORTUNES_DIR,
+    min_words: int = 4,
+    max_words: int = 20,
+    files: Sequence[str | os.PathLike] | None = None,
+) -> list[str]:
     """Plain English sentences from the fortune files (module docstring filter), deduplicated."""
     paths = [Path(p) for p in files] if files is not None else fortune_files(directory)
     candidates = []

@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from asr_introspect.errors import CorpusError
 from asr_introspect.io import write_text_atomic
@@ -28,12 +28,20 @@ from asr_introspect.text import SILENCE, phone_from_cmudict
 
 from .utterance import PhoneSegment, merge_silences
 
-__all__ = ["Tier", "parse_textgrid", "read_textgrid", "write_textgrid", "phone_from_label",
-           "SILENCE_LABELS", "NOISE_LABELS"]
+__all__ = [
+    "Tier",
+    "parse_textgrid",
+    "read_textgrid",
+    "write_textgrid",
+    "phone_from_label",
+    "SILENCE_LABELS",
+    "NOISE_LABELS",
+]
 
 SILENCE_LABELS = frozenset({"", "sil", "sp", "pau", "silence", "<eps>", "<sil>"})
-NOISE_LABELS = frozenset({"spn", "nsn", "<unk>", "unk", "[noise]", "<noise>", "noise", "laughter",
-                          "[laughter]", "<spn>"})
+NOISE_LABELS = frozenset(
+    {"spn", "nsn", "<unk>", "unk", "[noise]", "<noise>", "noise", "laughter", "[laughter]", "<spn>"}
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,9 @@ class Tier:
 
 
 # strings (with "" escapes), bracketed indices (skipped), flags, numbers
-_TOKEN = re.compile(r'"((?:[^"]|"")*)"|\[[^\]\n]*\]|<(exists|absent)>|(?<![\w.])(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.])')
+_TOKEN = re.compile(
+    r'"((?:[^"]|"")*)"|\[[^\]\n]*\]|<(exists|absent)>|(?<![\w.])(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.])'
+)
 
 
 def _tokens(text: str) -> list[object]:
@@ -98,7 +108,7 @@ def parse_textgrid(text: str, source: str = "TextGrid") -> list[Tier]:
     if take(str, "'ooTextFile'") != "ooTextFile":
         raise CorpusError(f"{source}: not a Praat text file (missing 'File type = \"ooTextFile\"')")
     if take(str, "'TextGrid'") != "TextGrid":
-        raise CorpusError(f"{source}: not a TextGrid (Object class is not \"TextGrid\")")
+        raise CorpusError(f'{source}: not a TextGrid (Object class is not "TextGrid")')
     take(float, "xmin")
     take(float, "xmax")
     if not take(bool, "<exists>"):
@@ -137,8 +147,10 @@ def phone_from_label(label: str, source: str = "TextGrid") -> str | None:
     try:
         return phone_from_cmudict(label.strip().upper())
     except (KeyError, ValueError) as exc:
-        raise CorpusError(f"{source}: phone label {label!r} is not an ARPAbet phone "
-                          "(expected MFA's english_us_arpa labels such as 'AH0', or sil/sp/spn)") from exc
+        raise CorpusError(
+            f"{source}: phone label {label!r} is not an ARPAbet phone "
+            "(expected MFA's english_us_arpa labels such as 'AH0', or sil/sp/spn)"
+        ) from exc
 
 
 def _is_phone_tier(tier: Tier) -> bool:
@@ -202,8 +214,9 @@ def _fmt(x: float) -> str:
     return repr(float(round(x, 9)))
 
 
-def _interval_tier_lines(name: str, items: Sequence[tuple[float, float, str]], xmin: float,
-                         xmax: float, index: int, gap: str = "") -> list[str]:
+def _interval_tier_lines(
+    name: str, items: Sequence[tuple[float, float, str]], xmin: float, xmax: float, index: int, gap: str = ""
+) -> list[str]:
     # fill gaps: a Praat interval tier must cover [xmin, xmax] without holes
     filled: list[tuple[float, float, str]] = []
     t = xmin
@@ -214,18 +227,30 @@ def _interval_tier_lines(name: str, items: Sequence[tuple[float, float, str]], x
         t = end
     if xmax > t + 1e-9:
         filled.append((t, xmax, gap))
-    lines = [f"    item [{index}]:", '        class = "IntervalTier"', f"        name = {_quote(name)}",
-             f"        xmin = {_fmt(xmin)}", f"        xmax = {_fmt(xmax)}",
-             f"        intervals: size = {len(filled)}"]
+    lines = [
+        f"    item [{index}]:",
+        '        class = "IntervalTier"',
+        f"        name = {_quote(name)}",
+        f"        xmin = {_fmt(xmin)}",
+        f"        xmax = {_fmt(xmax)}",
+        f"        intervals: size = {len(filled)}",
+    ]
     for i, (start, end, label) in enumerate(filled, 1):
-        lines += [f"        intervals [{i}]:", f"            xmin = {_fmt(start)}",
-                  f"            xmax = {_fmt(end)}", f"            text = {_quote(label)}"]
+        lines += [
+            f"        intervals [{i}]:",
+            f"            xmin = {_fmt(start)}",
+            f"            xmax = {_fmt(end)}",
+            f"            text = {_quote(label)}",
+        ]
     return lines
 
 
-def write_textgrid(path: str | os.PathLike, segments: Sequence[PhoneSegment],
-                   words: Sequence[tuple[str, float, float]] | None = None,
-                   xmax: float | None = None) -> Path:
+def write_textgrid(
+    path: str | os.PathLike,
+    segments: Sequence[PhoneSegment],
+    words: Sequence[tuple[str, float, float]] | None = None,
+    xmax: float | None = None,
+) -> Path:
     """Write phone ``segments`` (and optional ``words`` ``(word, start, end)``) as a long-format
     TextGrid, atomically. Tiers: ``words`` (if given) then ``phones``. Gaps between phone
     segments (unlabeled time) are written as ``spn`` so they read back as gaps; gaps in
@@ -239,13 +264,22 @@ def write_textgrid(path: str | os.PathLike, segments: Sequence[PhoneSegment],
             raise ValueError(f"{path}: bad segment {seg}")
     tiers: list[list[str]] = []
     if words is not None:
-        tiers.append(_interval_tier_lines("words", [(s, e, w) for w, s, e in words], 0.0, total,
-                                          len(tiers) + 1))
-    tiers.append(_interval_tier_lines("phones", [(s.start, s.end, s.phone) for s in segments], 0.0,
-                                      total, len(tiers) + 1, gap="spn"))
-    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "",
-             "xmin = 0.0", f"xmax = {_fmt(total)}", "tiers? <exists>", f"size = {len(tiers)}",
-             "item []:"]
+        tiers.append(_interval_tier_lines("words", [(s, e, w) for w, s, e in words], 0.0, total, len(tiers) + 1))
+    tiers.append(
+        _interval_tier_lines(
+            "phones", [(s.start, s.end, s.phone) for s in segments], 0.0, total, len(tiers) + 1, gap="spn"
+        )
+    )
+    lines = [
+        'File type = "ooTextFile"',
+        'Object class = "TextGrid"',
+        "",
+        "xmin = 0.0",
+        f"xmax = {_fmt(total)}",
+        "tiers? <exists>",
+        f"size = {len(tiers)}",
+        "item []:",
+    ]
     for tier_lines in tiers:
         lines += tier_lines
     return write_text_atomic(path, "\n".join(lines) + "\n")

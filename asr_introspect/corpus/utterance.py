@@ -8,9 +8,9 @@ from ``text.PHONES``) and optional duration (seconds).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from asr_introspect.errors import CorpusError
 from asr_introspect.text import PHONES, phone_from_flite
@@ -84,8 +84,10 @@ def parse_flite_segments(text: str, source: str = "flite output") -> list[PhoneS
             raise CorpusError(f"{source}: cannot parse flite segment {item!r} (expected NAME:END_SECONDS)")
         name, end = match.group(1), float(match.group(2))
         if end < start - 1e-9:
-            raise CorpusError(f"{source}: flite segment {item!r} ends at {end:.3f} s, before its start "
-                              f"{start:.3f} s (times must not decrease)")
+            raise CorpusError(
+                f"{source}: flite segment {item!r} ends at {end:.3f} s, before its start "
+                f"{start:.3f} s (times must not decrease)"
+            )
         try:
             phone = phone_from_flite(name)
         except (KeyError, ValueError) as exc:
@@ -101,16 +103,16 @@ def merge_silences(segments: Iterable[PhoneSegment], silence: str = "sil") -> li
     for seg in segments:
         if seg.end <= seg.start:
             continue
-        if (out and seg.phone == silence and out[-1].phone == silence
-                and abs(out[-1].end - seg.start) < 1e-9):
+        if out and seg.phone == silence and out[-1].phone == silence and abs(out[-1].end - seg.start) < 1e-9:
             out[-1] = PhoneSegment(silence, out[-1].start, seg.end)
         else:
             out.append(seg)
     return out
 
 
-def check_segments(segments: Sequence[PhoneSegment], source: str, duration: float | None = None,
-                   tolerance: float = 0.02) -> None:
+def check_segments(
+    segments: Sequence[PhoneSegment], source: str, duration: float | None = None, tolerance: float = 0.02
+) -> None:
     """Raise ``CorpusError`` naming ``source`` unless segments are ordered, non-overlapping,
     of known phones, and (with ``duration``) end within ``tolerance`` s of it."""
     known = set(PHONES)
@@ -119,19 +121,24 @@ def check_segments(segments: Sequence[PhoneSegment], source: str, duration: floa
         if seg.phone not in known:
             raise CorpusError(f"{source}: segment {i} has unknown phone {seg.phone!r}")
         if not seg.end > seg.start:
-            raise CorpusError(f"{source}: segment {i} ({seg.phone}) is empty or reversed: "
-                              f"{seg.start:.3f}-{seg.end:.3f} s")
+            raise CorpusError(
+                f"{source}: segment {i} ({seg.phone}) is empty or reversed: {seg.start:.3f}-{seg.end:.3f} s"
+            )
         if seg.start < previous_end - 1e-6:
-            raise CorpusError(f"{source}: segment {i} ({seg.phone}) starts at {seg.start:.3f} s, "
-                              f"before the previous segment ends ({previous_end:.3f} s)")
+            raise CorpusError(
+                f"{source}: segment {i} ({seg.phone}) starts at {seg.start:.3f} s, "
+                f"before the previous segment ends ({previous_end:.3f} s)"
+            )
         previous_end = seg.end
     if duration is not None and segments and segments[-1].end > duration + tolerance:
-        raise CorpusError(f"{source}: phone segments end at {segments[-1].end:.3f} s, after the "
-                          f"audio ends ({duration:.3f} s)")
+        raise CorpusError(
+            f"{source}: phone segments end at {segments[-1].end:.3f} s, after the audio ends ({duration:.3f} s)"
+        )
 
 
-def fit_segments_to_duration(segments: Sequence[PhoneSegment], duration: float, source: str,
-                             max_adjust: float = 0.25, silence: str = "sil") -> list[PhoneSegment]:
+def fit_segments_to_duration(
+    segments: Sequence[PhoneSegment], duration: float, source: str, max_adjust: float = 0.25, silence: str = "sil"
+) -> list[PhoneSegment]:
     """Make the last segment end exactly at ``duration`` (seconds).
 
     flite's diphone voices (kal, kal16) render only about half of the final
@@ -147,10 +154,13 @@ def fit_segments_to_duration(segments: Sequence[PhoneSegment], duration: float, 
     last = segments[-1]
     change = abs(last.end - duration)
     if change > max_adjust or last.start >= duration:
-        raise CorpusError(f"{source}: phone segments end at {last.end:.3f} s but the audio lasts "
-                          f"{duration:.3f} s (difference too large to be the final pause)")
+        raise CorpusError(
+            f"{source}: phone segments end at {last.end:.3f} s but the audio lasts "
+            f"{duration:.3f} s (difference too large to be the final pause)"
+        )
     if change > 0.02 and last.phone != silence:
-        raise CorpusError(f"{source}: phone segments end at {last.end:.3f} s in {last.phone!r}, but "
-                          f"the audio lasts {duration:.3f} s")
+        raise CorpusError(
+            f"{source}: phone segments end at {last.end:.3f} s in {last.phone!r}, but the audio lasts {duration:.3f} s"
+        )
     segments[-1] = PhoneSegment(last.phone, last.start, float(duration))
     return segments

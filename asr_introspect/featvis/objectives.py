@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -56,9 +57,15 @@ __all__ = [
 #: Layer name meaning "the model's logits" (whatever the output layer is called).
 OUTPUT = "output"
 
-SPEC_FORMS = ("LAYER:CHANNEL (channel)", "LAYER:CHANNEL@FRAME (neuron)",
-              "OUTPUT_LAYER:letter=X[@FRAME] (class logit)", "OUTPUT_LAYER:prob=X[@FRAME] (class probability)",
-              "layer:LAYER (DeepDream)", "diversity:LAYER", "terms joined by '+', each optionally 'NUMBER*TERM'")
+SPEC_FORMS = (
+    "LAYER:CHANNEL (channel)",
+    "LAYER:CHANNEL@FRAME (neuron)",
+    "OUTPUT_LAYER:letter=X[@FRAME] (class logit)",
+    "OUTPUT_LAYER:prob=X[@FRAME] (class probability)",
+    "layer:LAYER (DeepDream)",
+    "diversity:LAYER",
+    "terms joined by '+', each optionally 'NUMBER*TERM'",
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,9 @@ class Target:
 class ObjectiveContext:
     """One forward pass: ``features`` (B, F, W), ``activations[name]`` (B, C_l, T_l), ``logits`` (B, C, T_out)."""
 
-    def __init__(self, model: "ASRModel", features: torch.Tensor, activations: dict[str, torch.Tensor],
-                 logits: torch.Tensor) -> None:
+    def __init__(
+        self, model: ASRModel, features: torch.Tensor, activations: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> None:
         self.model = model
         self.features = features
         self.activations = activations
@@ -103,9 +111,11 @@ class ObjectiveContext:
         if frame is None:
             return centre_frame(self.model, name, self.n_input_frames)
         if not 0 <= frame < length:
-            raise InputError(f"frame {frame} of {name} is outside the window: {self.n_input_frames} input "
-                             f"frames give {name} {length} frames (0..{length - 1}); choose another frame "
-                             f"or a wider window")
+            raise InputError(
+                f"frame {frame} of {name} is outside the window: {self.n_input_frames} input "
+                f"frames give {name} {length} frames (0..{length - 1}); choose another frame "
+                f"or a wider window"
+            )
         return int(frame)
 
     def frames(self, layer: str, which: str = "valid") -> slice:
@@ -128,11 +138,12 @@ class ObjectiveContext:
     def check_channel(self, layer: str, channel: int) -> None:
         n = self.activation(layer).shape[1]
         if not 0 <= channel < n:
-            raise InputError(f"channel {channel} of {self.layer_name(layer)} does not exist "
-                             f"(the layer has channels 0..{n - 1})")
+            raise InputError(
+                f"channel {channel} of {self.layer_name(layer)} does not exist (the layer has channels 0..{n - 1})"
+            )
 
 
-def centre_frame(model: "ASRModel", layer: str, n_input_frames: int) -> int:
+def centre_frame(model: ASRModel, layer: str, n_input_frames: int) -> int:
     """The frame of ``layer`` whose receptive field is centred on an input window of ``n_input_frames``."""
     return int(model.frame_map.layer_frame_of_input(layer, (n_input_frames - 1) / 2.0, n_input_frames))
 
@@ -144,8 +155,13 @@ class Objective:
     and select the layers to record). ``loss(ctx) == -value(ctx)``.
     """
 
-    def __init__(self, fn: Callable[[ObjectiveContext], torch.Tensor], name: str,
-                 targets: Sequence[Target] = (), needs_batch: bool = False) -> None:
+    def __init__(
+        self,
+        fn: Callable[[ObjectiveContext], torch.Tensor],
+        name: str,
+        targets: Sequence[Target] = (),
+        needs_batch: bool = False,
+    ) -> None:
         self.fn = fn
         self.name = name
         self.targets = tuple(targets)
@@ -169,7 +185,7 @@ class Objective:
     # -- arithmetic -------------------------------------------------------------------
 
     @staticmethod
-    def _wrap(other) -> "Objective":
+    def _wrap(other) -> Objective:
         if isinstance(other, Objective):
             return other
         if isinstance(other, Real):
@@ -177,32 +193,36 @@ class Objective:
             return Objective(lambda ctx: torch.as_tensor(value, dtype=ctx.features.dtype), f"{value:g}")
         return NotImplemented
 
-    def _combine(self, other, sign: float) -> "Objective":
+    def _combine(self, other, sign: float) -> Objective:
         other = self._wrap(other)
         if other is NotImplemented:
             return NotImplemented
         a, b = self, other
         op = "+" if sign > 0 else "-"
-        return Objective(lambda ctx: a(ctx) + sign * b(ctx), f"{a.name} {op} {b.name}",
-                         a.targets + b.targets, a.needs_batch or b.needs_batch)
+        return Objective(
+            lambda ctx: a(ctx) + sign * b(ctx),
+            f"{a.name} {op} {b.name}",
+            a.targets + b.targets,
+            a.needs_batch or b.needs_batch,
+        )
 
-    def __add__(self, other) -> "Objective":
+    def __add__(self, other) -> Objective:
         return self._combine(other, 1.0)
 
-    def __radd__(self, other) -> "Objective":
+    def __radd__(self, other) -> Objective:
         if isinstance(other, Real) and other == 0:  # sum([...])
             return self
         wrapped = self._wrap(other)
         return NotImplemented if wrapped is NotImplemented else wrapped._combine(self, 1.0)
 
-    def __sub__(self, other) -> "Objective":
+    def __sub__(self, other) -> Objective:
         return self._combine(other, -1.0)
 
-    def __rsub__(self, other) -> "Objective":
+    def __rsub__(self, other) -> Objective:
         wrapped = self._wrap(other)
         return NotImplemented if wrapped is NotImplemented else wrapped._combine(self, -1.0)
 
-    def __mul__(self, other) -> "Objective":
+    def __mul__(self, other) -> Objective:
         if not isinstance(other, Real):
             return NotImplemented
         k, a = float(other), self
@@ -210,12 +230,12 @@ class Objective:
 
     __rmul__ = __mul__
 
-    def __truediv__(self, other) -> "Objective":
+    def __truediv__(self, other) -> Objective:
         if not isinstance(other, Real):
             return NotImplemented
         return self * (1.0 / float(other))
 
-    def __neg__(self) -> "Objective":
+    def __neg__(self) -> Objective:
         a = self
         return Objective(lambda ctx: -a(ctx), f"-({a.name})", a.targets, a.needs_batch)
 
@@ -259,8 +279,11 @@ def channel(layer: str, channel: int, frames: str = "valid") -> Objective:
 def layer_norm(layer: str, frames: str = "valid") -> Objective:
     """DeepDream: mean squared activation of ``layer`` (``||layer||^2`` up to a constant)
     over the window's frames (``frames`` as for :func:`channel`)."""
-    return Objective(lambda ctx: ctx.activation(layer)[:, :, ctx.frames(layer, frames)].square().mean(),
-                     f"deep_dream({layer})", [Target(layer, None)])
+    return Objective(
+        lambda ctx: ctx.activation(layer)[:, :, ctx.frames(layer, frames)].square().mean(),
+        f"deep_dream({layer})",
+        [Target(layer, None)],
+    )
 
 
 deep_dream = layer_norm
@@ -326,14 +349,17 @@ _NAMED_SYMBOLS = {"space": " ", "apostrophe": "'"}
 
 
 def _bad(spec: str, why: str) -> InputError:
-    return InputError(f"objective {spec!r}: {why}; valid forms: " + "; ".join(SPEC_FORMS)
-                      + " (e.g. conv5:17, conv5:17@40, conv11:letter=a, conv11:prob=a, layer:conv3)")
+    return InputError(
+        f"objective {spec!r}: {why}; valid forms: "
+        + "; ".join(SPEC_FORMS)
+        + " (e.g. conv5:17, conv5:17@40, conv11:letter=a, conv11:prob=a, layer:conv3)"
+    )
 
 
-_CHANNELS: "weakref.WeakKeyDictionary[ASRModel, dict[str, int]]" = weakref.WeakKeyDictionary()
+_CHANNELS: weakref.WeakKeyDictionary[ASRModel, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
-def _layer_channels(model: "ASRModel") -> dict[str, int]:
+def _layer_channels(model: ASRModel) -> dict[str, int]:
     """Channels of every layer (one probe forward pass on zeros, cached per model)."""
     cached = _CHANNELS.get(model)
     if cached is not None:
@@ -351,16 +377,15 @@ def _layer_channels(model: "ASRModel") -> dict[str, int]:
     return channels
 
 
-def _check_layer(spec: str, model: "ASRModel", layer: str) -> str:
+def _check_layer(spec: str, model: ASRModel, layer: str) -> str:
     if layer == OUTPUT:
         return model.output_layer
     if layer not in model.layer_names:
-        raise _bad(spec, f"unknown layer {layer!r} (the model has {', '.join(model.layer_names)} "
-                         f"and '{OUTPUT}')")
+        raise _bad(spec, f"unknown layer {layer!r} (the model has {', '.join(model.layer_names)} and '{OUTPUT}')")
     return layer
 
 
-def _parse_term(spec: str, term: str, model: "ASRModel") -> Objective:
+def _parse_term(spec: str, term: str, model: ASRModel) -> Objective:
     m = _WHOLE.match(term)
     if m:
         layer = _check_layer(spec, model, m["layer"])
@@ -369,15 +394,20 @@ def _parse_term(spec: str, term: str, model: "ASRModel") -> Objective:
     if m:
         layer = _check_layer(spec, model, m["layer"])
         if layer != model.output_layer:
-            raise _bad(spec, f"letter= and prob= objectives read the output layer ({model.output_layer} "
-                             f"or '{OUTPUT}'), not {layer}")
+            raise _bad(
+                spec,
+                f"letter= and prob= objectives read the output layer ({model.output_layer} or '{OUTPUT}'), not {layer}",
+            )
         letter = _NAMED_SYMBOLS.get(m["letter"], m["letter"])
         try:
             model.alphabet.index(letter)
         except InputError:
-            raise _bad(spec, f"the alphabet has no symbol {letter!r} (symbols: "
-                             f"{' '.join(repr(s) for s in model.alphabet.symbols)}; "
-                             f"'space' and 'apostrophe' name those)") from None
+            raise _bad(
+                spec,
+                f"the alphabet has no symbol {letter!r} (symbols: "
+                f"{' '.join(repr(s) for s in model.alphabet.symbols)}; "
+                f"'space' and 'apostrophe' name those)",
+            ) from None
         frame = int(m["frame"]) if m["frame"] is not None else None
         return class_logit(letter, frame) if m["kind"] == "letter" else class_probability(letter, frame)
     m = _CHANNEL.match(term)
@@ -393,7 +423,7 @@ def _parse_term(spec: str, term: str, model: "ASRModel") -> Objective:
     raise _bad(spec, f"cannot parse {term!r}")
 
 
-def parse_objective(spec: str, model: "ASRModel") -> Objective:
+def parse_objective(spec: str, model: ASRModel) -> Objective:
     """The :class:`Objective` of a spec string (module docstring); InputError for a bad spec."""
     if not isinstance(spec, str) or not spec.strip():
         raise _bad(str(spec), "empty objective")
@@ -412,4 +442,3 @@ def parse_objective(spec: str, model: "ASRModel") -> Objective:
     assert objective is not None
     objective.spec = spec
     return objective
-

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,8 +37,15 @@ from asr_introspect.hooks import ActivationRecorder
 if TYPE_CHECKING:
     from asr_introspect.models import ASRModel
 
-__all__ = ["Result", "render", "window_frames", "evaluate_objective", "letter_response", "optimal_inputs",
-           "grid_objectives"]
+__all__ = [
+    "Result",
+    "render",
+    "window_frames",
+    "evaluate_objective",
+    "letter_response",
+    "optimal_inputs",
+    "grid_objectives",
+]
 
 
 @dataclass
@@ -69,15 +77,20 @@ class Result:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Arrays for ``save_npz``."""
-        return {"features": self.features, "trace": self.trace, "response": self.response,
-                "symbols": np.array(self.symbols), "objective": np.float64(self.objective)}
+        return {
+            "features": self.features,
+            "trace": self.trace,
+            "response": self.response,
+            "symbols": np.array(self.symbols),
+            "objective": np.float64(self.objective),
+        }
 
 
-def _resolve(model: "ASRModel", layer: str) -> str:
+def _resolve(model: ASRModel, layer: str) -> str:
     return model.output_layer if layer == OUTPUT else layer
 
 
-def window_frames(model: "ASRModel", objective: Objective) -> int:
+def window_frames(model: ASRModel, objective: Objective) -> int:
     """Input frames W so that every frame the objective reads has its whole receptive field
     inside the window (for the centre frame: the smallest such W >= the receptive field)."""
     width = int(model.min_input_frames)
@@ -99,7 +112,7 @@ def window_frames(model: "ASRModel", objective: Objective) -> int:
     return width
 
 
-def _record_layers(model: "ASRModel", objective: Objective) -> list[str]:
+def _record_layers(model: ASRModel, objective: Objective) -> list[str]:
     layers = []
     for layer in objective.layers:
         name = _resolve(model, layer)
@@ -108,8 +121,9 @@ def _record_layers(model: "ASRModel", objective: Objective) -> list[str]:
     return layers
 
 
-def _forward(model: "ASRModel", objective: Objective, features: torch.Tensor, recorder) -> tuple[torch.Tensor,
-                                                                                                 torch.Tensor]:
+def _forward(
+    model: ASRModel, objective: Objective, features: torch.Tensor, recorder
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits, _ = recorder.run(features)
     ctx = ObjectiveContext(model, features, dict(recorder.activations), logits)
     return objective(ctx), logits
@@ -136,7 +150,7 @@ class _Adam:
     @torch.no_grad()
     def step(self) -> None:
         self.t += 1
-        c1, c2 = 1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t
+        c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue
@@ -163,7 +177,7 @@ class _RedirectedReLU(torch.autograd.Function):
 class _RedirectReLUs:
     """Within the block (while ``on``), every ``nn.ReLU`` of the model uses :class:`_RedirectedReLU`."""
 
-    def __init__(self, model: "ASRModel") -> None:
+    def __init__(self, model: ASRModel) -> None:
         self.model = model
         self.on = False
         self.handles: list = []
@@ -196,7 +210,7 @@ def _dead(value: torch.Tensor, model_input: torch.Tensor) -> bool:
 class _Frozen:
     """Model in eval mode with frozen weights inside the block; restored afterwards."""
 
-    def __init__(self, model: "ASRModel") -> None:
+    def __init__(self, model: ASRModel) -> None:
         self.model = model
 
     def __enter__(self):
@@ -216,10 +230,11 @@ class _Frozen:
 
 
 @torch.no_grad()
-def letter_response(model: "ASRModel", features) -> np.ndarray:
+def letter_response(model: ASRModel, features) -> np.ndarray:
     """Softmax over the alphabet at the centre output frame: features (F, W) or (B, F, W) -> (C,) or (B, C)."""
-    x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features,
-                        dtype=torch.float32)
+    x = torch.as_tensor(
+        np.asarray(features) if not isinstance(features, torch.Tensor) else features, dtype=torch.float32
+    )
     single = x.dim() == 2
     x = x[None] if single else x
     with _Frozen(model):
@@ -229,12 +244,13 @@ def letter_response(model: "ASRModel", features) -> np.ndarray:
     return probs[0] if single else probs
 
 
-def evaluate_objective(model: "ASRModel", objective: Objective | str, features) -> float:
+def evaluate_objective(model: ASRModel, objective: Objective | str, features) -> float:
     """Value of ``objective`` on ``features`` (F, W) or (B, F, W) (no gradient, model unchanged)."""
     if isinstance(objective, str):
         objective = parse_objective(objective, model)
-    x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features,
-                        dtype=torch.float32)
+    x = torch.as_tensor(
+        np.asarray(features) if not isinstance(features, torch.Tensor) else features, dtype=torch.float32
+    )
     x = (x[None] if x.dim() == 2 else x).to(model.device)
     with torch.no_grad(), _Frozen(model), ActivationRecorder(model, _record_layers(model, objective)) as rec:
         value, _ = _forward(model, objective, x, rec)
@@ -252,11 +268,22 @@ def _width_constraints(param: Parameterization, regularizers: Sequence[Regulariz
     return fixed
 
 
-def render(model: "ASRModel", objective: Objective | str, param: str | Parameterization | None = "fourier",
-           regularizers: str | Sequence[Regularizer] = (), steps: int = 256, lr: float = 0.05, seed: int = 0,
-           width: int | None = None, batch: int = 1, prior: GaussianPrior | None = None, init=None,
-           redirect_relu: int = 16, relative_weights: bool = True,
-           progress: Callable[[int, float], None] | None = None) -> Result:
+def render(
+    model: ASRModel,
+    objective: Objective | str,
+    param: str | Parameterization | None = "fourier",
+    regularizers: str | Sequence[Regularizer] = (),
+    steps: int = 256,
+    lr: float = 0.05,
+    seed: int = 0,
+    width: int | None = None,
+    batch: int = 1,
+    prior: GaussianPrior | None = None,
+    init=None,
+    redirect_relu: int = 16,
+    relative_weights: bool = True,
+    progress: Callable[[int, float], None] | None = None,
+) -> Result:
     """Optimize a window to maximize ``objective`` (an :class:`Objective` or a spec string).
 
     ``param``: "raw" | "fourier" | "pca" (needs ``prior``) or a :class:`Parameterization`.
@@ -294,27 +321,33 @@ def render(model: "ASRModel", objective: Objective | str, param: str | Parameter
     width = int(width) if width is not None else needed
     for what, w in _width_constraints(param, active):
         if w != width:
-            raise InputError(f"{what} is for windows of {w} frames, but the window has {width} frames "
-                             f"(the objective's default is {needed}): fit the prior on windows of "
-                             f"{width} frames or pass width={w}")
+            raise InputError(
+                f"{what} is for windows of {w} frames, but the window has {width} frames "
+                f"(the objective's default is {needed}): fit the prior on windows of "
+                f"{width} frames or pass width={w}"
+            )
     if width < model.min_input_frames:
-        raise InputError(f"a window of {width} frames is too short: the model needs at least "
-                         f"{model.min_input_frames}")
+        raise InputError(f"a window of {width} frames is too short: the model needs at least {model.min_input_frames}")
 
     device = model.device
     generator = torch.Generator().manual_seed(int(seed))
     shape = (batch, model.n_features, width)
     param.init(shape, generator, device)
     if init is not None:
-        start = torch.as_tensor(np.asarray(init) if not isinstance(init, torch.Tensor) else init,
-                                dtype=torch.float32, device=device)
+        start = torch.as_tensor(
+            np.asarray(init) if not isinstance(init, torch.Tensor) else init, dtype=torch.float32, device=device
+        )
         param.set_features(start.expand(shape) if start.dim() == 2 else start)
     optimizer = _Adam(param.parameters(), lr=float(lr))
     trace = np.zeros(steps, dtype=np.float64)
     scale = 1.0
     began = time.perf_counter()
-    with _Frozen(model), torch.enable_grad(), _RedirectReLUs(model) as redirect, \
-            ActivationRecorder(model, _record_layers(model, objective), detach=False) as recorder:
+    with (
+        _Frozen(model),
+        torch.enable_grad(),
+        _RedirectReLUs(model) as redirect,
+        ActivationRecorder(model, _record_layers(model, objective), detach=False) as recorder,
+    ):
         for step in range(steps):
             optimizer.zero_grad()
             features = param.features()
@@ -360,19 +393,30 @@ def render(model: "ASRModel", objective: Objective | str, param: str | Parameter
         "objective_name": objective.name,
         "param": param.settings(),
         "regularizers": [r.settings() for r in active],
-        "steps": steps, "lr": float(lr), "seed": int(seed), "batch": batch, "width": width,
+        "steps": steps,
+        "lr": float(lr),
+        "seed": int(seed),
+        "batch": batch,
+        "width": width,
         "redirect_relu": int(redirect_relu),
         "penalty_scale": scale,
         "centre_output_frame": t,
         "target_input_frame": target_frame,
         "seconds": round(time.perf_counter() - began, 3),
     }
-    return Result(features_np[0] if batch == 1 else features_np, trace, float(final_value),
-                  probs[0] if batch == 1 else probs, tuple(model.alphabet.symbols), settings)
+    return Result(
+        features_np[0] if batch == 1 else features_np,
+        trace,
+        float(final_value),
+        probs[0] if batch == 1 else probs,
+        tuple(model.alphabet.symbols),
+        settings,
+    )
 
 
-def grid_objectives(model: "ASRModel", first_channel: int = 0, middle_channel: int = 0,
-                    letter: str = "e") -> dict[str, Objective]:
+def grid_objectives(
+    model: ASRModel, first_channel: int = 0, middle_channel: int = 0, letter: str = "e"
+) -> dict[str, Objective]:
     """The rows of the "optimal inputs" figure: a first-layer channel, a middle-layer channel
     (layer ``N // 2 + 1`` of N) and the output layer's logit of ``letter`` (centre frame)."""
     first = model.layer_names[0]
@@ -386,11 +430,17 @@ def grid_objectives(model: "ASRModel", first_channel: int = 0, middle_channel: i
     return objectives
 
 
-def optimal_inputs(model: "ASRModel", objectives: Mapping[str, Objective | str] | None = None,
-                   regularization: Sequence[str] = ("weak", "strong"), param: str = "fourier",
-                   steps: int = 256, lr: float = 0.05, seed: int = 0, prior_for: Callable[[int], GaussianPrior]
-                   | None = None, progress: Callable[[str, str, int, float], None] | None = None
-                   ) -> dict[str, dict[str, Result]]:
+def optimal_inputs(
+    model: ASRModel,
+    objectives: Mapping[str, Objective | str] | None = None,
+    regularization: Sequence[str] = ("weak", "strong"),
+    param: str = "fourier",
+    steps: int = 256,
+    lr: float = 0.05,
+    seed: int = 0,
+    prior_for: Callable[[int], GaussianPrior] | None = None,
+    progress: Callable[[str, str, int, float], None] | None = None,
+) -> dict[str, dict[str, Result]]:
     """Render every objective (rows; default :func:`grid_objectives`) under every regularization
     set (columns): ``{row: {set: Result}}`` for :func:`asr_introspect.plotting.featvis.plot_optimal_inputs`.
 
@@ -408,10 +458,21 @@ def optimal_inputs(model: "ASRModel", objectives: Mapping[str, Objective | str] 
             prior = prior_for(width) if prior_for is not None and name in ("strong", "prior") else None
             callback = None
             if progress is not None:
+
                 def callback(step, value, _label=label, _name=name):
                     progress(_label, _name, step, value)
-            row[name] = render(model, objective, param=param, regularizers=name, steps=steps, lr=lr, seed=seed,
-                               width=width, prior=prior, progress=callback)
+
+            row[name] = render(
+                model,
+                objective,
+                param=param,
+                regularizers=name,
+                steps=steps,
+                lr=lr,
+                seed=seed,
+                width=width,
+                prior=prior,
+                progress=callback,
+            )
         grid[label] = row
     return grid
-

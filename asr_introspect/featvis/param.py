@@ -45,8 +45,7 @@ class Parameterization:
         self.sd = float(sd)
         self.shape: tuple[int, int, int] | None = None
 
-    def init(self, shape: tuple[int, int, int], generator: torch.Generator,
-             device: torch.device | str = "cpu") -> None:
+    def init(self, shape: tuple[int, int, int], generator: torch.Generator, device: torch.device | str = "cpu") -> None:
         raise NotImplementedError
 
     def parameters(self) -> list[torch.Tensor]:
@@ -195,8 +194,9 @@ def make_param(param: str | Parameterization | None, prior: GaussianPrior | None
         return FourierParam()
     if name == "pca":
         if prior is None:
-            raise InputError("the pca parameterization needs a GaussianPrior fitted on real windows "
-                             "(fit_prior(feature_windows(...)); on the command line pass --data DIR)")
+            raise InputError(
+                "the pca parameterization needs a GaussianPrior fitted on real windows "
+                "(fit_prior(feature_windows(...)); on the command line pass --data DIR)"
+            )
         return PCAParam(prior)
     raise InputError(f"unknown parameterization {name!r}; choose one of {', '.join(PARAMS)}")
-

@@ -17,8 +17,9 @@ above for windows the prior was not fitted on).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class GaussianPrior:
         return int(len(self.variances))
 
     @classmethod
-    def from_covariance(cls, mean, covariance, floor: float = 1e-6) -> "GaussianPrior":
+    def from_covariance(cls, mean, covariance, floor: float = 1e-6) -> GaussianPrior:
         """Exact prior from a dense ``covariance`` (D, D), D = F*W; eigenvalues floored at ``floor``."""
         mean = np.asarray(mean, dtype=np.float64)
         cov = np.asarray(covariance, dtype=np.float64)
@@ -88,9 +89,12 @@ class GaussianPrior:
         key = (str(device), dtype)
         cache = getattr(self, "_cache", None)
         if cache is None or cache[0] != key:
-            cache = (key, torch.as_tensor(self.mean, device=device, dtype=dtype).flatten(),
-                     torch.as_tensor(self.components, device=device, dtype=dtype),
-                     torch.as_tensor(self.variances, device=device, dtype=dtype))
+            cache = (
+                key,
+                torch.as_tensor(self.mean, device=device, dtype=dtype).flatten(),
+                torch.as_tensor(self.components, device=device, dtype=dtype),
+                torch.as_tensor(self.variances, device=device, dtype=dtype),
+            )
             self._cache = cache
         return cache[1:]
 
@@ -106,8 +110,9 @@ class GaussianPrior:
 
     def mahalanobis(self, features) -> np.ndarray | float:
         """Mahalanobis distance ``d`` of windows (..., F, W) (array or tensor) -> (...) numpy / float."""
-        x = torch.as_tensor(np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor)
-                                       else features), dtype=torch.float64)
+        x = torch.as_tensor(
+            np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features), dtype=torch.float64
+        )
         d = self.squared_mahalanobis(x).sqrt().numpy()
         return float(d) if d.ndim == 0 else d
 
@@ -120,13 +125,23 @@ class GaussianPrior:
         return self.components * np.sqrt(self.variances)[:, None], self.mean.ravel()
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean, "components": self.components, "variances": self.variances,
-                "noise_variance": np.float32(self.noise_variance), "n_samples": np.int64(self.n_samples)}
+        return {
+            "mean": self.mean,
+            "components": self.components,
+            "variances": self.variances,
+            "noise_variance": np.float32(self.noise_variance),
+            "n_samples": np.int64(self.n_samples),
+        }
 
     @classmethod
-    def from_arrays(cls, arrays: dict) -> "GaussianPrior":
-        return cls(arrays["mean"], arrays["components"], arrays["variances"], float(arrays["noise_variance"]),
-                   int(arrays.get("n_samples", 0)))
+    def from_arrays(cls, arrays: dict) -> GaussianPrior:
+        return cls(
+            arrays["mean"],
+            arrays["components"],
+            arrays["variances"],
+            float(arrays["noise_variance"]),
+            int(arrays.get("n_samples", 0)),
+        )
 
 
 def fit_prior(windows, n_components: int | None = None, min_variance: float = 1e-4) -> GaussianPrior:
@@ -164,8 +179,15 @@ def fit_prior(windows, n_components: int | None = None, min_variance: float = 1e
     return GaussianPrior(mean.numpy(), components.numpy(), values.numpy(), noise, n)
 
 
-def feature_windows(model: "ASRModel", utterances: Sequence, width: int, hop: int | None = None,
-                    max_windows: int | None = 2000, seed: int = 0, progress: bool = False) -> np.ndarray:
+def feature_windows(
+    model: ASRModel,
+    utterances: Sequence,
+    width: int,
+    hop: int | None = None,
+    max_windows: int | None = 2000,
+    seed: int = 0,
+    progress: bool = False,
+) -> np.ndarray:
     """Real feature windows (N, F, width) cut from a corpus with ``model``'s front end.
 
     Windows start every ``hop`` frames (default ``width // 4``) inside each
@@ -177,18 +199,19 @@ def feature_windows(model: "ASRModel", utterances: Sequence, width: int, hop: in
     hop = max(1, int(hop) if hop is not None else width // 4)
     out: list[np.ndarray] = []
     # one utterance per batch: each utterance's features exactly as it gives alone
-    for batch in stream_corpus(model, utterances, batch_size=1, bucket=False, forward=False, progress=progress,
-                               desc="windows"):
+    for batch in stream_corpus(
+        model, utterances, batch_size=1, bucket=False, forward=False, progress=progress, desc="windows"
+    ):
         feats = batch.utterance_features(0)
         n_frames = feats.shape[1]
         if n_frames < width:
             padded = np.zeros((feats.shape[0], width), dtype=np.float32)
             left = (width - n_frames) // 2
-            padded[:, left:left + n_frames] = feats
+            padded[:, left : left + n_frames] = feats
             out.append(padded)
             continue
         starts = range(0, n_frames - width + 1, hop)
-        out.extend(np.ascontiguousarray(feats[:, s:s + width], dtype=np.float32) for s in starts)
+        out.extend(np.ascontiguousarray(feats[:, s : s + width], dtype=np.float32) for s in starts)
     if not out:
         raise InputError("no feature windows: the corpus is empty")
     windows = np.stack(out)

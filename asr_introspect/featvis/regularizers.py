@@ -157,7 +157,7 @@ class Regularizer:
     def transform(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return features
 
-    def after_step(self, param: "Parameterization", step: int) -> None:
+    def after_step(self, param: Parameterization, step: int) -> None:
         return None
 
     def settings(self) -> dict[str, Any]:
@@ -198,8 +198,9 @@ class TotalVariation(Regularizer):
 
     name = "tv"
 
-    def __init__(self, weight: float = 1.0, time: float = 1.0, frequency: float = 1.0, power: float = 1.0,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, weight: float = 1.0, time: float = 1.0, frequency: float = 1.0, power: float = 1.0, enabled: bool = True
+    ) -> None:
         super().__init__(weight, enabled)
         self.time, self.frequency, self.power = float(time), float(frequency), float(power)
 
@@ -225,8 +226,14 @@ class Blur(Regularizer):
 
     name = "blur"
 
-    def __init__(self, weight: float = 0.5, sigma_time: float = 1.0, sigma_frequency: float = 1.0,
-                 every: int = 1, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        weight: float = 0.5,
+        sigma_time: float = 1.0,
+        sigma_frequency: float = 1.0,
+        every: int = 1,
+        enabled: bool = True,
+    ) -> None:
         super().__init__(weight, enabled)
         if not 0 <= self.weight <= 1:
             raise ValueError(f"Blur weight is a blend fraction in [0, 1], got {weight}")
@@ -237,8 +244,9 @@ class Blur(Regularizer):
         if (step + 1) % self.every:
             return
         x = param.features()
-        param.set_features((1 - self.weight) * x + self.weight * gaussian_blur(x, self.sigma_time,
-                                                                               self.sigma_frequency))
+        param.set_features(
+            (1 - self.weight) * x + self.weight * gaussian_blur(x, self.sigma_time, self.sigma_frequency)
+        )
 
 
 class TransformRobustness(Regularizer):
@@ -252,8 +260,15 @@ class TransformRobustness(Regularizer):
 
     name = "robustness"
 
-    def __init__(self, weight: float = 1.0, time_shift: int = 4, frequency_shift: int = 1,
-                 stretch: float = 0.1, noise: float = 0.1, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        weight: float = 1.0,
+        time_shift: int = 4,
+        frequency_shift: int = 1,
+        stretch: float = 0.1,
+        noise: float = 0.1,
+        enabled: bool = True,
+    ) -> None:
         super().__init__(weight, enabled)
         self.time_shift, self.frequency_shift = int(time_shift), int(frequency_shift)
         self.stretch, self.noise = float(stretch), float(noise)
@@ -271,7 +286,7 @@ class TransformRobustness(Regularizer):
             y = F.interpolate(x, size=new_w, mode="linear", align_corners=False)
             if new_w >= w:
                 start = (new_w - w) // 2
-                x = y[..., start:start + w]
+                x = y[..., start : start + w]
             else:
                 left = (w - new_w) // 2
                 x = F.pad(y, (left, w - new_w - left))
@@ -279,12 +294,12 @@ class TransformRobustness(Regularizer):
         if shift:
             k = abs(shift)
             padded = F.pad(x.unsqueeze(1), (0, 0, k, k), mode="replicate").squeeze(1)
-            x = padded[:, k - shift:k - shift + f, :]
+            x = padded[:, k - shift : k - shift + f, :]
         shift = self._randint(int(round(self.time_shift * self.weight)), generator)
         if shift:
             k = abs(shift)
             padded = F.pad(x, (k, k))
-            x = padded[..., k - shift:k - shift + w]
+            x = padded[..., k - shift : k - shift + w]
         noise = self.noise * self.weight
         if noise > 0:
             x = x + noise * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
@@ -324,7 +339,7 @@ REGULARIZATION_SETS = {
     "prior": "learned Gaussian prior: Mahalanobis penalty (weight 1)",
     "weak": "L2 0.05 + TV 0.1 + time shift +-2 frames",
     "strong": "L2 0.2 + TV 0.5 + high-frequency 1 + blur 0.1 + robustness (shift 4, 2 bands, 10%, noise 0.2) "
-              "+ prior 1 (when a prior is given)",
+    "+ prior 1 (when a prior is given)",
 }
 
 _NEEDS_PRIOR = ("prior",)
@@ -338,8 +353,10 @@ def regularizer_set(name: str, prior: GaussianPrior | None = None) -> list[Regul
     if name not in REGULARIZATION_SETS:
         raise InputError(f"unknown regularization {name!r}; choose one of {', '.join(REGULARIZATION_SETS)}")
     if name in _NEEDS_PRIOR and prior is None:
-        raise InputError(f"regularization {name!r} needs a GaussianPrior fitted on real feature windows "
-                         f"(featvis.fit_prior; on the command line pass --data DIR)")
+        raise InputError(
+            f"regularization {name!r} needs a GaussianPrior fitted on real feature windows "
+            f"(featvis.fit_prior; on the command line pass --data DIR)"
+        )
     # time shifts stay below a CTC letter spike's width (+-4 input frames = 2 output frames)
     strong_robust = TransformRobustness(time_shift=4, frequency_shift=2, stretch=0.1, noise=0.2)
     sets: dict[str, list[Regularizer]] = {
@@ -348,8 +365,11 @@ def regularizer_set(name: str, prior: GaussianPrior | None = None) -> list[Regul
         "tv": [TotalVariation(0.5)],
         "frequency": [HighFrequencyPenalty(1.0), Blur(0.1)],
         "robustness": [strong_robust],
-        "weak": [L2(0.05), TotalVariation(0.1),
-                 TransformRobustness(time_shift=2, frequency_shift=0, stretch=0.0, noise=0.0)],
+        "weak": [
+            L2(0.05),
+            TotalVariation(0.1),
+            TransformRobustness(time_shift=2, frequency_shift=0, stretch=0.0, noise=0.0),
+        ],
         "strong": [L2(0.2), TotalVariation(0.5), HighFrequencyPenalty(1.0), Blur(0.1), strong_robust],
     }
     if name == "prior":
@@ -358,4 +378,3 @@ def regularizer_set(name: str, prior: GaussianPrior | None = None) -> list[Regul
     if name == "strong" and prior is not None:
         regs.append(PriorPenalty(prior, 1.0))
     return regs
-

@@ -15,11 +15,11 @@ from asr_introspect.models.adapters import (
 from asr_introspect.models.asr_model import ASRModel, build_model
 from asr_introspect.models.checkpoint import (
     FORMAT_VERSION,
+    NF4,
     load_checkpoint,
+    output_weight_names,
     quantize_int8,
     quantize_nf4,
-    NF4,
-    output_weight_names,
     read_checkpoint_info,
     rounded_weights,
     save_checkpoint,

@@ -22,7 +22,8 @@ are switched to out-of-place so hooks see clean tensors; outputs are unchanged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -90,9 +91,14 @@ def _trace(module: nn.Module, n_features: int) -> tuple[list[dict[str, Any]], to
     raise ValueError(f"cannot run {type(module).__name__} on features (1, {n_features}, T): {last_error}")
 
 
-def wrap_conv_model(module: nn.Module, alphabet: "Alphabet", feature_config: "FeatureConfig",
-                    layer_names: Sequence[str] | None = None, n_features: int | None = None,
-                    model_config: dict[str, Any] | None = None) -> ASRModel:
+def wrap_conv_model(
+    module: nn.Module,
+    alphabet: Alphabet,
+    feature_config: FeatureConfig,
+    layer_names: Sequence[str] | None = None,
+    n_features: int | None = None,
+    model_config: dict[str, Any] | None = None,
+) -> ASRModel:
     """Wrap any Conv1d stack mapping features (B, F, T) to logits (B, C, T') (see module docstring).
 
     ``n_features`` defaults to the ``in_channels`` of the first registered Conv1d.
@@ -103,8 +109,9 @@ def wrap_conv_model(module: nn.Module, alphabet: "Alphabet", feature_config: "Fe
     n_features = int(n_features if n_features is not None else convs[0].in_channels)
     records, out, T = _trace(module, n_features)
     if not isinstance(out, torch.Tensor) or out.dim() != 3:
-        raise ValueError(f"{type(module).__name__} must return a tensor (B, C, T'), "
-                         f"got {getattr(out, 'shape', type(out).__name__)}")
+        raise ValueError(
+            f"{type(module).__name__} must return a tensor (B, C, T'), got {getattr(out, 'shape', type(out).__name__)}"
+        )
 
     layers: list[dict[str, Any]] = []
     pad_left = pad_right = 0
@@ -115,20 +122,30 @@ def wrap_conv_model(module: nn.Module, alphabet: "Alphabet", feature_config: "Fe
             if id(mod) in seen:
                 raise ValueError(f"{type(module).__name__} calls a Conv1d twice; only plain stacks are supported")
             seen.add(id(mod))
-            layers.append({"conv": mod, "spec": ConvSpec.from_conv(mod, pad_left, pad_right),
-                           "last": mod, "out": rec["output"], "chain": []})
+            layers.append(
+                {
+                    "conv": mod,
+                    "spec": ConvSpec.from_conv(mod, pad_left, pad_right),
+                    "last": mod,
+                    "out": rec["output"],
+                    "chain": [],
+                }
+            )
             pad_left = pad_right = 0
         elif isinstance(mod, nn.ConstantPad1d):
             left, right = mod.padding
             pad_left, pad_right = pad_left + left, pad_right + right
-        elif layers and rec["input"] is layers[-1]["out"] and isinstance(rec["output"], torch.Tensor) \
-                and rec["output"].shape == rec["input"].shape:
+        elif (
+            layers
+            and rec["input"] is layers[-1]["out"]
+            and isinstance(rec["output"], torch.Tensor)
+            and rec["output"].shape == rec["input"].shape
+        ):
             layers[-1]["last"] = mod
             layers[-1]["out"] = rec["output"]
             layers[-1]["chain"].append(mod)
     if len(seen) != len(convs):
-        raise ValueError(f"{type(module).__name__} has {len(convs)} Conv1d modules but its forward "
-                         f"ran {len(seen)}")
+        raise ValueError(f"{type(module).__name__} has {len(convs)} Conv1d modules but its forward ran {len(seen)}")
 
     names = list(layer_names) if layer_names is not None else [f"conv{i + 1}" for i in range(len(layers))]
     if len(names) != len(layers):
@@ -137,25 +154,41 @@ def wrap_conv_model(module: nn.Module, alphabet: "Alphabet", feature_config: "Fe
     for name, layer in zip(names, layers):
         expected = frame_map.output_length(name, T)
         if layer["out"].shape[-1] != expected:
-            raise ValueError(f"{type(module).__name__} is not a sequential Conv1d stack: layer {name} has "
-                             f"{layer['out'].shape[-1]} frames for {T} input frames, the frame map expects "
-                             f"{expected} (pooling, resampling, skip connections or F.pad?)")
+            raise ValueError(
+                f"{type(module).__name__} is not a sequential Conv1d stack: layer {name} has "
+                f"{layer['out'].shape[-1]} frames for {T} input frames, the frame map expects "
+                f"{expected} (pooling, resampling, skip connections or F.pad?)"
+            )
     if out.shape[-1] != frame_map.output_length(names[-1], T):
-        raise ValueError(f"{type(module).__name__} returns {out.shape[-1]} frames for {T} input frames, "
-                         f"its last Conv1d gives {frame_map.output_length(names[-1], T)}")
+        raise ValueError(
+            f"{type(module).__name__} returns {out.shape[-1]} frames for {T} input frames, "
+            f"its last Conv1d gives {frame_map.output_length(names[-1], T)}"
+        )
     for layer in layers:
         for mod in layer["chain"]:
             if getattr(mod, "inplace", False) is True:
                 mod.inplace = False
     layer_modules = {name: layer["last"] for name, layer in zip(names, layers)}
-    config = dict(model_config) if model_config is not None else {
-        "architecture": "custom", "class": f"{type(module).__module__}.{type(module).__qualname__}"}
-    return ASRModel(module, alphabet, feature_config, frame_map, names, layer_modules, names[-1],
-                    n_features=n_features, n_classes=int(out.shape[1]), model_config=config)
+    config = (
+        dict(model_config)
+        if model_config is not None
+        else {"architecture": "custom", "class": f"{type(module).__module__}.{type(module).__qualname__}"}
+    )
+    return ASRModel(
+        module,
+        alphabet,
+        feature_config,
+        frame_map,
+        names,
+        layer_modules,
+        names[-1],
+        n_features=n_features,
+        n_classes=int(out.shape[1]),
+        model_config=config,
+    )
 
 
-def wrap_torchaudio_wav2letter(model: nn.Module, alphabet: "Alphabet",
-                               feature_config: "FeatureConfig") -> ASRModel:
+def wrap_torchaudio_wav2letter(model: nn.Module, alphabet: Alphabet, feature_config: FeatureConfig) -> ASRModel:
     """Wrap ``torchaudio.models.Wav2Letter`` (``input_type`` "mfcc" or "power_spectrum").
 
     The ASRModel's module is :class:`TorchaudioWav2LetterLogits` (sharing the
@@ -169,10 +202,15 @@ def wrap_torchaudio_wav2letter(model: nn.Module, alphabet: "Alphabet",
     if not isinstance(acoustic, nn.Sequential):
         raise ValueError("expected a torchaudio.models.Wav2Letter (with an acoustic_model)")
     if isinstance(acoustic[0], nn.Sequential):
-        raise ValueError("torchaudio Wav2Letter with input_type='waveform' takes raw audio; wrap a "
-                         "model built with input_type='mfcc' or 'power_spectrum' (features (B, F, T))")
+        raise ValueError(
+            "torchaudio Wav2Letter with input_type='waveform' takes raw audio; wrap a "
+            "model built with input_type='mfcc' or 'power_spectrum' (features (B, F, T))"
+        )
     convs = [m for m in acoustic.modules() if isinstance(m, nn.Conv1d)]
-    config = {"architecture": "torchaudio.wav2letter", "num_classes": convs[-1].out_channels,
-              "num_features": convs[0].in_channels, "input_type": "mfcc"}
-    return wrap_conv_model(TorchaudioWav2LetterLogits(model), alphabet, feature_config,
-                           model_config=config)
+    config = {
+        "architecture": "torchaudio.wav2letter",
+        "num_classes": convs[-1].out_channels,
+        "num_features": convs[0].in_channels,
+        "input_type": "mfcc",
+    }
+    return wrap_conv_model(TorchaudioWav2LetterLogits(model), alphabet, feature_config, model_config=config)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,11 +45,19 @@ class ASRModel:
     ``{"architecture": "wav2letter" | "torchaudio.wav2letter" | "custom", ...}``).
     """
 
-    def __init__(self, module: nn.Module, alphabet: "Alphabet", feature_config: "FeatureConfig",
-                 frame_map: FrameMap, layer_names: Sequence[str] | None = None,
-                 layer_modules: Mapping[str, nn.Module] | None = None,
-                 output_layer: str | None = None, n_features: int | None = None,
-                 n_classes: int | None = None, model_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        alphabet: Alphabet,
+        feature_config: FeatureConfig,
+        frame_map: FrameMap,
+        layer_names: Sequence[str] | None = None,
+        layer_modules: Mapping[str, nn.Module] | None = None,
+        output_layer: str | None = None,
+        n_features: int | None = None,
+        n_classes: int | None = None,
+        model_config: dict[str, Any] | None = None,
+    ) -> None:
         self.module = module
         self.alphabet = alphabet
         self.feature_config = feature_config
@@ -72,22 +81,32 @@ class ASRModel:
         self.n_classes = int(n_classes if n_classes is not None else convs[-1].out_channels)
         self.model_config = dict(model_config) if model_config is not None else {"architecture": "custom"}
         if len(alphabet) != self.n_classes:
-            raise ValueError(f"the model has {self.n_classes} output classes but the alphabet has "
-                             f"{len(alphabet)} symbols")
+            raise ValueError(
+                f"the model has {self.n_classes} output classes but the alphabet has {len(alphabet)} symbols"
+            )
         n_mels = getattr(feature_config, "n_mels", None)
         if n_mels is not None and n_mels != self.n_features:
-            raise ValueError(f"the model takes {self.n_features} features per frame but the feature "
-                             f"config has n_mels={n_mels}")
+            raise ValueError(
+                f"the model takes {self.n_features} features per frame but the feature config has n_mels={n_mels}"
+            )
 
     # -- construction ---------------------------------------------------------------
 
     @classmethod
-    def from_wav2letter(cls, module: Wav2Letter, alphabet: "Alphabet",
-                        feature_config: "FeatureConfig") -> "ASRModel":
+    def from_wav2letter(cls, module: Wav2Letter, alphabet: Alphabet, feature_config: FeatureConfig) -> ASRModel:
         """Wrap a :class:`Wav2Letter`: layers ``conv1`` ... ``convN`` (its ConvBlocks)."""
-        return cls(module, alphabet, feature_config, module.frame_map(), module.layer_names,
-                   module.layer_modules(), module.layer_names[-1], module.n_features,
-                   module.n_classes, {"architecture": "wav2letter", "config": module.config.to_dict()})
+        return cls(
+            module,
+            alphabet,
+            feature_config,
+            module.frame_map(),
+            module.layer_names,
+            module.layer_modules(),
+            module.layer_names[-1],
+            module.n_features,
+            module.n_classes,
+            {"architecture": "wav2letter", "config": module.config.to_dict()},
+        )
 
     # -- running --------------------------------------------------------------------
 
@@ -110,17 +129,15 @@ class ASRModel:
     def logits(self, features: torch.Tensor, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, F, T_in) [, lengths (B,)] -> (logits (B, C, T_out), out_lengths (B,) int64).
 
-        With ``lengths`` a padded batch is exact (see :meth:`exact_padding`). Gradients flow (wrap in ``torch.no_grad()`` for inference); features are
-        moved to the model's device.
+        With ``lengths`` a padded batch is exact (see :meth:`exact_padding`). Gradients flow (wrap in
+        ``torch.no_grad()`` for inference); features are moved to the model's device.
         """
-        if not isinstance(features, torch.Tensor) or features.dim() != 3 \
-                or features.shape[1] != self.n_features:
+        if not isinstance(features, torch.Tensor) or features.dim() != 3 or features.shape[1] != self.n_features:
             shape = tuple(features.shape) if hasattr(features, "shape") else type(features).__name__
             raise InputError(f"features must be a tensor (B, {self.n_features}, T), got {shape}")
         T = features.shape[-1]
         if T < self.min_input_frames:
-            raise InputError(f"input of {T} frames is too short: the model needs at least "
-                             f"{self.min_input_frames}")
+            raise InputError(f"input of {T} frames is too short: the model needs at least {self.min_input_frames}")
         device = self.device
         if features.device != device:
             features = features.to(device)
@@ -128,8 +145,10 @@ class ASRModel:
             out = self.module(features)
         expected = self.frame_map.output_length(self.output_layer, T)
         if out.dim() != 3 or out.shape[-1] != expected or out.shape[1] != self.n_classes:
-            raise RuntimeError(f"the module returned {tuple(out.shape)}, the frame map expects "
-                               f"(B, {self.n_classes}, {expected}) for {T} input frames")
+            raise RuntimeError(
+                f"the module returned {tuple(out.shape)}, the frame map expects "
+                f"(B, {self.n_classes}, {expected}) for {T} input frames"
+            )
         if lengths is None:
             out_lengths = torch.full((out.shape[0],), expected, dtype=torch.long, device=out.device)
         else:
@@ -171,8 +190,10 @@ class ASRModel:
     def min_input_frames(self) -> int:
         """Fewest input frames for which every layer has at least one frame."""
         if not hasattr(self, "_min_input_frames"):
+
             def ok(n: int) -> bool:
                 return min(self.frame_map.lengths(n).values()) >= 1
+
             hi = 1
             while not ok(hi):
                 hi *= 2
@@ -196,26 +217,32 @@ class ASRModel:
         except KeyError:
             raise KeyError(f"unknown layer {name!r}; layers: {self.layer_names}") from None
 
-    def eval(self) -> "ASRModel":
+    def eval(self) -> ASRModel:
         self.module.eval()
         return self
 
-    def train(self, mode: bool = True) -> "ASRModel":
+    def train(self, mode: bool = True) -> ASRModel:
         self.module.train(mode)
         return self
 
-    def to(self, *args, **kwargs) -> "ASRModel":
+    def to(self, *args, **kwargs) -> ASRModel:
         self.module.to(*args, **kwargs)
         return self
 
     def __repr__(self) -> str:
-        return (f"ASRModel({self.model_config.get('architecture')}, {self.n_features} features -> "
-                f"{self.n_classes} classes, layers {self.layer_names[0]}..{self.layer_names[-1]}, "
-                f"receptive field {self.receptive_field} frames)")
+        return (
+            f"ASRModel({self.model_config.get('architecture')}, {self.n_features} features -> "
+            f"{self.n_classes} classes, layers {self.layer_names[0]}..{self.layer_names[-1]}, "
+            f"receptive field {self.receptive_field} frames)"
+        )
 
 
-def build_model(preset_name: str = "small", alphabet: "Alphabet | None" = None,
-                feature_config: "FeatureConfig | None" = None, **preset_kwargs: Any) -> ASRModel:
+def build_model(
+    preset_name: str = "small",
+    alphabet: Alphabet | None = None,
+    feature_config: FeatureConfig | None = None,
+    **preset_kwargs: Any,
+) -> ASRModel:
     """A freshly initialized :class:`Wav2Letter` preset as an ASRModel.
 
     Defaults: ``Alphabet.default()`` and a ``FeatureConfig`` with the preset's mel bands.

@@ -50,9 +50,10 @@ import importlib.metadata
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -69,8 +70,19 @@ from asr_introspect.models.frame_map import FrameMap
 from asr_introspect.models.wav2letter import Wav2Letter, Wav2LetterConfig
 from asr_introspect.text import Alphabet
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_info", "quantize_int8", "quantize_nf4",
-           "output_weight_names", "rounded_weights", "NF4", "FORMAT_NAME", "FORMAT_VERSION", "HEADER_KEY"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_info",
+    "quantize_int8",
+    "quantize_nf4",
+    "output_weight_names",
+    "rounded_weights",
+    "NF4",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "HEADER_KEY",
+]
 
 FORMAT_NAME = "asr-introspect-checkpoint"
 FORMAT_VERSION = 1
@@ -126,8 +138,13 @@ def _nf4_parts(weight: torch.Tensor, group_size: int = NF4_GROUP_SIZE) -> tuple[
     return codes[:, 0::2] | (codes[:, 1::2] << 4), scale
 
 
-def _nf4_dequantize(packed: torch.Tensor, scale: torch.Tensor, shape: tuple[int, ...],
-                    levels: torch.Tensor = NF4_LEVELS, group_size: int = NF4_GROUP_SIZE) -> torch.Tensor:
+def _nf4_dequantize(
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    shape: tuple[int, ...],
+    levels: torch.Tensor = NF4_LEVELS,
+    group_size: int = NF4_GROUP_SIZE,
+) -> torch.Tensor:
     """float32 weight of ``shape`` from :func:`_nf4_parts`' output."""
     codes = torch.stack([packed & 15, packed >> 4], dim=2).reshape(len(packed), -1).long()
     n = math.prod(shape[1:])
@@ -159,8 +176,9 @@ def output_weight_names(asr_model: ASRModel) -> list[str]:
     """The ``state_dict`` names of the output layer's own weights (tensors of 2 or more dimensions)."""
     target = asr_model.layer_module(asr_model.output_layer)
     prefixes = [f"{name}." if name else "" for name, m in asr_model.module.named_modules() if m is target]
-    return sorted(k for k, v in asr_model.module.state_dict().items()
-                  if v.dim() >= 2 and any(k.startswith(p) for p in prefixes))
+    return sorted(
+        k for k, v in asr_model.module.state_dict().items() if v.dim() >= 2 and any(k.startswith(p) for p in prefixes)
+    )
 
 
 def rounded_weights(asr_model: ASRModel, dtype: torch.dtype | str) -> dict[str, torch.Tensor]:
@@ -173,8 +191,11 @@ def rounded_weights(asr_model: ASRModel, dtype: torch.dtype | str) -> dict[str, 
         raise ValueError(f"dtype must be torch.int8 or {NF4!r}, got {dtype!r}")
     int8 = set(output_weight_names(asr_model)) if dtype == NF4 else None
     with torch.no_grad():
-        return {name: (_int8_round(w) if int8 is None or name in int8 else _nf4_round(w)).to(w.dtype)
-                for name, w in asr_model.module.state_dict().items() if w.is_floating_point() and w.dim() >= 2}
+        return {
+            name: (_int8_round(w) if int8 is None or name in int8 else _nf4_round(w)).to(w.dtype)
+            for name, w in asr_model.module.state_dict().items()
+            if w.is_floating_point() and w.dim() >= 2
+        }
 
 
 def quantize_int8(model: nn.Module | ASRModel) -> nn.Module:
@@ -186,8 +207,10 @@ def quantize_int8(model: nn.Module | ASRModel) -> nn.Module:
 def quantize_nf4(asr_model: ASRModel) -> nn.Module:
     """Round the weights in place to what an nf4 checkpoint stores (the output layer in int8); returns the module."""
     if not isinstance(asr_model, ASRModel):
-        raise TypeError("quantize_nf4 needs the ASRModel (nf4 checkpoints keep its output layer in int8), "
-                        f"got {type(asr_model).__name__}")
+        raise TypeError(
+            "quantize_nf4 needs the ASRModel (nf4 checkpoints keep its output layer in int8), "
+            f"got {type(asr_model).__name__}"
+        )
     rounded = rounded_weights(asr_model, NF4)
     return _quantize(asr_model.module, lambda name, w: rounded[name])
 
@@ -209,8 +232,12 @@ def tensor_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapping[str, Any] | None = None,
-                    dtype: torch.dtype | str = torch.float32) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    asr_model: ASRModel,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | str = torch.float32,
+) -> Path:
     """Write ``asr_model`` (weights in ``dtype``: torch.float32, float16, int8 or ``NF4``) and its config.
 
     ``metadata`` (JSON-able: training info, metrics, ...) comes back from
@@ -240,8 +267,9 @@ def save_checkpoint(path: str | os.PathLike, asr_model: ASRModel, metadata: Mapp
         "n_features": asr_model.n_features,
         "n_classes": asr_model.n_classes,
         "dtype": _DTYPES[dtype],
-        **({"nf4": {"levels": NF4_LEVELS.tolist(), "group_size": NF4_GROUP_SIZE, "int8": int8}}
-           if dtype == NF4 else {}),
+        **(
+            {"nf4": {"levels": NF4_LEVELS.tolist(), "group_size": NF4_GROUP_SIZE, "int8": int8}} if dtype == NF4 else {}
+        ),
         "tensor_sha256": tensor_sha256(tensors),
         "library_version": _library_version(),
         "metadata": dict(metadata) if metadata is not None else {},
@@ -258,25 +286,32 @@ def _open(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, tor
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises its own error types for bad files
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc}); the file is "
-                              f"truncated or corrupt: save or copy it again") from exc
+        raise CheckpointError(
+            f"{path}: not a readable safetensors checkpoint ({exc}); the file is "
+            f"truncated or corrupt: save or copy it again"
+        ) from exc
     if HEADER_KEY not in header:
-        raise CheckpointError(f"{path}: no asr-introspect config in the safetensors header "
-                              f"(not written by save_checkpoint; wrap the model and save it with save_checkpoint)")
+        raise CheckpointError(
+            f"{path}: no asr-introspect config in the safetensors header "
+            f"(not written by save_checkpoint; wrap the model and save it with save_checkpoint)"
+        )
     try:
         config = json.loads(header[HEADER_KEY])
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
-        raise CheckpointError(f"{path}: the embedded config is not valid JSON ({exc}); the file is "
-                              f"corrupt: save it again") from exc
+        raise CheckpointError(
+            f"{path}: the embedded config is not valid JSON ({exc}); the file is corrupt: save it again"
+        ) from exc
     if config.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: the embedded config is not an {FORMAT_NAME} config")
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not supported "
-                              f"(this asr-introspect reads version {FORMAT_VERSION}); use the "
-                              f"asr-introspect version that wrote it or re-save the model")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is not supported "
+            f"(this asr-introspect reads version {FORMAT_VERSION}); use the "
+            f"asr-introspect version that wrote it or re-save the model"
+        )
     return config, tensors
 
 
@@ -292,34 +327,54 @@ def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRM
         model_config = config["model"]
         arch = model_config.get("architecture")
         if arch == "wav2letter":
-            return ASRModel.from_wav2letter(Wav2Letter(Wav2LetterConfig.from_dict(model_config["config"])),
-                                            alphabet, feature_config)
+            return ASRModel.from_wav2letter(
+                Wav2Letter(Wav2LetterConfig.from_dict(model_config["config"])), alphabet, feature_config
+            )
         if arch == "torchaudio.wav2letter":
-            ta = TAWav2Letter(num_classes=int(model_config["num_classes"]),
-                              input_type=model_config.get("input_type", "mfcc"),
-                              num_features=int(model_config["num_features"]))
+            ta = TAWav2Letter(
+                num_classes=int(model_config["num_classes"]),
+                input_type=model_config.get("input_type", "mfcc"),
+                num_features=int(model_config["num_features"]),
+            )
             return wrap_torchaudio_wav2letter(ta, alphabet, feature_config)
         if arch == "custom":
             if module is None:
                 raise CheckpointError(
                     f"{path}: saved from a custom module ({model_config.get('class', '?')}); pass an "
-                    f"instance of it: load_checkpoint(path, module=...)")
-            return wrap_conv_model(module, alphabet, feature_config, layer_names=config["layer_names"],
-                                   n_features=int(config["n_features"]), model_config=model_config)
+                    f"instance of it: load_checkpoint(path, module=...)"
+                )
+            return wrap_conv_model(
+                module,
+                alphabet,
+                feature_config,
+                layer_names=config["layer_names"],
+                n_features=int(config["n_features"]),
+                model_config=model_config,
+            )
         raise CheckpointError(f"{path}: unknown model architecture {arch!r}")
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: the embedded config is invalid ({type(exc).__name__}: {exc}); "
-                              f"the file was edited or written by another tool: re-save the model") from exc
+        raise CheckpointError(
+            f"{path}: the embedded config is invalid ({type(exc).__name__}: {exc}); "
+            f"the file was edited or written by another tool: re-save the model"
+        ) from exc
 
 
-def _dequantize_stored(path: Path, config: dict[str, Any], name: str, q: torch.Tensor | None,
-                       scale: torch.Tensor, like: torch.Tensor | None) -> torch.Tensor:
+def _dequantize_stored(
+    path: Path,
+    config: dict[str, Any],
+    name: str,
+    q: torch.Tensor | None,
+    scale: torch.Tensor,
+    like: torch.Tensor | None,
+) -> torch.Tensor:
     """The float32 weight ``name`` from its int8 or nf4 codes and ``name@scale``; CheckpointError if they do not fit."""
+
     def inconsistent(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {name}{SCALE_SUFFIX} does not belong to {what}: the file is "
-                               "inconsistent, re-save the model")
+        return CheckpointError(
+            f"{path}: {name}{SCALE_SUFFIX} does not belong to {what}: the file is inconsistent, re-save the model"
+        )
 
     if config.get("dtype") == "nf4":
         try:
@@ -329,8 +384,10 @@ def _dequantize_stored(path: Path, config: dict[str, Any], name: str, q: torch.T
             if not isinstance(int8, list):
                 raise TypeError(f"'int8' is {int8!r}, not a list of names")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{path}: the nf4 levels, group size or int8 list are missing from the "
-                                  f"config or invalid ({exc}): re-save the model") from exc
+            raise CheckpointError(
+                f"{path}: the nf4 levels, group size or int8 list are missing from the "
+                f"config or invalid ({exc}): re-save the model"
+            ) from exc
     if config.get("dtype") == "nf4" and name not in int8:
         if like is None or q is None or q.dtype != torch.uint8 or levels.shape != (16,) or group_size < 1:
             raise inconsistent(f"nf4 codes {name!r} of a weight of this model")
@@ -343,8 +400,9 @@ def _dequantize_stored(path: Path, config: dict[str, Any], name: str, q: torch.T
     return _dequantize(q, scale)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                    module: nn.Module | None = None) -> tuple[ASRModel, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", module: nn.Module | None = None
+) -> tuple[ASRModel, dict[str, Any]]:
     """(ASRModel in eval mode on ``map_location``, the metadata dict given to save_checkpoint).
 
     ``module``: an instance to load into, needed only for checkpoints of custom modules.
@@ -353,8 +411,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     config, tensors = _open(path, with_tensors=True)
     digest = config.get("tensor_sha256")
     if digest != tensor_sha256(tensors):
-        raise CheckpointError(f"{path}: the weights do not match their sha256 (the file was altered "
-                              f"or corrupted): save or copy it again")
+        raise CheckpointError(
+            f"{path}: the weights do not match their sha256 (the file was altered or corrupted): save or copy it again"
+        )
     model = _build(path, config, module)
     expected = model.module.state_dict()
     scales = {k[: -len(SCALE_SUFFIX)]: tensors.pop(k) for k in list(tensors) if k.endswith(SCALE_SUFFIX)}
@@ -371,17 +430,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if unexpected:
             parts.append(f"unexpected {unexpected[:5]}")
         if wrong:
-            parts.append("shape mismatch " + ", ".join(
-                f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong[:5]))
-        raise CheckpointError(f"{path}: the tensors do not match the embedded model config ("
-                              + "; ".join(parts) + "): the file is inconsistent, re-save the model")
+            parts.append(
+                "shape mismatch "
+                + ", ".join(
+                    f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong[:5]
+                )
+            )
+        raise CheckpointError(
+            f"{path}: the tensors do not match the embedded model config ("
+            + "; ".join(parts)
+            + "): the file is inconsistent, re-save the model"
+        )
     try:
         stored_map = FrameMap.from_dict(config["frame_map"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the embedded frame map is invalid ({exc})") from exc
     if stored_map != model.frame_map:
-        raise CheckpointError(f"{path}: the embedded frame map does not match the model built from "
-                              f"its config: the file is inconsistent, re-save the model")
+        raise CheckpointError(
+            f"{path}: the embedded frame map does not match the model built from "
+            f"its config: the file is inconsistent, re-save the model"
+        )
     state = {k: tensors[k].to(expected[k].dtype) for k in expected}
     model.module.load_state_dict(state, strict=True)
     model.module.to(map_location)

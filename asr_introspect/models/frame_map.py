@@ -30,8 +30,9 @@ every Wav2Letter preset.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ class ConvSpec:
         return max(int(n) // self.stride + 1, 0) if length > 0 else 0
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv1d, extra_left: int = 0, extra_right: int = 0) -> "ConvSpec":
+    def from_conv(cls, conv: nn.Conv1d, extra_left: int = 0, extra_right: int = 0) -> ConvSpec:
         """Spec of ``conv`` plus explicit padding applied before it (e.g. a ``ConstantPad1d``)."""
         kernel, stride, dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
         if isinstance(conv.padding, str):
@@ -139,12 +140,12 @@ class FrameMap:
     # -- construction -----------------------------------------------------------------
 
     @classmethod
-    def from_specs(cls, specs: Iterable[ConvSpec | dict], names: Sequence[str] | None = None) -> "FrameMap":
+    def from_specs(cls, specs: Iterable[ConvSpec | dict], names: Sequence[str] | None = None) -> FrameMap:
         """Map of the convolutions ``specs`` (in forward order)."""
         return cls(list(specs), names)
 
     @classmethod
-    def from_model(cls, module: nn.Module, names: Sequence[str] | None = None) -> "FrameMap":
+    def from_model(cls, module: nn.Module, names: Sequence[str] | None = None) -> FrameMap:
         """Map of every ``nn.Conv1d`` in ``module``, in registration order.
 
         A ``nn.ConstantPad1d`` / ``nn.ZeroPad1d`` registered before a convolution
@@ -171,7 +172,7 @@ class FrameMap:
         return {"layers": [{"name": n, **asdict(s)} for n, s in zip(self.names, self.specs)]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FrameMap":
+    def from_dict(cls, d: dict[str, Any]) -> FrameMap:
         layers = d["layers"]
         names = [layer["name"] for layer in layers]
         specs = [ConvSpec(**{k: int(v) for k, v in layer.items() if k != "name"}) for layer in layers]
@@ -190,8 +191,10 @@ class FrameMap:
 
     def __repr__(self) -> str:
         last = self._geometry[-1]
-        return (f"FrameMap({len(self)} layers, output stride {last.stride}, "
-                f"receptive field {last.receptive_field}, offset {last.offset})")
+        return (
+            f"FrameMap({len(self)} layers, output stride {last.stride}, "
+            f"receptive field {last.receptive_field}, offset {last.offset})"
+        )
 
     def _i(self, name: str) -> int:
         try:
@@ -219,8 +222,13 @@ class FrameMap:
             return length
         if isinstance(length, (int, np.integer)) and not isinstance(length, bool):
             return self._int_lengths(int(length))[self._i(name)]
-        if isinstance(length, torch.Tensor) and length.dim() == 1 and length.device.type == "cpu" \
-                and not length.is_floating_point() and len(length) <= 1024:  # a batch's lengths
+        if (
+            isinstance(length, torch.Tensor)
+            and length.dim() == 1
+            and length.device.type == "cpu"
+            and not length.is_floating_point()
+            and len(length) <= 1024
+        ):  # a batch's lengths
             i = self._i(name)
             return torch.tensor([self._int_lengths(n)[i] for n in length.tolist()], dtype=length.dtype)
         for spec in self.specs[: self._i(name) + 1]:

@@ -39,8 +39,7 @@ from torch import nn
 
 from asr_introspect.models.frame_map import ConvSpec, FrameMap
 
-__all__ = ["LayerSpec", "Wav2LetterConfig", "ConvBlock", "Wav2Letter", "preset", "PRESETS",
-           "count_parameters"]
+__all__ = ["LayerSpec", "Wav2LetterConfig", "ConvBlock", "Wav2Letter", "preset", "PRESETS", "count_parameters"]
 
 _ACTIVATIONS = ("relu", "none")
 
@@ -90,21 +89,30 @@ class Wav2LetterConfig:
         if self.n_features < 1 or not self.layers:
             raise ValueError("a Wav2LetterConfig needs n_features >= 1 and at least one layer")
         if self.layers[-1].channels != self.n_classes:
-            raise ValueError(f"the output layer has {self.layers[-1].channels} channels "
-                             f"but n_classes is {self.n_classes}")
+            raise ValueError(
+                f"the output layer has {self.layers[-1].channels} channels but n_classes is {self.n_classes}"
+            )
 
     @property
     def layer_names(self) -> list[str]:
         return [f"conv{i + 1}" for i in range(len(self.layers))]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_features": self.n_features, "n_classes": self.n_classes, "preset": self.preset,
-                "layers": [asdict(s) for s in self.layers]}
+        return {
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "preset": self.preset,
+            "layers": [asdict(s) for s in self.layers],
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Wav2LetterConfig":
-        return cls(n_features=int(d["n_features"]), n_classes=int(d["n_classes"]),
-                   layers=[LayerSpec(**s) for s in d["layers"]], preset=d.get("preset"))
+    def from_dict(cls, d: dict[str, Any]) -> Wav2LetterConfig:
+        return cls(
+            n_features=int(d["n_features"]),
+            n_classes=int(d["n_classes"]),
+            layers=[LayerSpec(**s) for s in d["layers"]],
+            preset=d.get("preset"),
+        )
 
     def frame_map(self) -> FrameMap:
         return FrameMap([s.conv_spec() for s in self.layers], self.layer_names)
@@ -117,8 +125,9 @@ class ConvBlock(nn.Module):
         super().__init__()
         self.spec = spec
         self.pad = nn.ConstantPad1d(spec.padding, 0.0)
-        self.conv = nn.Conv1d(in_channels, spec.channels, spec.kernel, stride=spec.stride,
-                              dilation=spec.dilation, padding=0, bias=True)
+        self.conv = nn.Conv1d(
+            in_channels, spec.channels, spec.kernel, stride=spec.stride, dilation=spec.dilation, padding=0, bias=True
+        )
         self.bn = nn.BatchNorm1d(spec.channels) if spec.batch_norm else None
         self.act = nn.ReLU(inplace=False) if spec.activation == "relu" else nn.Identity()
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
@@ -153,8 +162,7 @@ class Wav2Letter(nn.Module):
         names = self.layer_names
         for name, block in self.blocks.items():
             linear = name == names[-1] or block.spec.activation == "none"
-            nn.init.kaiming_normal_(block.conv.weight, mode="fan_in",
-                                    nonlinearity="linear" if linear else "relu")
+            nn.init.kaiming_normal_(block.conv.weight, mode="fan_in", nonlinearity="linear" if linear else "relu")
             nn.init.zeros_(block.conv.bias)
             if block.bn is not None:
                 block.bn.reset_parameters()
@@ -186,8 +194,7 @@ class Wav2Letter(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, F, T) -> logits (B, C, T_out)."""
         if features.dim() != 3 or features.shape[1] != self.config.n_features:
-            raise ValueError(f"expected features (B, {self.config.n_features}, T), "
-                             f"got {tuple(features.shape)}")
+            raise ValueError(f"expected features (B, {self.config.n_features}, T), got {tuple(features.shape)}")
         x = features
         for block in self.blocks.values():
             x = block(x)
@@ -198,13 +205,17 @@ class Wav2Letter(nn.Module):
 # presets
 
 
-def _eleven(n_features: int, n_classes: int, channels: int, wide: int, batch_norm: bool,
-            dropout: float, name: str) -> Wav2LetterConfig:
+def _eleven(
+    n_features: int, n_classes: int, channels: int, wide: int, batch_norm: bool, dropout: float, name: str
+) -> Wav2LetterConfig:
     def hidden(ch: int, k: int, s: int = 1) -> LayerSpec:
         return LayerSpec(ch, k, s, batch_norm=batch_norm, dropout=dropout)
 
-    layers = ([hidden(channels, 48, 2)] + [hidden(channels, 7) for _ in range(7)]
-              + [hidden(wide, 32), hidden(wide, 1), LayerSpec(n_classes, 1, activation="none")])
+    layers = (
+        [hidden(channels, 48, 2)]
+        + [hidden(channels, 7) for _ in range(7)]
+        + [hidden(wide, 32), hidden(wide, 1), LayerSpec(n_classes, 1, activation="none")]
+    )
     return Wav2LetterConfig(n_features, layers, n_classes, preset=name)
 
 
@@ -215,8 +226,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str, n_classes: int = 29, n_features: int | None = None,
-           dropout: float = 0.0, batch_norm: bool | None = None) -> Wav2LetterConfig:
+def preset(
+    name: str, n_classes: int = 29, n_features: int | None = None, dropout: float = 0.0, batch_norm: bool | None = None
+) -> Wav2LetterConfig:
     """Config of a named preset ("speechless", "small", "tiny"); see the module docstring.
 
     ``n_features`` overrides the preset's mel bands, ``batch_norm`` (None: the
@@ -229,8 +241,7 @@ def preset(name: str, n_classes: int = 29, n_features: int | None = None,
         p["n_features"] = int(n_features)
     if batch_norm is not None:
         p["batch_norm"] = bool(batch_norm)
-    return _eleven(p["n_features"], int(n_classes), p["channels"], p["wide"], p["batch_norm"],
-                   float(dropout), name)
+    return _eleven(p["n_features"], int(n_classes), p["channels"], p["wide"], p["batch_norm"], float(dropout), name)
 
 
 def count_parameters(module: nn.Module) -> int:

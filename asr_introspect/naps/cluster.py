@@ -144,23 +144,40 @@ class Clustering:
     def clusters(self, kmeans: bool = False) -> list[list[str]]:
         """Group names per cluster (cluster 0 first)."""
         labels = self.kmeans_labels if kmeans else self.labels
-        return [[g for g, c in zip(self.groups, labels) if c == k] for k in range(int(labels.max()) + 1)] \
-            if len(labels) else []
+        return (
+            [[g for g, c in zip(self.groups, labels) if c == k] for k in range(int(labels.max()) + 1)]
+            if len(labels)
+            else []
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: groups, cluster ids, clusters as name lists, dendrogram order, settings."""
         return {
-            "layer": self.layer, "groups": self.groups, "n_clusters": self.n_clusters,
-            "linkage_method": self.method, "metric": self.metric, "normalize": self.normalize,
-            "hierarchical": [int(x) for x in self.labels], "kmeans": [int(x) for x in self.kmeans_labels],
-            "hierarchical_clusters": self.clusters(), "kmeans_clusters": self.clusters(kmeans=True),
+            "layer": self.layer,
+            "groups": self.groups,
+            "n_clusters": self.n_clusters,
+            "linkage_method": self.method,
+            "metric": self.metric,
+            "normalize": self.normalize,
+            "hierarchical": [int(x) for x in self.labels],
+            "kmeans": [int(x) for x in self.kmeans_labels],
+            "hierarchical_clusters": self.clusters(),
+            "kmeans_clusters": self.clusters(kmeans=True),
             "dendrogram_order": [self.groups[i] for i in self.leaves],
         }
 
 
-def cluster_naps(naps, layer: str, normalize: str = "zscore", method: str = "average",
-                 metric: str = "euclidean", n_clusters: int | None = None, min_count: int = 1,
-                 seed: int = 0, neurons: bool = True) -> Clustering:
+def cluster_naps(
+    naps,
+    layer: str,
+    normalize: str = "zscore",
+    method: str = "average",
+    metric: str = "euclidean",
+    n_clusters: int | None = None,
+    min_count: int = 1,
+    seed: int = 0,
+    neurons: bool = True,
+) -> Clustering:
     """Cluster the groups of ``naps`` (a :class:`~asr_introspect.naps.NAPs`) at ``layer``.
 
     Groups with fewer than ``min_count`` frames are left out; ``n_clusters``
@@ -169,13 +186,26 @@ def cluster_naps(naps, layer: str, normalize: str = "zscore", method: str = "ave
     """
     profiles, groups = naps.profiles(layer, normalize, min_count)
     if len(groups) < 2:
-        raise ValueError(f"layer {layer}: {len(groups)} group(s) with >= {min_count} frames; "
-                         "clustering needs at least 2")
+        raise ValueError(
+            f"layer {layer}: {len(groups)} group(s) with >= {min_count} frames; clustering needs at least 2"
+        )
     k = default_n_clusters(len(groups)) if n_clusters is None else int(n_clusters)
     Z = linkage_matrix(profiles, method, metric)
     neuron_Z = None
     if neurons and profiles.shape[1] >= 2:
         neuron_Z = linkage_matrix(profiles.T, method, metric)
-    return Clustering(layer, groups, profiles, Z, cut_tree(Z, k), kmeans_groups(profiles, k, seed),
-                      leaves_list(Z).astype(np.int64), k, method, metric, normalize, neuron_Z,
-                      {"min_count": min_count, "seed": seed})
+    return Clustering(
+        layer,
+        groups,
+        profiles,
+        Z,
+        cut_tree(Z, k),
+        kmeans_groups(profiles, k, seed),
+        leaves_list(Z).astype(np.int64),
+        k,
+        method,
+        metric,
+        normalize,
+        neuron_Z,
+        {"min_count": min_count, "seed": seed},
+    )

@@ -38,8 +38,7 @@ def _safe_divide(x: np.ndarray, scale: np.ndarray, size: np.ndarray, eps: float)
     return out
 
 
-def normalize_profiles(means, method: str = "zscore", frame_mean=None, frame_std=None,
-                       eps: float = 1e-9) -> np.ndarray:
+def normalize_profiles(means, method: str = "zscore", frame_mean=None, frame_std=None, eps: float = 1e-9) -> np.ndarray:
     """Normalize NAPs ``means: (G, N)`` (no empty groups) per neuron; returns (G, N) float64.
 
     ``frame_mean``, ``frame_std``: (N,) over all frames, needed for "standardize".

@@ -86,8 +86,7 @@ _FORMAT = "asr-introspect.naps/1"
 def letter_groups(alphabet, include: Iterable[str] = ()) -> list[str]:
     """Letter group names: the alphabet's letters (a-z first, then e.g. "'"); blank and space only via ``include``."""
     extra = set(include)
-    names = [s for i, s in enumerate(alphabet.symbols)
-             if (i != alphabet.blank and s != " ") or s in extra]
+    names = [s for i, s in enumerate(alphabet.symbols) if (i != alphabet.blank and s != " ") or s in extra]
     return sorted(names, key=lambda s: (not s.isalpha(), s == alphabet.symbols[alphabet.blank], s))
 
 
@@ -109,20 +108,29 @@ class NAPs:
     utterances, skipped, ...). Index with a layer name for its NAPs ``(G, N_l)``.
     """
 
-    def __init__(self, layers: Sequence[str], groups: Sequence[str], stats: dict[str, GroupStats],
-                 settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        layers: Sequence[str],
+        groups: Sequence[str],
+        stats: dict[str, GroupStats],
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.layers = list(layers)
         self.groups = list(groups)
         self.stats = dict(stats)
         self.settings = dict(settings or {})
         for layer in self.layers:
             if self.stats[layer].n_groups != len(self.groups) + 1:
-                raise ValueError(f"layer {layer}: state has {self.stats[layer].n_groups} rows, "
-                                 f"expected {len(self.groups) + 1} (groups + rest)")
+                raise ValueError(
+                    f"layer {layer}: state has {self.stats[layer].n_groups} rows, "
+                    f"expected {len(self.groups) + 1} (groups + rest)"
+                )
 
     def __repr__(self) -> str:
-        return (f"NAPs(by={self.settings.get('by')!r}, {len(self.groups)} groups, layers "
-                f"{self.layers}, utterances={self.settings.get('utterances')})")
+        return (
+            f"NAPs(by={self.settings.get('by')!r}, {len(self.groups)} groups, layers "
+            f"{self.layers}, utterances={self.settings.get('utterances')})"
+        )
 
     def __getitem__(self, layer: str) -> np.ndarray:
         return self.means(layer)
@@ -186,7 +194,7 @@ class NAPs:
         out = normalize_profiles(self.means(layer)[keep], normalize, frame_mean=mean, frame_std=np.sqrt(var))
         return out, [g for g, k in zip(self.groups, keep) if k]
 
-    def merge(self, other: "NAPs") -> "NAPs":
+    def merge(self, other: NAPs) -> NAPs:
         """Add ``other``'s frames into these NAPs (same layers and groups); returns self."""
         if other.layers != self.layers or other.groups != self.groups:
             raise ValueError("cannot merge NAPs with different layers or groups")
@@ -200,9 +208,13 @@ class NAPs:
             self.settings["skipped"] = list(self.settings["skipped"]) + list(other.settings["skipped"])
         return self
 
-    def copy(self) -> "NAPs":
-        return NAPs(self.layers, self.groups, {k: v.copy() for k, v in self.stats.items()},
-                    json.loads(json.dumps(self.settings)))
+    def copy(self) -> NAPs:
+        return NAPs(
+            self.layers,
+            self.groups,
+            {k: v.copy() for k, v in self.stats.items()},
+            json.loads(json.dumps(self.settings)),
+        )
 
     # -- files ----------------------------------------------------------------------
 
@@ -231,7 +243,7 @@ class NAPs:
         return save_npz(path, **self.to_arrays())
 
     @classmethod
-    def load(cls, path: str | Path) -> "NAPs":
+    def load(cls, path: str | Path) -> NAPs:
         """Read NAPs written by :meth:`save` (no pickle)."""
         try:
             d = load_npz(path)
@@ -266,10 +278,19 @@ class NAPEstimator(StreamEstimator):
     ((id, reason) pairs).
     """
 
-    def __init__(self, by: str | Callable = "letter", layers: Sequence[str] | None = None, *,
-                 groups: Sequence[str] | None = None, source: str = DEFAULT_SOURCE, letter_mode: str = "spike",
-                 shift: int = 0, weighting: str | None = None, skip_errors: bool = True,
-                 batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        by: str | Callable = "letter",
+        layers: Sequence[str] | None = None,
+        *,
+        groups: Sequence[str] | None = None,
+        source: str = DEFAULT_SOURCE,
+        letter_mode: str = "spike",
+        shift: int = 0,
+        weighting: str | None = None,
+        skip_errors: bool = True,
+        batch_size: int = 16,
+    ) -> None:
         self.shift = check_letter_settings(source, letter_mode, shift)
         if weighting not in WEIGHTINGS:
             raise InputError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
@@ -384,8 +405,10 @@ class NAPEstimator(StreamEstimator):
             n = int(lengths[b])
             labels = np.asarray(self.labeler(utt, name, n))
             if labels.shape != (n,) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-                raise InputError(f"utt {utt.id}, layer {name}: the labelling function must return "
-                                 f"({n},) ints, got {labels.shape} {labels.dtype}")
+                raise InputError(
+                    f"utt {utt.id}, layer {name}: the labelling function must return "
+                    f"({n},) ints, got {labels.shape} {labels.dtype}"
+                )
             if labels.size and (labels.min() < -1 or labels.max() >= G):
                 raise InputError(f"utt {utt.id}, layer {name}: labels must lie in [-1, {G})")
             raw[b, :n] = np.where(labels < 0, G, labels)
@@ -397,8 +420,10 @@ class NAPEstimator(StreamEstimator):
         """Add one :class:`~asr_introspect.stream.StreamBatch` (recording at least ``self.layers_``;
         with ``weighting``, streamed with the same weighting)."""
         if self.weighting is not None and batch.weighting != self.weighting:
-            raise InputError(f"weighting={self.weighting!r} needs a stream with weighting={self.weighting!r}, "
-                             f"got {batch.weighting!r}")
+            raise InputError(
+                f"weighting={self.weighting!r} needs a stream with weighting={self.weighting!r}, "
+                f"got {batch.weighting!r}"
+            )
         if self.stats_ is None:
             layers = self.stream_layers(batch.model)
             missing = [n for n in layers if n not in batch.activations]
@@ -456,8 +481,12 @@ class NAPEstimator(StreamEstimator):
         """The NAPs of everything added so far (a copy)."""
         self._fitted()
         settings = {
-            "by": self.by, "layers": self.layers_, "groups": self.groups_, "weighting": self.weighting,
-            "utterances": self.n_utterances_, "skipped": [sid for sid, _ in self.skipped_],
+            "by": self.by,
+            "layers": self.layers_,
+            "groups": self.groups_,
+            "weighting": self.weighting,
+            "utterances": self.n_utterances_,
+            "skipped": [sid for sid, _ in self.skipped_],
             "frames": {n: int(self.stats_[n].counts.sum()) for n in self.layers_},
         }
         if self.by == "letter":
@@ -465,8 +494,16 @@ class NAPEstimator(StreamEstimator):
         return NAPs(self.layers_, self.groups_, {n: s.copy() for n, s in self.stats_.items()}, settings)
 
 
-def compute_naps(model, utterances: Sequence, by: str | Callable = "letter", layers: Sequence[str] | None = None,
-                 *, progress: bool = False, distributed: bool | None = None, **settings) -> NAPs:
+def compute_naps(
+    model,
+    utterances: Sequence,
+    by: str | Callable = "letter",
+    layers: Sequence[str] | None = None,
+    *,
+    progress: bool = False,
+    distributed: bool | None = None,
+    **settings,
+) -> NAPs:
     """NAPs of ``layers`` (default all) over a corpus: ``NAPEstimator(by, layers, **settings).fit(model,
     utterances)``. Returns :class:`NAPs` (``means(layer)``: (G, N_l))."""
     estimator = NAPEstimator(by, layers, **settings)

@@ -26,19 +26,25 @@ Per layer (profiles normalized as for clustering, groups with too few frames lef
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import squareform
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from asr_introspect.naps.cluster import (cophenetic_correlation, cut_tree, default_n_clusters, kmeans_groups,
-                                         linkage_matrix, pairwise_distances)
+from asr_introspect.naps.cluster import (
+    cophenetic_correlation,
+    cut_tree,
+    default_n_clusters,
+    kmeans_groups,
+    linkage_matrix,
+    pairwise_distances,
+)
 from asr_introspect.text import PHONE_TO_INDEX, SILENCE, category_labels
 
-__all__ = ["LayerQuality", "CATEGORY_KINDS", "VOWEL_LETTERS", "group_categories", "layer_quality",
-           "naps_quality"]
+__all__ = ["LayerQuality", "CATEGORY_KINDS", "VOWEL_LETTERS", "group_categories", "layer_quality", "naps_quality"]
 
 VOWEL_LETTERS = frozenset("aeiou")
 CATEGORY_KINDS = {"letter": ("vowel",), "phoneme": ("vowel", "manner"), "custom": ()}
@@ -53,11 +59,11 @@ def group_categories(groups: Sequence[str], by: str, kind: str) -> list[str | No
     if by == "letter":
         if kind != "vowel":
             raise ValueError(f"letters have only the 'vowel' category kind, got {kind!r}")
-        return ["vowel" if g in VOWEL_LETTERS else "consonant" if len(g) == 1 and "a" <= g <= "z" else None
-                for g in groups]
+        return [
+            "vowel" if g in VOWEL_LETTERS else "consonant" if len(g) == 1 and "a" <= g <= "z" else None for g in groups
+        ]
     if by == "phoneme":
-        return [None if g == SILENCE or g not in PHONE_TO_INDEX else category_labels([g], kind)[0]
-                for g in groups]
+        return [None if g == SILENCE or g not in PHONE_TO_INDEX else category_labels([g], kind)[0] for g in groups]
     return [None] * len(groups)
 
 
@@ -88,9 +94,16 @@ def _silhouette(distances, labels) -> float:
     return float(silhouette_score(squareform(distances), labels, metric="precomputed"))
 
 
-def layer_quality(naps, layer: str, normalize: str = "zscore", method: str = "average",
-                  metric: str = "euclidean", n_clusters: int | None = None, min_count: int = 1,
-                  seed: int = 0) -> LayerQuality:
+def layer_quality(
+    naps,
+    layer: str,
+    normalize: str = "zscore",
+    method: str = "average",
+    metric: str = "euclidean",
+    n_clusters: int | None = None,
+    min_count: int = 1,
+    seed: int = 0,
+) -> LayerQuality:
     """:class:`LayerQuality` of ``naps`` (a :class:`~asr_introspect.naps.NAPs`) at ``layer``."""
     profiles, groups = naps.profiles(layer, normalize, min_count)
     nan = float("nan")

@@ -65,10 +65,20 @@ class PatternAverager(StreamEstimator):
     without labels), ``n_dropped_`` (windows whose centre lies outside the input).
     """
 
-    def __init__(self, by: str = "letter", *, source: str = DEFAULT_SOURCE, letter_mode: str = "spike",
-                 shift: int = 0, window: int | None = None, frames: str = "all",
-                 exclude: Sequence[str] | None = None, axis: str | None = None, border: str = "pad",
-                 batch_size: int = 16):
+    def __init__(
+        self,
+        by: str = "letter",
+        *,
+        source: str = DEFAULT_SOURCE,
+        letter_mode: str = "spike",
+        shift: int = 0,
+        window: int | None = None,
+        frames: str = "all",
+        exclude: Sequence[str] | None = None,
+        axis: str | None = None,
+        border: str = "pad",
+        batch_size: int = 16,
+    ):
         if by not in _BY:
             raise InputError(f"by must be one of {_BY}, got {by!r}")
         shift = check_letter_settings(source, letter_mode, shift)
@@ -99,9 +109,17 @@ class PatternAverager(StreamEstimator):
         return f"PatternAverager({params})"
 
     def get_params(self) -> dict[str, Any]:
-        return {"by": self.by, "source": self.source, "letter_mode": self.letter_mode, "shift": self.shift,
-                "window": self.window, "frames": self.frames, "exclude": list(self.exclude), "axis": self.axis,
-                "border": self.border}
+        return {
+            "by": self.by,
+            "source": self.source,
+            "letter_mode": self.letter_mode,
+            "shift": self.shift,
+            "window": self.window,
+            "frames": self.frames,
+            "exclude": list(self.exclude),
+            "axis": self.axis,
+            "border": self.border,
+        }
 
     def reset(self) -> PatternAverager:
         """Forget everything fitted."""
@@ -135,8 +153,10 @@ class PatternAverager(StreamEstimator):
                 raise InputError(f"features have {n_features} bands, earlier chunks {self.stats_.n_features}")
             return
         if self.axis == "output" and self.frame_map_ is None:
-            raise InputError("labels on the output axis need the model's frame map: pass model= "
-                             "(an ASRModel or FrameMap), or use axis='input'")
+            raise InputError(
+                "labels on the output axis need the model's frame map: pass model= "
+                "(an ASRModel or FrameMap), or use axis='input'"
+            )
         window = self.window
         if window is None:
             if self.frame_map_ is None:
@@ -154,8 +174,9 @@ class PatternAverager(StreamEstimator):
         for name in self.exclude:
             index = special.get(name, lookup.get(name))
             if index is None:
-                raise InputError(f"exclude: unknown {self.by} {name!r}; known: {list(names)} "
-                                 f"{'and blank, space' if special else ''}")
+                raise InputError(
+                    f"exclude: unknown {self.by} {name!r}; known: {list(names)} {'and blank, space' if special else ''}"
+                )
             keep[index] = False
         self.window_ = int(window)
         self.names_ = names
@@ -259,8 +280,10 @@ class PatternAverager(StreamEstimator):
             lab = _to_numpy(labels[b])
             n_axis = self._axis_length(n_in)
             if lab.ndim != 1 or lab.shape[0] < n_axis or (not batched and lab.shape[0] != n_axis):
-                raise InputError(f"labels have shape {lab.shape}, the {self.axis} axis of a "
-                                 f"{n_in}-frame utterance has {n_axis} frames")
+                raise InputError(
+                    f"labels have shape {lab.shape}, the {self.axis} axis of a "
+                    f"{n_in}-frame utterance has {n_axis} frames"
+                )
             self._add(np.ascontiguousarray(x[b, :, :n_in], dtype=np.float32), lab[:n_axis])
         return self
 
@@ -308,14 +331,27 @@ class PatternAverager(StreamEstimator):
         """The :class:`PatternResult` of everything added so far (kept labels only)."""
         self._fitted()
         rows = np.flatnonzero(self.keep_)
-        settings = {**self.get_params(), "window": self.window_, "n_utterances": self.n_utterances_,
-                    "n_dropped": self.n_dropped_, "n_skipped": len(self.skipped_)}
+        settings = {
+            **self.get_params(),
+            "window": self.window_,
+            "n_utterances": self.n_utterances_,
+            "n_dropped": self.n_dropped_,
+            "n_skipped": len(self.skipped_),
+        }
         if self.feature_config_ is not None:
             frame_seconds = float(self.feature_config_.frame_seconds)
         else:  # no model bound: assume the default front end's hop (8 ms)
             frame_seconds = FeatureConfig().frame_seconds
             settings["frame_seconds_assumed"] = True
-        return PatternResult(self.by, tuple(self.names_[i] for i in rows), rows.astype(np.int64),
-                             self.stats_.sums[rows].copy(), self.squares_.sums[rows].copy(),
-                             self.stats_.counts[rows].copy(), self.stats_.position_counts[rows].copy(),
-                             frame_seconds, self.feature_config_, settings)
+        return PatternResult(
+            self.by,
+            tuple(self.names_[i] for i in rows),
+            rows.astype(np.int64),
+            self.stats_.sums[rows].copy(),
+            self.squares_.sums[rows].copy(),
+            self.stats_.counts[rows].copy(),
+            self.stats_.position_counts[rows].copy(),
+            frame_seconds,
+            self.feature_config_,
+            settings,
+        )

@@ -13,8 +13,14 @@ from asr_introspect.text import PHONE_CATEGORIES
 __all__ = ["spectral_centroid", "vowel_fricative_centroids"]
 
 
-def spectral_centroid(pattern, frequencies, kind: str = "positive", center: int | None = None,
-                      half_width: int | None = 2, db_std: float = 15.0) -> float:
+def spectral_centroid(
+    pattern,
+    frequencies,
+    kind: str = "positive",
+    center: int | None = None,
+    half_width: int | None = 2,
+    db_std: float = 15.0,
+) -> float:
     """Spectral centroid (Hz) of a pattern around its aligned frame.
 
     pattern: (F, W) (or (F,) a single profile); frequencies: (F,) Hz of the bands.
@@ -67,11 +73,13 @@ def spectral_centroid(pattern, frequencies, kind: str = "positive", center: int 
     return float((freqs * weights).sum() / total)
 
 
-def vowel_fricative_centroids(centroids: dict[str, float], fricatives: Sequence[str] = ("s", "sh", "z", "f")
-                              ) -> dict[str, Any]:
+def vowel_fricative_centroids(
+    centroids: dict[str, float], fricatives: Sequence[str] = ("s", "sh", "z", "f")
+) -> dict[str, Any]:
     """Compare phone centroids: fricatives' minimum vs vowels' maximum and median (Hz)."""
-    vowels = {p: c for p, c in centroids.items() if p in PHONE_CATEGORIES and PHONE_CATEGORIES[p].vowel
-              and math.isfinite(c)}
+    vowels = {
+        p: c for p, c in centroids.items() if p in PHONE_CATEGORIES and PHONE_CATEGORIES[p].vowel and math.isfinite(c)
+    }
     fric = {p: centroids.get(p, float("nan")) for p in fricatives}
     finite = [c for c in fric.values() if math.isfinite(c)]
     return {

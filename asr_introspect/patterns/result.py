@@ -171,8 +171,9 @@ class PatternResult:
             return self.balanced()
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {kind!r}")
 
-    def spectral_centroids(self, kind: str = "positive", half_width: int | None = 2,
-                           db_std: float = 15.0) -> dict[str, float]:
+    def spectral_centroids(
+        self, kind: str = "positive", half_width: int | None = 2, db_std: float = 15.0
+    ) -> dict[str, float]:
         """Label -> spectral centroid (Hz) around the aligned frame (see :func:`spectral_centroid`).
 
         ``kind="positive"`` uses the subtracted patterns, ``"energy"`` the averages.
@@ -180,19 +181,31 @@ class PatternResult:
         """
         patterns = self.subtracted if kind == "positive" else self.averages
         freqs = self.frequencies_hz
-        return {name: spectral_centroid(patterns[g], freqs, kind, half_width=half_width, db_std=db_std)
-                if self.counts[g] > 0 else float("nan") for g, name in enumerate(self.names)}
+        return {
+            name: spectral_centroid(patterns[g], freqs, kind, half_width=half_width, db_std=db_std)
+            if self.counts[g] > 0
+            else float("nan")
+            for g, name in enumerate(self.names)
+        }
 
     # -- combining, saving ----------------------------------------------------------
 
-    def merge(self, other: "PatternResult") -> "PatternResult":
+    def merge(self, other: PatternResult) -> PatternResult:
         """A new result with both results' sums (same labels and window)."""
         if self.names != other.names or self.sums.shape != other.sums.shape:
             raise ValueError("cannot merge pattern results with different labels or window")
-        return PatternResult(self.by, self.names, self.label_ids.copy(), self.sums + other.sums,
-                             self.sums_sq + other.sums_sq, self.counts + other.counts,
-                             self.position_counts + other.position_counts, self.frame_seconds,
-                             self.feature_config, dict(self.settings))
+        return PatternResult(
+            self.by,
+            self.names,
+            self.label_ids.copy(),
+            self.sums + other.sums,
+            self.sums_sq + other.sums_sq,
+            self.counts + other.counts,
+            self.position_counts + other.position_counts,
+            self.frame_seconds,
+            self.feature_config,
+            dict(self.settings),
+        )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """npz-ready arrays: the state plus ``averages``, ``subtracted``, ``mean``, axes."""
@@ -221,10 +234,19 @@ class PatternResult:
         return save_npz(path, **self.to_arrays())
 
     @classmethod
-    def load(cls, path) -> "PatternResult":
+    def load(cls, path) -> PatternResult:
         """Inverse of :meth:`save`."""
         d = load_npz(path)
         config = FeatureConfig.from_dict(json.loads(str(d["feature_config"]))) if "feature_config" in d else None
-        return cls(str(d["by"]), tuple(str(n) for n in d["names"]), d["label_ids"], d["sums"], d["sums_sq"],
-                   d["counts"], d["position_counts"], float(d["frame_seconds"]), config,
-                   json.loads(str(d["settings"])))
+        return cls(
+            str(d["by"]),
+            tuple(str(n) for n in d["names"]),
+            d["label_ids"],
+            d["sums"],
+            d["sums_sq"],
+            d["counts"],
+            d["position_counts"],
+            float(d["frame_seconds"]),
+            config,
+            json.loads(str(d["settings"])),
+        )

@@ -14,8 +14,7 @@ from asr_introspect.patterns.result import PatternResult, label_file_name
 __all__ = ["sonify_pattern", "save_sonifications"]
 
 
-def sonify_pattern(pattern, feature_config, gain: float | str = "auto", n_iter: int = 32,
-                   seed: int = 0) -> np.ndarray:
+def sonify_pattern(pattern, feature_config, gain: float | str = "auto", n_iter: int = 32, seed: int = 0) -> np.ndarray:
     """Audio for a pattern ``(F, W)`` via :func:`features.invert_features` (Griffin-Lim).
 
     A pattern is read as z-normalized log-mel features (NaN -> 0). ``gain="auto"``
@@ -32,9 +31,14 @@ def sonify_pattern(pattern, feature_config, gain: float | str = "auto", n_iter: 
     return invert_features(p, feature_config, n_iter=n_iter, seed=seed)
 
 
-def save_sonifications(result: PatternResult, directory, normalization: str = "subtract",
-                       labels: Sequence[str] | None = None, prefix: str | None = None,
-                       n_iter: int = 32) -> list[Path]:
+def save_sonifications(
+    result: PatternResult,
+    directory,
+    normalization: str = "subtract",
+    labels: Sequence[str] | None = None,
+    prefix: str | None = None,
+    n_iter: int = 32,
+) -> list[Path]:
     """Write one WAV per label with windows: ``DIR/<prefix><label>.wav``; returns the paths.
 
     ``prefix`` defaults to ``"<by>_<normalization>_"``.
@@ -49,6 +53,7 @@ def save_sonifications(result: PatternResult, directory, normalization: str = "s
     for name in names:
         g = result.index(name)
         audio = sonify_pattern(patterns[g], result.feature_config, n_iter=n_iter)
-        paths.append(save_audio(directory / f"{prefix}{label_file_name(name)}.wav", audio,
-                                result.feature_config.sample_rate))
+        paths.append(
+            save_audio(directory / f"{prefix}{label_file_name(name)}.wav", audio, result.feature_config.sample_rate)
+        )
     return paths

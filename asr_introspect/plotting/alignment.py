@@ -8,9 +8,17 @@ from matplotlib.figure import Figure
 from asr_introspect.plotting.common import new_figure, show_features
 
 
-def predictions_vs_spectrogram(features, feature_config, phones, spans, frame_times, alphabet,
-                               correction_seconds: float = 0.0, predicted_spans=None,
-                               title: str | None = None) -> Figure:
+def predictions_vs_spectrogram(
+    features,
+    feature_config,
+    phones,
+    spans,
+    frame_times,
+    alphabet,
+    correction_seconds: float = 0.0,
+    predicted_spans=None,
+    title: str | None = None,
+) -> Figure:
     """Spectrogram with phone segments and the CTC letter spikes, raw and shift-corrected.
 
     features: (F, T_in); phones: PhoneSegments (s); spans: forced TokenSpans on the
@@ -25,22 +33,20 @@ def predictions_vs_spectrogram(features, feature_config, phones, spans, frame_ti
     for seg in phones or ():
         ax.axvline(seg.start * 1000, color="white", lw=0.5, alpha=0.6)
         if seg.phone != "sil":
-            ax.text((seg.start + seg.end) * 500, top - 2, seg.phone, color="white", ha="center",
-                    va="top", fontsize=7)
+            ax.text((seg.start + seg.end) * 500, top - 2, seg.phone, color="white", ha="center", va="top", fontsize=7)
     ax.set_xlabel("")
     ax.set_title(title or "phone segments (white) over the input features")
     low = fig.add_subplot(grid[1], sharex=ax)
     rows = [("CTC (forced)", spans, 0.0, "tab:red"), ("corrected", spans, correction_seconds, "tab:green")]
     if predicted_spans is not None:
         rows.insert(1, ("CTC (greedy)", predicted_spans, 0.0, "tab:orange"))
-    for row, (name, row_spans, shift, color) in enumerate(rows):
+    for row, (_name, row_spans, shift, color) in enumerate(rows):
         for span in row_spans:
             symbol = alphabet.symbols[span.token]
             if symbol == " ":
                 continue
-            t = float(np.mean(frame_times[span.start:span.end])) - shift
-            low.text(t * 1000, row, symbol, color=color, ha="center", va="center", fontsize=9,
-                     fontweight="bold")
+            t = float(np.mean(frame_times[span.start : span.end])) - shift
+            low.text(t * 1000, row, symbol, color=color, ha="center", va="center", fontsize=9, fontweight="bold")
     for seg in phones or ():
         low.axvline(seg.start * 1000, color="0.8", lw=0.5)
     low.set_yticks(range(len(rows)), [r[0] for r in rows])
@@ -56,8 +62,9 @@ def shift_histogram(center_shifts, onset_shifts, output_frame_seconds: float) ->
     ax = fig.add_subplot()
     values = [np.asarray(center_shifts) * 1000, np.asarray(onset_shifts) * 1000]
     finite = np.concatenate([v for v in values if len(v)]) if any(len(v) for v in values) else np.zeros(1)
-    bins = np.arange(np.floor(finite.min() / 16) * 16 - 8, np.ceil(finite.max() / 16) * 16 + 24,
-                     1000 * output_frame_seconds)
+    bins = np.arange(
+        np.floor(finite.min() / 16) * 16 - 8, np.ceil(finite.max() / 16) * 16 + 24, 1000 * output_frame_seconds
+    )
     for v, label, color in zip(values, ("word centre", "word onset"), ("tab:red", "tab:blue")):
         if len(v):
             ax.hist(v, bins=bins, alpha=0.55, label=f"{label} (median {np.median(v):.0f} ms)", color=color)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from asr_introspect.plotting.common import new_figure, show_features, symmetric_limits
 
-__all__ = ["symbol_label", "plot_frame_attribution", "plot_relevance_overview", "plot_curves",
-           "plot_randomization"]
+__all__ = ["symbol_label", "plot_frame_attribution", "plot_relevance_overview", "plot_curves", "plot_randomization"]
 
 
 def symbol_label(alphabet, index: int) -> str:
@@ -23,8 +22,9 @@ def symbol_label(alphabet, index: int) -> str:
     return "␣" if symbol == " " else symbol
 
 
-def plot_frame_attribution(features, attribution, frame: int, feature_config, alphabet=None,
-                           compare=None, cmap: str = "RdBu_r") -> Figure:
+def plot_frame_attribution(
+    features, attribution, frame: int, feature_config, alphabet=None, compare=None, cmap: str = "RdBu_r"
+) -> Figure:
     """One output frame: the utterance with the frame's receptive field marked and its predicted
     letter (top); the features of the receptive field and the relevance maps of ``attribution``
     and ``compare`` (another Attribution of the same frame, e.g. sensitivity) side by side.
@@ -67,17 +67,34 @@ def plot_frame_attribution(features, attribution, frame: int, feature_config, al
 
     crop = np.full((features.shape[0], attribution.receptive_field), np.nan, dtype=np.float32)
     if hi > lo:
-        crop[:, lo - start:hi - start] = features[:, lo:hi]
+        crop[:, lo - start : hi - start] = features[:, lo:hi]
     ax = fig.add_subplot(grid[1, 0])
-    show_features(ax, crop, feature_config, start_ms=start * step_ms, cmap="magma", vmin=fmin, vmax=fmax,
-                  title="input (receptive field)")
+    show_features(
+        ax,
+        crop,
+        feature_config,
+        start_ms=start * step_ms,
+        cmap="magma",
+        vmin=fmin,
+        vmax=fmax,
+        title="input (receptive field)",
+    )
     ax.axvline(center, color="white", lw=0.8, ls="--")
     outside(ax)
     for col, (name, relevance) in enumerate(maps, start=1):
         ax = fig.add_subplot(grid[1, col])
         vmin, vmax = symmetric_limits(relevance)
-        show_features(ax, relevance, feature_config, start_ms=start * step_ms, cmap=cmap, vmin=vmin, vmax=vmax,
-                      colorbar=True, title=name)
+        show_features(
+            ax,
+            relevance,
+            feature_config,
+            start_ms=start * step_ms,
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            colorbar=True,
+            title=name,
+        )
         ax.axvline(center, color="black", lw=0.8, ls="--")
         outside(ax)
         ax.set_ylabel("")
@@ -95,14 +112,25 @@ def plot_relevance_overview(attribution, feature_config, alphabet=None, cmap: st
     frames = np.asarray(attribution.frames)
     contiguous = n > 0 and np.array_equal(frames, np.arange(frames[0], frames[0] + n))
     first = int(frames[0]) if contiguous else 0  # rows are frame numbers when contiguous, else indices
-    image = ax.imshow(dense, aspect="auto", origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest",
-                      extent=(-step_ms / 2, (dense.shape[1] - 0.5) * step_ms, first - 0.5, first + n - 0.5))
+    image = ax.imshow(
+        dense,
+        aspect="auto",
+        origin="lower",
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+        extent=(-step_ms / 2, (dense.shape[1] - 0.5) * step_ms, first - 0.5, first + n - 0.5),
+    )
     fig.colorbar(image, ax=ax, shrink=0.85, label="relevance (summed over frequency)")
     ax.set_xlabel("input time (ms)")
     ax.set_ylabel("output frame" if contiguous else "attributed frame (row)")
     if n <= 40:
-        ax.set_yticks(first + np.arange(n), [f"{f} {symbol_label(alphabet, t)}" for f, t in
-                                             zip(attribution.frames, attribution.targets)], fontsize=7)
+        ax.set_yticks(
+            first + np.arange(n),
+            [f"{f} {symbol_label(alphabet, t)}" for f, t in zip(attribution.frames, attribution.targets)],
+            fontsize=7,
+        )
     ax.set_title(f"{attribution.method}: relevance of every input frame for each output frame")
     return fig
 
@@ -117,8 +145,9 @@ def plot_curves(results: Mapping[str, object], title: str | None = None) -> Figu
         first = first or result
         ax.plot(result.fractions, result.curves.mean(0), label=f"{name} (AUC {result.auc:.2f})")
     if first is not None:
-        ax.plot(first.fractions, first.random.mean(0), color="gray", ls="--",
-                label=f"random (AUC {first.random_auc:.2f})")
+        ax.plot(
+            first.fractions, first.random.mean(0), color="gray", ls="--", label=f"random (AUC {first.random_auc:.2f})"
+        )
         ax.set_xlabel(f"fraction of {first.unit}s {'removed' if first.mode == 'deletion' else 'restored'}")
         ax.set_title(title or f"{first.mode} curves")
     ax.set_ylabel("target log-probability")

@@ -53,16 +53,25 @@ def mel_axis(ax: Axes, feature_config, n_ticks: int = 6, axis: str = "y") -> Non
         ax.set_xlabel("frequency (Hz)")
 
 
-def show_features(ax: Axes, features, feature_config, start_ms: float = 0.0, cmap: str = "magma",
-                  vmin: float | None = None, vmax: float | None = None, colorbar: bool = False,
-                  title: str | None = None):
+def show_features(
+    ax: Axes,
+    features,
+    feature_config,
+    start_ms: float = 0.0,
+    cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = False,
+    title: str | None = None,
+):
     """Draw features ``(F, T)`` with time in ms (first frame at ``start_ms``) and frequency in Hz."""
     features = np.asarray(features)
     step = feature_config.frame_seconds * 1000.0
     n_frames = features.shape[1]
     extent = (start_ms - step / 2, start_ms + (n_frames - 0.5) * step, -0.5, features.shape[0] - 0.5)
-    image = ax.imshow(features, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
-                      extent=extent, interpolation="nearest")
+    image = ax.imshow(
+        features, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest"
+    )
     mel_axis(ax, feature_config)
     ax.set_xlabel("time (ms)")
     if title:

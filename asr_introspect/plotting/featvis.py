@@ -3,7 +3,8 @@ the objective-vs-naturalness comparison."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,16 @@ def plot_result(result, feature_config, title: str | None = None, top: int = 8):
     grid = fig.add_gridspec(2, 2, width_ratios=(2.4, 1.0))
     ax = fig.add_subplot(grid[:, 0])
     lo, hi = _limits(features)
-    show_features(ax, features, feature_config, start_ms=_start_ms(result, features, feature_config),
-                  vmin=lo, vmax=hi, colorbar=True, title=title or result.settings.get("objective", ""))
+    show_features(
+        ax,
+        features,
+        feature_config,
+        start_ms=_start_ms(result, features, feature_config),
+        vmin=lo,
+        vmax=hi,
+        colorbar=True,
+        title=title or result.settings.get("objective", ""),
+    )
     ax.axvline(0.0, color="w", lw=0.6, ls=":")
     ax_trace = fig.add_subplot(grid[0, 1])
     ax_trace.plot(np.arange(1, len(result.trace) + 1), result.trace, lw=1.2)
@@ -53,8 +62,12 @@ def _symbol(symbol: str) -> str:
     return {" ": "␣", "<blank>": "∅"}.get(symbol, symbol)
 
 
-def plot_optimal_inputs(grid: Mapping[str, Mapping[str, Any]], feature_config, title: str | None = None,
-                        column_labels: Mapping[str, str] | None = None):
+def plot_optimal_inputs(
+    grid: Mapping[str, Mapping[str, Any]],
+    feature_config,
+    title: str | None = None,
+    column_labels: Mapping[str, str] | None = None,
+):
     """The "optimal inputs" figure: rows = objectives (e.g. first layer, a middle layer, the
     output layer), columns = regularization sets (e.g. weak, strong); ``grid[row][col]`` is a
     :class:`~asr_introspect.featvis.Result` (as :func:`asr_introspect.featvis.optimal_inputs`
@@ -76,10 +89,17 @@ def plot_optimal_inputs(grid: Mapping[str, Mapping[str, Any]], feature_config, t
             features = result.features if result.features.ndim == 2 else result.features[0]
             lo, hi = _limits(features)
             letter, p = result.top_letters(1)[0]
-            show_features(ax, features, feature_config, start_ms=_start_ms(result, features, feature_config),
-                          vmin=lo, vmax=hi, colorbar=True,
-                          title=f"{row} | {(column_labels or {}).get(col, col)}\n"
-                                f"objective {result.objective:.3g}, top '{_symbol(letter)}' {p:.2f}")
+            show_features(
+                ax,
+                features,
+                feature_config,
+                start_ms=_start_ms(result, features, feature_config),
+                vmin=lo,
+                vmax=hi,
+                colorbar=True,
+                title=f"{row} | {(column_labels or {}).get(col, col)}\n"
+                f"objective {result.objective:.3g}, top '{_symbol(letter)}' {p:.2f}",
+            )
             ax.title.set_fontsize(8)
             if i < len(rows) - 1:
                 ax.set_xlabel("")
@@ -90,8 +110,9 @@ def plot_optimal_inputs(grid: Mapping[str, Mapping[str, Any]], feature_config, t
     return fig
 
 
-def plot_naturalness(runs: Sequence[Mapping[str, Any]], reference: Mapping[str, Any] | None = None,
-                     title: str | None = None):
+def plot_naturalness(
+    runs: Sequence[Mapping[str, Any]], reference: Mapping[str, Any] | None = None, title: str | None = None
+):
     """Objective reached vs naturalness, one point per run.
 
     ``runs``: dicts with ``set`` (regularization name), ``target`` (a label),
@@ -109,11 +130,23 @@ def plot_naturalness(runs: Sequence[Mapping[str, Any]], reference: Mapping[str, 
     for s in sets:
         for t in targets:
             pts = [r for r in runs if r["set"] == s and str(r.get("target", "")) == t]
-            ax.scatter([r["distance"] for r in pts], [r["objective"] for r in pts], color=colors[s], s=28,
-                       marker=markers[t], label=s if t == targets[0] else None)
+            ax.scatter(
+                [r["distance"] for r in pts],
+                [r["objective"] for r in pts],
+                color=colors[s],
+                s=28,
+                marker=markers[t],
+                label=s if t == targets[0] else None,
+            )
     if len(targets) > 1:
-        ax.text(0.01, 0.99, "markers: " + ", ".join(f"{markers[t]} {t}" for t in targets), transform=ax.transAxes,
-                va="top", fontsize=7)
+        ax.text(
+            0.01,
+            0.99,
+            "markers: " + ", ".join(f"{markers[t]} {t}" for t in targets),
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7,
+        )
     if reference is not None and reference.get("distance") is not None:
         ax.axvline(reference["distance"], color="k", ls="--", lw=1, label="real windows")
         if reference.get("objective") is not None:
@@ -122,8 +155,10 @@ def plot_naturalness(runs: Sequence[Mapping[str, Any]], reference: Mapping[str, 
     ax.set_xlabel("Mahalanobis distance to real windows (per dimension, log)")
     ax.set_ylabel("objective reached")
     ax.legend(fontsize=7, loc="best")
-    probs = [np.mean([r["probability"] for r in runs if r["set"] == s and r.get("probability") is not None] or
-                     [np.nan]) for s in sets]
+    probs = [
+        np.mean([r["probability"] for r in runs if r["set"] == s and r.get("probability") is not None] or [np.nan])
+        for s in sets
+    ]
     ax_p.bar(np.arange(len(sets)), probs, color=[colors[s] for s in sets])
     if reference is not None and reference.get("probability") is not None:
         ax_p.axhline(reference["probability"], color="k", ls="--", lw=1, label="real windows")

@@ -37,8 +37,9 @@ def _color_threshold(Z: np.ndarray, n_clusters: int) -> float | None:
     return float(0.5 * (low + high))
 
 
-def plot_dendrogram(clustering, title: str | None = None, by: str | None = None,
-                    width: float | None = None, height: float = 3.6):
+def plot_dendrogram(
+    clustering, title: str | None = None, by: str | None = None, width: float | None = None, height: float = 3.6
+):
     """Dendrogram of a :class:`~asr_introspect.naps.Clustering` (groups as leaves).
 
     Links are coloured by the clusters at ``clustering.n_clusters``; with ``by``
@@ -47,9 +48,14 @@ def plot_dendrogram(clustering, title: str | None = None, by: str | None = None,
     groups = list(clustering.groups)
     fig = new_figure(width or max(5.0, 0.22 * len(groups) + 1.5), height)
     ax = fig.add_subplot()
-    dendrogram(clustering.linkage, labels=groups, ax=ax, leaf_rotation=90 if len(groups) > 12 else 0,
-               color_threshold=_color_threshold(clustering.linkage, clustering.n_clusters),
-               above_threshold_color="#888888")
+    dendrogram(
+        clustering.linkage,
+        labels=groups,
+        ax=ax,
+        leaf_rotation=90 if len(groups) > 12 else 0,
+        color_threshold=_color_threshold(clustering.linkage, clustering.n_clusters),
+        above_threshold_color="#888888",
+    )
     if by in ("letter", "phoneme"):
         cats = dict(zip(groups, group_categories(groups, by, "vowel")))
         for label in ax.get_xticklabels():
@@ -60,8 +66,9 @@ def plot_dendrogram(clustering, title: str | None = None, by: str | None = None,
     return fig
 
 
-def save_clustermap(clustering, path: str | os.PathLike, title: str | None = None, cmap: str = "vlag",
-                    svg: bool = False, dpi: int = 110) -> list[Path]:
+def save_clustermap(
+    clustering, path: str | os.PathLike, title: str | None = None, cmap: str = "vlag", svg: bool = False, dpi: int = 110
+) -> list[Path]:
     """Write a seaborn clustermap of ``clustering.profiles`` (groups x neurons) to ``path`` (PNG).
 
     Rows follow the group tree, columns the neuron tree (``clustering.neuron_linkage``;
@@ -73,13 +80,26 @@ def save_clustermap(clustering, path: str | os.PathLike, title: str | None = Non
     frame = pd.DataFrame(profiles, index=groups)
     lim = float(np.quantile(np.abs(profiles), 0.99)) if profiles.size else 1.0
     lim = lim if lim > 0 else 1.0
-    kwargs = dict(row_linkage=clustering.linkage if n_groups > 1 else None, row_cluster=n_groups > 1,
-                  col_cluster=clustering.neuron_linkage is not None)
+    kwargs = dict(
+        row_linkage=clustering.linkage if n_groups > 1 else None,
+        row_cluster=n_groups > 1,
+        col_cluster=clustering.neuron_linkage is not None,
+    )
     if clustering.neuron_linkage is not None:
         kwargs["col_linkage"] = clustering.neuron_linkage
-    grid = sns.clustermap(frame, cmap=cmap, center=0.0, vmin=-lim, vmax=lim, xticklabels=False,
-                          yticklabels=True, figsize=(min(14.0, 4.0 + 0.01 * n_neurons), 2.0 + 0.2 * n_groups),
-                          dendrogram_ratio=(0.12, 0.12), cbar_pos=(0.01, 0.85, 0.02, 0.12), **kwargs)
+    grid = sns.clustermap(
+        frame,
+        cmap=cmap,
+        center=0.0,
+        vmin=-lim,
+        vmax=lim,
+        xticklabels=False,
+        yticklabels=True,
+        figsize=(min(14.0, 4.0 + 0.01 * n_neurons), 2.0 + 0.2 * n_groups),
+        dendrogram_ratio=(0.12, 0.12),
+        cbar_pos=(0.01, 0.85, 0.02, 0.12),
+        **kwargs,
+    )
     try:
         grid.ax_heatmap.set_xlabel(f"{n_neurons} neurons (ordered by their own clustering)")
         grid.ax_heatmap.set_ylabel("")
@@ -105,8 +125,12 @@ def plot_quality(qualities: Mapping[str, Sequence], title: str | None = None):
     x_of = {name: i for i, name in enumerate(layers)}
     fig = new_figure(10.0, 6.5)
     axes = fig.subplots(2, 2, sharex=True)
-    panels = [(axes[0, 0], "ARI with phonetic categories"), (axes[0, 1], "silhouette of categories"),
-              (axes[1, 0], "cophenetic correlation"), (axes[1, 1], "specificity (between / within var.)")]
+    panels = [
+        (axes[0, 0], "ARI with phonetic categories"),
+        (axes[0, 1], "silhouette of categories"),
+        (axes[1, 0], "cophenetic correlation"),
+        (axes[1, 1], "specificity (between / within var.)"),
+    ]
     kind_dash = {"vowel": "-", "manner": "-."}
     for by, rows in qualities.items():
         color, marker = _STYLES.get(by, _STYLES["custom"])
@@ -114,14 +138,41 @@ def plot_quality(qualities: Mapping[str, Sequence], title: str | None = None):
         kinds = sorted({k for q in rows for k in q.ari}, key=lambda k: (k != "vowel", k))
         for kind in kinds:
             dash = kind_dash.get(kind, ":")
-            axes[0, 0].plot(x, [q.ari.get(kind, np.nan) for q in rows], dash, color=color, marker=marker,
-                            label=f"{by}s: {kind} (hierarchical)")
-            axes[0, 0].plot(x, [q.ari_kmeans.get(kind, np.nan) for q in rows], dash, color=color,
-                            marker=marker, alpha=0.35, mfc="none", label=f"{by}s: {kind} (k-means)")
-            axes[0, 1].plot(x, [q.category_silhouette.get(kind, np.nan) for q in rows], dash, color=color,
-                            marker=marker, label=f"{by}s: {kind}")
-        axes[0, 1].plot(x, [q.silhouette for q in rows], ":", color=color, marker=marker, alpha=0.5,
-                        label=f"{by}s: clusters (k={rows[0].n_clusters})" if rows else by)
+            axes[0, 0].plot(
+                x,
+                [q.ari.get(kind, np.nan) for q in rows],
+                dash,
+                color=color,
+                marker=marker,
+                label=f"{by}s: {kind} (hierarchical)",
+            )
+            axes[0, 0].plot(
+                x,
+                [q.ari_kmeans.get(kind, np.nan) for q in rows],
+                dash,
+                color=color,
+                marker=marker,
+                alpha=0.35,
+                mfc="none",
+                label=f"{by}s: {kind} (k-means)",
+            )
+            axes[0, 1].plot(
+                x,
+                [q.category_silhouette.get(kind, np.nan) for q in rows],
+                dash,
+                color=color,
+                marker=marker,
+                label=f"{by}s: {kind}",
+            )
+        axes[0, 1].plot(
+            x,
+            [q.silhouette for q in rows],
+            ":",
+            color=color,
+            marker=marker,
+            alpha=0.5,
+            label=f"{by}s: clusters (k={rows[0].n_clusters})" if rows else by,
+        )
         axes[1, 0].plot(x, [q.cophenetic for q in rows], "-", color=color, marker=marker, label=f"{by}s")
         spec = np.array([q.specificity for q in rows], dtype=float)
         axes[1, 1].plot(x, np.where(spec > 0, spec, np.nan), "-", color=color, marker=marker, label=f"{by}s")

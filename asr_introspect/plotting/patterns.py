@@ -53,20 +53,29 @@ def _sequential_limits(*arrays, quantile: float = 0.005) -> tuple[float, float]:
 def _draw(ax, pattern, result, cmap, vmin, vmax):
     start_ms = -result.center * result.frame_seconds * 1000.0
     if result.feature_config is not None:
-        return show_features(ax, pattern, result.feature_config, start_ms=start_ms, cmap=cmap,
-                             vmin=vmin, vmax=vmax)
+        return show_features(ax, pattern, result.feature_config, start_ms=start_ms, cmap=cmap, vmin=vmin, vmax=vmax)
     step = result.frame_seconds * 1000.0
     extent = (start_ms - step / 2, start_ms + (pattern.shape[1] - 0.5) * step, -0.5, pattern.shape[0] - 0.5)
-    image = ax.imshow(pattern, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
-                      extent=extent, interpolation="nearest")
+    image = ax.imshow(
+        pattern, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest"
+    )
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("mel band")
     return image
 
 
-def draw_pattern_set(fig: Figure | SubFigure, patterns, titles: Sequence[str], result, cmap: str,
-                     vmin: float, vmax: float, ncols: int | None = None, title: str | None = None,
-                     colorbar_label: str | None = None):
+def draw_pattern_set(
+    fig: Figure | SubFigure,
+    patterns,
+    titles: Sequence[str],
+    result,
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    ncols: int | None = None,
+    title: str | None = None,
+    colorbar_label: str | None = None,
+):
     """Draw ``patterns (K, F, W)`` as a grid on ``fig`` with one shared scale; returns the axes (K,)."""
     n = len(patterns)
     nrows, ncols = _grid_shape(n, ncols)
@@ -97,9 +106,16 @@ def draw_pattern_set(fig: Figure | SubFigure, patterns, titles: Sequence[str], r
     return axes.ravel()[:n]
 
 
-def pattern_grid(result, normalization: str = "subtract", labels: Sequence[str] | None = None,
-                 ncols: int | None = None, cmap: str | None = None, limits: tuple[float, float] | None = None,
-                 title: str | None = None, panel_size: tuple[float, float] = (1.7, 1.35)) -> Figure:
+def pattern_grid(
+    result,
+    normalization: str = "subtract",
+    labels: Sequence[str] | None = None,
+    ncols: int | None = None,
+    cmap: str | None = None,
+    limits: tuple[float, float] | None = None,
+    title: str | None = None,
+    panel_size: tuple[float, float] = (1.7, 1.35),
+) -> Figure:
     """One panel per label of ``result.normalized(normalization)`` with a shared colour scale.
 
     labels: names to draw (default: every label with windows). ``limits``
@@ -117,14 +133,27 @@ def pattern_grid(result, normalization: str = "subtract", labels: Sequence[str] 
         fig.suptitle("no labelled windows")
         return fig
     titles = [f"{result.names[g]}  (n={int(result.counts[g])})" for g in rows]
-    draw_pattern_set(fig, patterns, titles, result, cmap, *limits, ncols=ncols,
-                     title=title or f"{result.by}s: {_TITLES[normalization]}",
-                     colorbar_label="normalized log-mel" if normalization in ("none", "subtract") else "z")
+    draw_pattern_set(
+        fig,
+        patterns,
+        titles,
+        result,
+        cmap,
+        *limits,
+        ncols=ncols,
+        title=title or f"{result.by}s: {_TITLES[normalization]}",
+        colorbar_label="normalized log-mel" if normalization in ("none", "subtract") else "z",
+    )
     return fig
 
 
-def before_after(result, labels: Sequence[str] | None = None, ncols: int | None = None,
-                 normalization: str = "subtract", panel_size: tuple[float, float] = (1.7, 1.35)) -> Figure:
+def before_after(
+    result,
+    labels: Sequence[str] | None = None,
+    ncols: int | None = None,
+    normalization: str = "subtract",
+    panel_size: tuple[float, float] = (1.7, 1.35),
+) -> Figure:
     """Per-label averages (plus the overall mean) above, the same after ``normalization`` below.
 
     Each half has its own shared colour scale: sequential for the averages,
@@ -144,13 +173,28 @@ def before_after(result, labels: Sequence[str] | None = None, ncols: int | None 
     top, bottom = fig.subfigures(2, 1, height_ratios=[top_rows + 0.3, bottom_rows + 0.3])
     titles = [f"{result.names[g]}  (n={int(result.counts[g])})" for g in rows]
     total = int(result.counts.sum())
-    draw_pattern_set(top, np.concatenate([mean[None], averages]), [f"all (n={total})"] + titles, result,
-                     "magma", *_sequential_limits(averages, mean), ncols=ncols,
-                     title=f"{result.by}s: per-label averages (first panel: the mean over all labels)",
-                     colorbar_label="normalized log-mel")
-    draw_pattern_set(bottom, after, titles, result, "RdBu_r", *symmetric_limits(np.nan_to_num(after)),
-                     ncols=ncols, title=f"{result.by}s: {_TITLES[normalization]}",
-                     colorbar_label="difference" if normalization == "subtract" else "z")
+    draw_pattern_set(
+        top,
+        np.concatenate([mean[None], averages]),
+        [f"all (n={total})"] + titles,
+        result,
+        "magma",
+        *_sequential_limits(averages, mean),
+        ncols=ncols,
+        title=f"{result.by}s: per-label averages (first panel: the mean over all labels)",
+        colorbar_label="normalized log-mel",
+    )
+    draw_pattern_set(
+        bottom,
+        after,
+        titles,
+        result,
+        "RdBu_r",
+        *symmetric_limits(np.nan_to_num(after)),
+        ncols=ncols,
+        title=f"{result.by}s: {_TITLES[normalization]}",
+        colorbar_label="difference" if normalization == "subtract" else "z",
+    )
     return fig
 
 
@@ -163,8 +207,9 @@ def _category(by: str, name: str) -> str:
     return "vowel" if cat.vowel else cat.manner
 
 
-def centroid_chart(result, centroids: dict[str, float] | None = None, kind: str = "positive",
-                   title: str | None = None) -> Figure:
+def centroid_chart(
+    result, centroids: dict[str, float] | None = None, kind: str = "positive", title: str | None = None
+) -> Figure:
     """Horizontal bars: spectral centroid (Hz) per label, sorted, coloured by phonetic class."""
     centroids = centroids if centroids is not None else result.spectral_centroids(kind)
     items = sorted(((c, n) for n, c in centroids.items() if np.isfinite(c)))

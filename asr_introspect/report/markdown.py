@@ -70,7 +70,7 @@ def inline_to_html(text: str) -> str:
     while i < n:
         ch = text[i]
         if ch == "\\" and i + 1 < n and _ESCAPABLE.match(text, i):
-            plain.append(text[i:i + 2])  # resolved by _inline_plain
+            plain.append(text[i : i + 2])  # resolved by _inline_plain
             i += 2
             continue
         if ch == "`":
@@ -80,7 +80,7 @@ def inline_to_html(text: str) -> str:
                 plain.append("`" * run)
                 i += run
                 continue
-            code = text[i + run:close].replace("\n", " ")
+            code = text[i + run : close].replace("\n", " ")
             if code.startswith(" ") and code.endswith(" ") and code.strip():
                 code = code[1:-1]
             plain.append(_placeholder(stash, f"<code>{escape(code)}</code>"))
@@ -153,14 +153,14 @@ def _split_row(line: str) -> list[str]:
     while i < len(line):
         ch = line[i]
         if ch == "\\" and i + 1 < len(line):
-            current.append(line[i:i + 2])
+            current.append(line[i : i + 2])
             i += 2
             continue
         if ch == "`":
             run = len(line[i:]) - len(line[i:].lstrip("`"))
             close = line.find("`" * run, i + run)
             if close != -1:
-                current.append(line[i:close + run])
+                current.append(line[i : close + run])
                 i = close + run
                 continue
         if ch == "|":
@@ -250,7 +250,7 @@ def _list(lines: list[str], i: int, heading_offset: int) -> tuple[str, int]:
                 break
             lead = _indent(line)
             if lead >= base + 2:
-                item.append(line[min(lead, content_indent):])
+                item.append(line[min(lead, content_indent) :])
                 i += 1
                 continue
             if _starts_block(lines, i):
@@ -290,7 +290,7 @@ def _blocks(lines: list[str], heading_offset: int) -> list[tuple[str, str, str]]
             body = []
             i += 1
             while i < n and not re.match(rf"^ {{0,3}}{re.escape(marker[0])}{{{len(marker)},}}[ \t]*$", lines[i]):
-                body.append(lines[i][min(strip, _indent(lines[i])):])
+                body.append(lines[i][min(strip, _indent(lines[i])) :])
                 i += 1
             i += 1  # the closing fence (or the end of the text)
             cls = f' class="language-{escape(lang)}"' if lang else ""

@@ -14,8 +14,15 @@ from typing import Any
 from asr_introspect.errors import InputError
 from asr_introspect.io import atomic_path
 
-__all__ = ["IMAGE_TYPES", "AUDIO_TYPES", "RESERVED_IDS", "SUMMARY_FILE", "load_summary", "validate_summary",
-           "copy_asset"]
+__all__ = [
+    "IMAGE_TYPES",
+    "AUDIO_TYPES",
+    "RESERVED_IDS",
+    "SUMMARY_FILE",
+    "load_summary",
+    "validate_summary",
+    "copy_asset",
+]
 
 #: image suffix -> MIME type accepted for figures
 IMAGE_TYPES = {
@@ -154,15 +161,17 @@ def validate_summary(summary: dict, out_dir: str | os.PathLike) -> dict:
                         f"(one per column), got {got}"
                     )
             tables.append({"caption": _require(table, "caption", str, tw, ""), "columns": columns, "rows": rows})
-        sections.append({
-            "id": sid,
-            "title": _require(sec, "title", str, where),
-            "text": _require(sec, "text", str, where, ""),
-            "figures": figures,
-            "numbers": _require(sec, "numbers", dict, where, {}),
-            "audio": audio,
-            "tables": tables,
-        })
+        sections.append(
+            {
+                "id": sid,
+                "title": _require(sec, "title", str, where),
+                "text": _require(sec, "text", str, where, ""),
+                "figures": figures,
+                "numbers": _require(sec, "numbers", dict, where, {}),
+                "audio": audio,
+                "tables": tables,
+            }
+        )
 
     examples = []
     for e_idx, ex in enumerate(examples_in):
@@ -170,12 +179,14 @@ def validate_summary(summary: dict, out_dir: str | os.PathLike) -> dict:
         eid = _require(ex, "id", (str, int), where)
         where = f"examples[{e_idx}] ({eid!r})"
         path = _check_file(out_dir, _require(ex, "audio", str, where), f"{where}.audio", AUDIO_TYPES, "audio")
-        examples.append({
-            "id": str(eid),
-            "audio": path,
-            "reference": _require(ex, "reference", str, where, ""),
-            "hypothesis": _require(ex, "hypothesis", str, where, ""),
-        })
+        examples.append(
+            {
+                "id": str(eid),
+                "audio": path,
+                "reference": _require(ex, "reference", str, where, ""),
+                "hypothesis": _require(ex, "hypothesis", str, where, ""),
+            }
+        )
     return {
         "title": title,
         "model_card_markdown": card,
@@ -185,8 +196,9 @@ def validate_summary(summary: dict, out_dir: str | os.PathLike) -> dict:
     }
 
 
-def copy_asset(out_dir: str | os.PathLike, source: str | os.PathLike, subdir: str = "audio",
-               name: str | None = None) -> str:
+def copy_asset(
+    out_dir: str | os.PathLike, source: str | os.PathLike, subdir: str = "audio", name: str | None = None
+) -> str:
     """Copy ``source`` into ``OUT/subdir/`` (atomically) and return its path relative to ``OUT``.
 
     Use it for files that live outside the report folder (e.g. corpus audio),

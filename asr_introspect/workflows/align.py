@@ -35,9 +35,18 @@ class AlignRun:
     shift: ShiftReport
 
 
-def align(model, utterances: Sequence, out: str | Path, *, layers: Sequence[str] | None = None,
-          mode: str = "spike", batch_size: int = 16, model_path: str | Path | None = None,
-          data_path: str | Path | None = None, progress: bool = False) -> AlignRun:
+def align(
+    model,
+    utterances: Sequence,
+    out: str | Path,
+    *,
+    layers: Sequence[str] | None = None,
+    mode: str = "spike",
+    batch_size: int = 16,
+    model_path: str | Path | None = None,
+    data_path: str | Path | None = None,
+    progress: bool = False,
+) -> AlignRun:
     """Forced-align ``utterances``; write ``labels.npz``, ``shift.json`` and ``shift.npz`` under ``out``.
 
     ``layers``: layer axes to label besides the output layer ("input" for the input frames);
@@ -47,8 +56,7 @@ def align(model, utterances: Sequence, out: str | Path, *, layers: Sequence[str]
     extra = list(layers or ())
     unknown = [n for n in extra if n != "input" and n not in model.layer_names]
     if unknown:
-        raise InputError(f"unknown layer(s) {', '.join(unknown)}; the model has input, "
-                         f"{', '.join(model.layer_names)}")
+        raise InputError(f"unknown layer(s) {', '.join(unknown)}; the model has input, {', '.join(model.layer_names)}")
     wanted += [n for n in extra if n not in wanted]
     out = Path(out)
     fm, fc = model.frame_map, model.feature_config
@@ -84,9 +92,15 @@ def align(model, utterances: Sequence, out: str | Path, *, layers: Sequence[str]
     shift = {**report.summary(), "output_frame_seconds": report.output_frame_seconds, "skipped": skipped}
     shift_path = save_json(out / "shift.json", shift)
     save_npz(out / "shift.npz", center_shifts=report.center_shifts, onset_shifts=report.onset_shifts)
-    summary = {"model": path_str(model_path), "data": path_str(data_path), "utterances": len(ids),
-               "skipped": len(skipped), "layers": wanted,
-               "median_shift_seconds": shift["center_shift_seconds"].get("median"),
-               "correction_output_frames": report.correction_frames,
-               "labels": str(labels_path), "shift_report": str(shift_path)}
+    summary = {
+        "model": path_str(model_path),
+        "data": path_str(data_path),
+        "utterances": len(ids),
+        "skipped": len(skipped),
+        "layers": wanted,
+        "median_shift_seconds": shift["center_shift_seconds"].get("median"),
+        "correction_output_frames": report.correction_frames,
+        "labels": str(labels_path),
+        "shift_report": str(shift_path),
+    }
     return AlignRun(summary, arrays, report)

@@ -53,10 +53,21 @@ def compare_method(method: str, compare: str) -> str | None:
     return None if compare == method else compare
 
 
-def attribute_audio(model, audio_path: str | Path, out: str | Path, *, method: str = "lrp-epsilon-plus",
-                    frames: str | Sequence[int] = "all", target: str = "predicted", transcript: str | None = None,
-                    compare: str = "auto", figures: int = 12, chunk_size: int | None = None,
-                    model_path: str | Path | None = None, progress: bool = False) -> AttributeRun:
+def attribute_audio(
+    model,
+    audio_path: str | Path,
+    out: str | Path,
+    *,
+    method: str = "lrp-epsilon-plus",
+    frames: str | Sequence[int] = "all",
+    target: str = "predicted",
+    transcript: str | None = None,
+    compare: str = "auto",
+    figures: int = 12,
+    chunk_size: int | None = None,
+    model_path: str | Path | None = None,
+    progress: bool = False,
+) -> AttributeRun:
     """Explain the output frames ``frames`` ("all" or indices) of one audio file; write the files under ``out``."""
     check_method(method)
     compare = compare_method(method, compare)
@@ -64,11 +75,21 @@ def attribute_audio(model, audio_path: str | Path, out: str | Path, *, method: s
         check_method(compare)
     started = time.perf_counter()
     config = model.feature_config
-    audio = load_audio(audio_path, sample_rate=config.sample_rate,
-                       min_duration=model.min_input_frames * config.frame_seconds)
+    audio = load_audio(
+        audio_path, sample_rate=config.sample_rate, min_duration=model.min_input_frames * config.frame_seconds
+    )
     features = compute_features(audio, config)
-    result = attribute(model, features, method, frames=frames, target=target, transcript=transcript, crop=True,
-                       chunk_size=chunk_size, progress=progress)
+    result = attribute(
+        model,
+        features,
+        method,
+        frames=frames,
+        target=target,
+        transcript=transcript,
+        crop=True,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     symbols = np.array([model.alphabet.symbols[int(t)] for t in result.targets], dtype=np.str_)
@@ -79,8 +100,15 @@ def attribute_audio(model, audio_path: str | Path, out: str | Path, *, method: s
     if len(figure_frames):
         other = None
         if compare is not None:
-            other = attribute(model, features, compare, frames=figure_frames, target=result.targets[:figures],
-                              crop=True, chunk_size=chunk_size)
+            other = attribute(
+                model,
+                features,
+                compare,
+                frames=figure_frames,
+                target=result.targets[:figures],
+                crop=True,
+                chunk_size=chunk_size,
+            )
         for frame in figure_frames:
             fig = plot_frame_attribution(features.numpy(), result, int(frame), config, model.alphabet, compare=other)
             written += [str(p) for p in save_figure(fig, out / f"frame_{int(frame):05d}.png", svg=False)]
@@ -90,10 +118,18 @@ def attribute_audio(model, audio_path: str | Path, out: str | Path, *, method: s
 
     text = greedy_decode(torch.as_tensor(result.logits)[None], None, model.alphabet)[0]
     summary = {
-        "audio": str(audio_path), "model": path_str(model_path), "method": result.method, "compare": compare,
-        "target": target, "frames": int(len(result.frames)), "n_output_frames": int(result.logits.shape[1]),
-        "n_input_frames": result.n_input_frames, "receptive_field": result.receptive_field,
-        "transcript": text, "npz": str(npz), "figures": written,
+        "audio": str(audio_path),
+        "model": path_str(model_path),
+        "method": result.method,
+        "compare": compare,
+        "target": target,
+        "frames": int(len(result.frames)),
+        "n_output_frames": int(result.logits.shape[1]),
+        "n_input_frames": result.n_input_frames,
+        "receptive_field": result.receptive_field,
+        "transcript": text,
+        "npz": str(npz),
+        "figures": written,
         "seconds": round(time.perf_counter() - started, 3),
     }
     save_json(out / "attribution.json", summary)

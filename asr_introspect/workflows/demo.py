@@ -21,8 +21,7 @@ from asr_introspect.workflows.eval import evaluate_corpus
 from asr_introspect.workflows.figures import FAMILIES
 
 #: figure family letter -> folder under the demo's output directory
-FOLDERS = {"a": "a_attribution", "b": "b_optimal_inputs", "c": "c_ctc_alignment", "d": "d_patterns",
-           "e": "e_naps"}
+FOLDERS = {"a": "a_attribution", "b": "b_optimal_inputs", "c": "c_ctc_alignment", "d": "d_patterns", "e": "e_naps"}
 
 TITLE = "asr-introspect: looking inside a convolutional speech recognizer"
 
@@ -42,8 +41,18 @@ def check_families(only: str) -> None:
             raise InputError(f"--only: unknown figure family {family!r}; choose from {''.join(FAMILIES)}")
 
 
-def demo(model, utterances: Sequence, out: str | Path, *, model_path: Path, data_path: Path, only: str = "abcde",
-         examples: int = 4, fast: bool = False, progress: bool = False) -> DemoRun:
+def demo(
+    model,
+    utterances: Sequence,
+    out: str | Path,
+    *,
+    model_path: Path,
+    data_path: Path,
+    only: str = "abcde",
+    examples: int = 4,
+    fast: bool = False,
+    progress: bool = False,
+) -> DemoRun:
     """Evaluate once, run the families in ``only`` (``fast``: their ``FAST`` settings) and write the report.
 
     ``model_path`` (its metadata gives the model card) and ``data_path`` name what was loaded.
@@ -65,29 +74,55 @@ def demo(model, utterances: Sequence, out: str | Path, *, model_path: Path, data
     for family in only:
         t0 = time.perf_counter()
         module = FAMILIES[family]
-        section = module.run(model, utterances, out / FOLDERS[family], settings=module.FAST if fast else None,
-                             progress=progress, model_path=model_path, data_path=data_path)
+        section = module.run(
+            model,
+            utterances,
+            out / FOLDERS[family],
+            settings=module.FAST if fast else None,
+            progress=progress,
+            model_path=model_path,
+            data_path=data_path,
+        )
         timings[family] = round(time.perf_counter() - t0, 1)
         sections.append(section.relative_to(out).to_dict())
     info = read_checkpoint_info(model_path)
     card = (info.get("metadata") or {}).get("model_card") or {}
     card_path = model_path.parent / "MODEL_CARD.md"
     card_text = card_path.read_text() if card_path.is_file() else _card_from_info(info)
-    key_numbers = {"CER (greedy)": round(evaluation["cer"], 4), "WER (greedy)": round(evaluation["wer"], 4),
-                   "utterances": evaluation["utterances"], "model": str(model_path.name),
-                   "corpus": str(data_path.name), "parameters": card.get("parameters")}
-    report = {"title": TITLE, "model_card_markdown": card_text, "key_numbers": key_numbers, "sections": sections,
-              "examples": chosen, "timings_seconds": timings}
+    key_numbers = {
+        "CER (greedy)": round(evaluation["cer"], 4),
+        "WER (greedy)": round(evaluation["wer"], 4),
+        "utterances": evaluation["utterances"],
+        "model": str(model_path.name),
+        "corpus": str(data_path.name),
+        "parameters": card.get("parameters"),
+    }
+    report = {
+        "title": TITLE,
+        "model_card_markdown": card_text,
+        "key_numbers": key_numbers,
+        "sections": sections,
+        "examples": chosen,
+        "timings_seconds": timings,
+    }
     save_json(out / "summary.json", report)
     index = write_report(out)
-    summary = {"report": str(index), "cer": key_numbers["CER (greedy)"], "wer": key_numbers["WER (greedy)"],
-               "utterances": evaluation["utterances"], "sections": [s["id"] for s in sections],
-               "seconds": round(time.perf_counter() - started, 1), "timings": timings}
+    summary = {
+        "report": str(index),
+        "cer": key_numbers["CER (greedy)"],
+        "wer": key_numbers["WER (greedy)"],
+        "utterances": evaluation["utterances"],
+        "sections": [s["id"] for s in sections],
+        "seconds": round(time.perf_counter() - started, 1),
+        "timings": timings,
+    }
     return DemoRun(summary, report)
 
 
 def _card_from_info(info: dict) -> str:
     meta = info.get("metadata") or {}
     training = meta.get("training", {})
-    return (f"# Model card\n\nCheckpoint trained for {training.get('step', '?')} steps; "
-            f"metrics: {meta.get('metrics', {})}.\n")
+    return (
+        f"# Model card\n\nCheckpoint trained for {training.get('step', '?')} steps; "
+        f"metrics: {meta.get('metrics', {})}.\n"
+    )

@@ -22,9 +22,18 @@ class EvalRun:
     utterances: list
 
 
-def evaluate_corpus(model, utterances: Sequence, out: str | Path | None = None, *, batch_size: int = 32,
-                    speakers: str | None = None, limit: int | None = None, model_path: str | Path | None = None,
-                    data_path: str | Path | None = None, progress: bool = False) -> EvalRun:
+def evaluate_corpus(
+    model,
+    utterances: Sequence,
+    out: str | Path | None = None,
+    *,
+    batch_size: int = 32,
+    speakers: str | None = None,
+    limit: int | None = None,
+    model_path: str | Path | None = None,
+    data_path: str | Path | None = None,
+    progress: bool = False,
+) -> EvalRun:
     """Greedy CER/WER; with ``out`` also a JSON file with per-speaker rates and per-utterance transcripts.
 
     ``speakers``: comma-separated globs selecting speakers; ``limit``: only the first N utterances.
@@ -35,12 +44,23 @@ def evaluate_corpus(model, utterances: Sequence, out: str | Path | None = None, 
     if limit is not None:
         utterances = utterances[:limit]
     result = evaluate(model, utterances, batch_size=batch_size, progress=progress)
-    summary = {"cer": round(result["cer"], 4), "wer": round(result["wer"], 4),
-               "utterances": result["utterances"], "model": path_str(model_path), "data": path_str(data_path),
-               **({"speakers": speakers} if speakers else {})}
+    summary = {
+        "cer": round(result["cer"], 4),
+        "wer": round(result["wer"], 4),
+        "utterances": result["utterances"],
+        "model": path_str(model_path),
+        "data": path_str(data_path),
+        **({"speakers": speakers} if speakers else {}),
+    }
     if out:
-        save_json(out, {**summary, "per_speaker": per_speaker_rates(utterances, result["examples"]),
-                        "examples": result["examples"]})
+        save_json(
+            out,
+            {
+                **summary,
+                "per_speaker": per_speaker_rates(utterances, result["examples"]),
+                "examples": result["examples"],
+            },
+        )
         summary["transcripts"] = str(out)
     return EvalRun(summary, result, utterances)
 
@@ -48,5 +68,7 @@ def evaluate_corpus(model, utterances: Sequence, out: str | Path | None = None, 
 def per_speaker_rates(utterances: Sequence, examples: list[dict]) -> dict[str, dict]:
     """{speaker: {"cer", "wer", "utterances"}} from evaluate()'s examples, worst CER first."""
     rates = grouped_error_rates(examples, {u.id: u.speaker for u in utterances})
-    return {spk: {"cer": round(r["cer"], 4), "wer": round(r["wer"], 4), "utterances": r["utterances"]}
-            for spk, r in sorted(rates.items(), key=lambda kv: (-kv[1]["cer"], kv[0]))}
+    return {
+        spk: {"cer": round(r["cer"], 4), "wer": round(r["wer"], 4), "utterances": r["utterances"]}
+        for spk, r in sorted(rates.items(), key=lambda kv: (-kv[1]["cer"], kv[0]))
+    }

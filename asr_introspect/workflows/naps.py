@@ -45,8 +45,7 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _write_results(naps: NAPs, out: Path, options: dict, figures: bool) -> tuple[dict, list[LayerQuality],
-                                                                                   list[str]]:
+def _write_results(naps: NAPs, out: Path, options: dict, figures: bool) -> tuple[dict, list[LayerQuality], list[str]]:
     """Write npz/json (+ figures) of one NAPs object; returns (json content, qualities per layer, paths)."""
     by = naps.by
     written = [str(naps.save(out / f"naps_{by}.npz"))]
@@ -67,21 +66,42 @@ def _write_results(naps: NAPs, out: Path, options: dict, figures: bool) -> tuple
         layers[layer] = entry
         if figures:
             fig_dir = out / "figures" / by
-            written += [str(p) for p in save_figure(plot_dendrogram(clustering, by=by),
-                                                   fig_dir / f"{layer}_dendrogram.png")]
-            written += [str(p) for p in save_clustermap(clustering, fig_dir / f"{layer}_clustermap.png",
-                                                        title=f"{layer}: {options['normalize']} {by} NAPs")]
+            written += [
+                str(p) for p in save_figure(plot_dendrogram(clustering, by=by), fig_dir / f"{layer}_dendrogram.png")
+            ]
+            written += [
+                str(p)
+                for p in save_clustermap(
+                    clustering, fig_dir / f"{layer}_clustermap.png", title=f"{layer}: {options['normalize']} {by} NAPs"
+                )
+            ]
     report = finite({"settings": {**naps.settings, **options}, "layers": layers})
     written.insert(1, str(save_json(out / f"naps_{by}.json", report)))
     return report, qualities, written
 
 
-def naps(model, utterances: Sequence, out: str | Path, *, by: str = "letter", layers: Sequence[str] | None = None,
-         source: str = "forced", mode: str = "spike", shift: int = 0, weighting: str | None = None,
-         normalize: str = "zscore", linkage: str = "average", metric: str = "euclidean",
-         clusters: int | None = None, min_count: int = 1, batch_size: int = 16, figures: bool = True,
-         model_path: str | Path | None = None, data_path: str | Path | None = None,
-         progress: bool = False) -> NapsRun:
+def naps(
+    model,
+    utterances: Sequence,
+    out: str | Path,
+    *,
+    by: str = "letter",
+    layers: Sequence[str] | None = None,
+    source: str = "forced",
+    mode: str = "spike",
+    shift: int = 0,
+    weighting: str | None = None,
+    normalize: str = "zscore",
+    linkage: str = "average",
+    metric: str = "euclidean",
+    clusters: int | None = None,
+    min_count: int = 1,
+    batch_size: int = 16,
+    figures: bool = True,
+    model_path: str | Path | None = None,
+    data_path: str | Path | None = None,
+    progress: bool = False,
+) -> NapsRun:
     """NAPs grouped ``by`` "letter", "phoneme" or "both" (one pass) at ``layers`` (default: all); write the files.
 
     ``weighting``: None, "gradient" or "saliency"; ``normalize``/``linkage``/``metric``/``clusters``/
@@ -96,14 +116,20 @@ def naps(model, utterances: Sequence, out: str | Path, *, by: str = "letter", la
     kinds = ["letter", "phoneme"] if by == "both" else [by]
     if "phoneme" in kinds and not any(u.phones for u in utterances):
         raise InputError(f"{data_path}: no utterance has phone segments (add TextGrids, or use --by letter)")
-    estimators = [NAPEstimator(kind, layers, source=source, letter_mode=mode, shift=shift, weighting=weighting,
-                               batch_size=batch_size) for kind in kinds]
+    estimators = [
+        NAPEstimator(
+            kind, layers, source=source, letter_mode=mode, shift=shift, weighting=weighting, batch_size=batch_size
+        )
+        for kind in kinds
+    ]
     fit_estimators(model, utterances, estimators, batch_size=batch_size, progress=progress)
     results = [e.result() for e in estimators]
     for result in results:
         if result.settings["utterances"] == 0:
-            raise InputError(f"{data_path}: no utterance could be used for {result.by} NAPs "
-                             f"({len(result.settings['skipped'])} skipped)")
+            raise InputError(
+                f"{data_path}: no utterance could be used for {result.by} NAPs "
+                f"({len(result.settings['skipped'])} skipped)"
+            )
     if rank != 0:
         return NapsRun({"rank": rank, "world_size": world})
     out = Path(out)
@@ -117,13 +143,22 @@ def naps(model, utterances: Sequence, out: str | Path, *, by: str = "letter", la
         files += written
         run.reports[result.by] = report
         run.qualities[result.by] = qualities
-        scores[result.by] = {q.layer: {**{f"ari_{k}": v for k, v in q.ari.items()}, "silhouette": q.silhouette,
-                                       "cophenetic": q.cophenetic, "specificity": q.specificity}
-                             for q in qualities}
+        scores[result.by] = {
+            q.layer: {
+                **{f"ari_{k}": v for k, v in q.ari.items()},
+                "silhouette": q.silhouette,
+                "cophenetic": q.cophenetic,
+                "specificity": q.specificity,
+            }
+            for q in qualities
+        }
     if figures:
         files += [str(p) for p in save_figure(plot_quality(run.qualities), out / "figures" / "quality.png")]
     summary: dict[str, Any] = {
-        "model": path_str(model_path), "data": path_str(data_path), "by": kinds, "layers": results[0].layers,
+        "model": path_str(model_path),
+        "data": path_str(data_path),
+        "by": kinds,
+        "layers": results[0].layers,
         "world_size": world,
         "utterances": {n.by: n.settings["utterances"] for n in results},
         "skipped": {n.by: len(n.settings["skipped"]) for n in results},
@@ -132,7 +167,8 @@ def naps(model, utterances: Sequence, out: str | Path, *, by: str = "letter", la
     if len(results) == 2:
         summary["letter_over_phoneme_specificity"] = {
             q.layer: (ql.specificity / q.specificity if q.specificity else float("nan"))
-            for ql, q in zip(run.qualities["letter"], run.qualities["phoneme"])}
+            for ql, q in zip(run.qualities["letter"], run.qualities["phoneme"])
+        }
     summary["files"] = files
     run.summary = finite(summary)
     return run

@@ -25,10 +25,12 @@ from asr_introspect.plotting.patterns import before_after, centroid_chart, patte
 from asr_introspect.stream import align_corpus
 from asr_introspect.workflows.common import path_str
 
-CENTROID_DEFINITION = ("centroid over mel-band centre frequencies, at the aligned frame (mean of the "
-                       "5 central columns); 'positive': weights = positive part of the subtracted "
-                       "pattern; 'energy': weights = 10**(15 * average / 10), the power of the average "
-                       "read as z-normalized log-mel with a 15 dB std")
+CENTROID_DEFINITION = (
+    "centroid over mel-band centre frequencies, at the aligned frame (mean of the "
+    "5 central columns); 'positive': weights = positive part of the subtracted "
+    "pattern; 'energy': weights = 10**(15 * average / 10), the power of the average "
+    "read as z-normalized log-mel with a 15 dB std"
+)
 
 
 @dataclass
@@ -46,7 +48,7 @@ def _rounded(x: float) -> float | None:
 
 
 def shift_value(value: str | int) -> str | int:
-    """"auto", "none" or an integer (also given as a string) of output frames; InputError otherwise."""
+    """ "auto", "none" or an integer (also given as a string) of output frames; InputError otherwise."""
     if value in ("auto", "none"):
         return value
     try:
@@ -55,11 +57,23 @@ def shift_value(value: str | int) -> str | int:
         raise InputError(f"shift correction: expected auto, none or an integer, got {value!r}") from None
 
 
-def patterns(model, utterances: Sequence, out: str | Path, *, by: str, source: str = "predicted",
-             window: int | None = None, frames: str = "all", shift_correction: str | int = "none",
-             audio: bool = True, batch_size: int = 16, limit: int | None = None,
-             model_path: str | Path | None = None, data_path: str | Path | None = None,
-             progress: bool = False) -> PatternsRun:
+def patterns(
+    model,
+    utterances: Sequence,
+    out: str | Path,
+    *,
+    by: str,
+    source: str = "predicted",
+    window: int | None = None,
+    frames: str = "all",
+    shift_correction: str | int = "none",
+    audio: bool = True,
+    batch_size: int = 16,
+    limit: int | None = None,
+    model_path: str | Path | None = None,
+    data_path: str | Path | None = None,
+    progress: bool = False,
+) -> PatternsRun:
     """Average the input windows around each ``by`` label ("letter" or "phoneme") and write the files.
 
     ``shift_correction`` (letters only): "none", "auto" (the lag measured on the corpus'
@@ -72,8 +86,10 @@ def patterns(model, utterances: Sequence, out: str | Path, *, by: str, source: s
     shift_info: dict = {"requested": shift}
     if by == "phoneme":
         if shift not in ("none", "auto", 0):
-            raise InputError("--shift-correction moves letter labels (the CTC lag); phone segments "
-                             "need none (drop the flag for --by phoneme)")
+            raise InputError(
+                "--shift-correction moves letter labels (the CTC lag); phone segments "
+                "need none (drop the flag for --by phoneme)"
+            )
         shift = 0
     elif shift == "none":
         shift = 0
@@ -91,9 +107,11 @@ def patterns(model, utterances: Sequence, out: str | Path, *, by: str, source: s
     averager.fit(model, utterances, progress=progress)
     result = averager.result()
     if int(result.counts.sum()) == 0:
-        raise InputError(f"{data_path}: no labelled {by} windows (the corpus has "
-                         + ("no phone segments" if by == "phoneme" else "no alignable utterances")
-                         + "); nothing to average")
+        raise InputError(
+            f"{data_path}: no labelled {by} windows (the corpus has "
+            + ("no phone segments" if by == "phoneme" else "no alignable utterances")
+            + "); nothing to average"
+        )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +138,8 @@ def patterns(model, utterances: Sequence, out: str | Path, *, by: str, source: s
     if by == "phoneme":
         check = vowel_fricative_centroids(positive)
         report["fricatives_vs_vowels_hz"] = {
-            "fricative_min": _rounded(check["fricative_min"]), "vowel_max": _rounded(check["vowel_max"]),
+            "fricative_min": _rounded(check["fricative_min"]),
+            "vowel_max": _rounded(check["vowel_max"]),
             "vowel_median": _rounded(check["vowel_median"]),
             "fricatives_above_all_vowels": bool(check["fricative_min"] > check["vowel_max"]),
         }
@@ -134,11 +153,18 @@ def patterns(model, utterances: Sequence, out: str | Path, *, by: str, source: s
     json_path = save_json(out / f"patterns_{by}.json", report)
 
     summary = {
-        "by": by, "model": path_str(model_path), "data": path_str(data_path),
-        "utterances": averager.n_utterances_, "skipped": len(averager.skipped_),
-        "windows": int(result.counts.sum()), "labels": int((result.counts > 0).sum()),
-        "window": result.window, "shift_correction_frames": shift,
-        "npz": str(npz_path), "json": str(json_path), "figures": [str(p) for p in figures if p.suffix == ".png"],
+        "by": by,
+        "model": path_str(model_path),
+        "data": path_str(data_path),
+        "utterances": averager.n_utterances_,
+        "skipped": len(averager.skipped_),
+        "windows": int(result.counts.sum()),
+        "labels": int((result.counts > 0).sum()),
+        "window": result.window,
+        "shift_correction_frames": shift,
+        "npz": str(npz_path),
+        "json": str(json_path),
+        "figures": [str(p) for p in figures if p.suffix == ".png"],
         "audio": len(sounds),
         "spectral_centroid_hz": {n: _rounded(c) for n, c in positive.items() if counts[n] > 0},
     }

@@ -30,12 +30,20 @@ def build_parser(module) -> argparse.ArgumentParser:
         flag = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
         if hint is bool:
-            parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=field.default,
-                                metavar="BOOL", help=f"default: {field.default}")
+            parser.add_argument(
+                flag,
+                type=lambda v: v.lower() in ("1", "true", "yes"),
+                default=field.default,
+                metavar="BOOL",
+                help=f"default: {field.default}",
+            )
         else:
-            parser.add_argument(flag, type=json.loads if field.default is None or isinstance(field.default, tuple)
-                                else type(field.default), default=field.default,
-                                help=f"default: {field.default}")
+            parser.add_argument(
+                flag,
+                type=json.loads if field.default is None or isinstance(field.default, tuple) else type(field.default),
+                default=field.default,
+                help=f"default: {field.default}",
+            )
     return parser
 
 
@@ -47,8 +55,15 @@ def main(family: str, argv: list[str] | None = None) -> int:
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
-        section = module.run(model, utterances, args.out, settings=module.Settings(**values),
-                             progress=not args.quiet, model_path=model_path, data_path=data_path)
+        section = module.run(
+            model,
+            utterances,
+            args.out,
+            settings=module.Settings(**values),
+            progress=not args.quiet,
+            model_path=model_path,
+            data_path=data_path,
+        )
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,8 +37,10 @@ from asr_introspect.plotting.featvis import plot_optimal_inputs, plot_result
 from asr_introspect.workflows.common import path_str
 
 #: why a corpus is needed, appended to the error when there is none
-PRIOR_NEEDS_CORPUS = ("the learned prior (--regularization strong, --param pca) is fitted on real feature "
-                      "windows: pass --data DIR or use --regularization weak with --param raw|fourier")
+PRIOR_NEEDS_CORPUS = (
+    "the learned prior (--regularization strong, --param pca) is fitted on real feature "
+    "windows: pass --data DIR or use --regularization weak with --param raw|fourier"
+)
 
 
 @dataclass
@@ -74,17 +76,30 @@ class _Priors:
         if self.utterances is None:
             raise InputError(f"no corpus given; {PRIOR_NEEDS_CORPUS}")
         if width not in self.cache:
-            windows = feature_windows(self.model, self.utterances, width, max_windows=self.max_windows,
-                                      progress=self.progress)
+            windows = feature_windows(
+                self.model, self.utterances, width, max_windows=self.max_windows, progress=self.progress
+            )
             self.cache[width] = fit_prior(windows)
         return self.cache[width]
 
 
-def visualize(model, out: str | Path, *, objective: str | None = None, grid: bool = False,
-              utterances: Sequence | None = None, steps: int = 256, lr: float = 0.05, seed: int = 0,
-              param: str = "fourier", regularization: str = "weak", width: int | None = None,
-              max_windows: int = 1000, model_path: str | Path | None = None, progress: bool = False
-              ) -> VisualizeRun:
+def visualize(
+    model,
+    out: str | Path,
+    *,
+    objective: str | None = None,
+    grid: bool = False,
+    utterances: Sequence | None = None,
+    steps: int = 256,
+    lr: float = 0.05,
+    seed: int = 0,
+    param: str = "fourier",
+    regularization: str = "weak",
+    width: int | None = None,
+    max_windows: int = 1000,
+    model_path: str | Path | None = None,
+    progress: bool = False,
+) -> VisualizeRun:
     """Render ``objective`` (a spec like ``conv11:letter=a``) and/or the optimal-inputs ``grid``.
 
     ``utterances``: real speech whose feature windows fit the learned prior (needed by
@@ -106,8 +121,18 @@ def visualize(model, out: str | Path, *, objective: str | None = None, grid: boo
             bar.update(1)
             bar.set_postfix(objective=f"{value:.3g}", refresh=False)
 
-        result = render(model, parsed, param=param, regularizers=regularization, steps=steps, lr=lr, seed=seed,
-                        width=frames, prior=prior, progress=step_done)
+        result = render(
+            model,
+            parsed,
+            param=param,
+            regularizers=regularization,
+            steps=steps,
+            lr=lr,
+            seed=seed,
+            width=frames,
+            prior=prior,
+            progress=step_done,
+        )
         bar.close()
         stem = out / slug(objective)
         npz = save_npz(stem.with_suffix(".npz"), **result.arrays())
@@ -133,19 +158,28 @@ def visualize(model, out: str | Path, *, objective: str | None = None, grid: boo
 
     if grid:
         bar = tqdm(desc="optimal inputs", unit="step", disable=not progress)
-        cells = optimal_inputs(model, param=param, steps=steps, lr=lr, seed=seed,
-                               prior_for=priors if utterances is not None else None,
-                               progress=lambda *_: bar.update(1))
+        cells = optimal_inputs(
+            model,
+            param=param,
+            steps=steps,
+            lr=lr,
+            seed=seed,
+            prior_for=priors if utterances is not None else None,
+            progress=lambda *_: bar.update(1),
+        )
         bar.close()
-        figures = save_figure(plot_optimal_inputs(cells, model.feature_config, title="optimal inputs"),
-                              out / "optimal_inputs.png")
+        figures = save_figure(
+            plot_optimal_inputs(cells, model.feature_config, title="optimal inputs"), out / "optimal_inputs.png"
+        )
         arrays = {}
         for row, cols in cells.items():
             for col, result in cols.items():
                 arrays[f"{slug(row)}__{col}"] = result.features
         npz = save_npz(out / "optimal_inputs.npz", **arrays)
-        summary["grid"] = {"png": str(figures[0]), "npz": str(npz),
-                           "objectives": {row: {col: round(r.objective, 4) for col, r in cols.items()}
-                                          for row, cols in cells.items()}}
+        summary["grid"] = {
+            "png": str(figures[0]),
+            "npz": str(npz),
+            "objectives": {row: {col: round(r.objective, 4) for col, r in cols.items()} for row, cols in cells.items()},
+        }
         run.grid = cells
     return run

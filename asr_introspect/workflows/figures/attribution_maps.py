@@ -30,10 +30,11 @@ from asr_introspect.workflows.figures.section import Section
 class Settings:
     method: str = "lrp-epsilon-plus"
     compare: str = "sensitivity"
-    letter: str = "s"                 # preferred letter for the example frame (else the most confident letter)
+    letter: str = "s"  # preferred letter for the example frame (else the most confident letter)
     example_max_seconds: float = 3.5
-    check_frames: int = 8             # letter frames used for the randomization and faithfulness numbers
+    check_frames: int = 8  # letter frames used for the randomization and faithfulness numbers
     seed: int = 0
+
 
 #: small settings for smoke tests (``asr-introspect demo --fast``)
 FAST = Settings(check_frames=3)
@@ -51,8 +52,9 @@ def _example(model, utterances, settings):
         with torch.no_grad():
             logits, _ = model.logits(features[None])
         probs = logits[0].softmax(0)
-        letters = torch.tensor(alphabet.letter_indices[2:] if len(alphabet.letter_indices) > 2
-                               else alphabet.letter_indices)
+        letters = torch.tensor(
+            alphabet.letter_indices[2:] if len(alphabet.letter_indices) > 2 else alphabet.letter_indices
+        )
         predicted = probs.argmax(0)
         for t in range(probs.shape[1]):
             k = int(predicted[t])
@@ -67,8 +69,16 @@ def _example(model, utterances, settings):
     return best[1:]
 
 
-def run(model, utterances: Sequence, out: str | Path, settings: Settings | None = None, *, progress: bool = False,
-        model_path: str | Path | None = None, data_path: str | Path | None = None) -> Section:
+def run(
+    model,
+    utterances: Sequence,
+    out: str | Path,
+    settings: Settings | None = None,
+    *,
+    progress: bool = False,
+    model_path: str | Path | None = None,
+    data_path: str | Path | None = None,
+) -> Section:
     """Draw the example frame's maps and measure the sanity checks; write figures, npz and json under ``out``."""
     settings = settings or Settings()
     out = Path(out)
@@ -78,9 +88,13 @@ def run(model, utterances: Sequence, out: str | Path, settings: Settings | None 
     other = attribute(model, features, settings.compare, frames=[frame], target="predicted-letter")
     figures = []
     fig = plot_frame_attribution(features.numpy(), main, frame, model.feature_config, model.alphabet, compare=other)
-    figures.append({"path": save_figure(fig, out / "a_frame_attribution.png")[0],
-                    "caption": f"{utt.id}, output frame {frame} predicted as '{symbol}': the input around the "
-                               f"frame's receptive field, {settings.method} (LRP) and {settings.compare}."})
+    figures.append(
+        {
+            "path": save_figure(fig, out / "a_frame_attribution.png")[0],
+            "caption": f"{utt.id}, output frame {frame} predicted as '{symbol}': the input around the "
+            f"frame's receptive field, {settings.method} (LRP) and {settings.compare}.",
+        }
+    )
     # letter frames of the same utterance for the sanity checks
     with torch.no_grad():
         logits, _ = model.logits(features[None])
@@ -90,32 +104,72 @@ def run(model, utterances: Sequence, out: str | Path, settings: Settings | None 
     if len(letter_frames) > settings.check_frames:
         letter_frames = sorted(rng.choice(letter_frames, settings.check_frames, replace=False).tolist())
     methods = (settings.method, settings.compare)
-    randomization = randomization_test(model, features, methods=methods, frames=letter_frames,
-                                       target="predicted-letter", seed=settings.seed)
-    figures.append({"path": save_figure(plot_randomization(randomization), out / "a_randomization.png")[0],
-                    "caption": "Cascading randomization (output layer first): rank correlation of each method's "
-                               "maps with the trained model's maps. A map that stays correlated does not depend "
-                               "on the randomized layers."})
-    table = faithfulness(model, features, methods=methods, frames=letter_frames, target="predicted-letter",
-                         n_steps=10, n_random=2, seed=settings.seed)
+    randomization = randomization_test(
+        model, features, methods=methods, frames=letter_frames, target="predicted-letter", seed=settings.seed
+    )
+    figures.append(
+        {
+            "path": save_figure(plot_randomization(randomization), out / "a_randomization.png")[0],
+            "caption": "Cascading randomization (output layer first): rank correlation of each method's "
+            "maps with the trained model's maps. A map that stays correlated does not depend "
+            "on the randomized layers.",
+        }
+    )
+    table = faithfulness(
+        model,
+        features,
+        methods=methods,
+        frames=letter_frames,
+        target="predicted-letter",
+        n_steps=10,
+        n_random=2,
+        seed=settings.seed,
+    )
     columns = sorted(next(iter(table.values())).keys())
     rows = [[name] + [round(float(values[c]), 3) for c in columns] for name, values in table.items()]
-    save_npz(out / "a_attribution.npz", features=features.numpy(), frame=frame, letter=letter,
-             relevance=main.relevance, compare=other.relevance, spearman=randomization.spearman,
-             spearman_abs=randomization.spearman_abs)
+    save_npz(
+        out / "a_attribution.npz",
+        features=features.numpy(),
+        frame=frame,
+        letter=letter,
+        relevance=main.relevance,
+        compare=other.relevance,
+        spearman=randomization.spearman,
+        spearman_abs=randomization.spearman_abs,
+    )
     numbers = {"example": utt.id, "frame": frame, "letter": symbol, "letter frames checked": len(letter_frames)}
     for name, values in table.items():
         if "deletion/frame" in values:
             numbers[f"deletion AUC by frame: {name}"] = round(float(values["deletion/frame"]), 3)
-    save_json(out / "a_attribution.json", {"settings": asdict(settings), "numbers": numbers,
-                                           "faithfulness": table, "randomization": randomization.summary()})
-    text = ("LRP and sensitivity explain one output frame's letter logit in terms of the input features. "
-            "Sensitivity (the gradient) shows where a small change would change the logit; LRP distributes "
-            "the logit itself over the input. Both maps are confined to the frame's receptive field "
-            "(about 1.5 s). The sanity checks ask whether a map depends on the model at all (randomizing "
-            "layers from the output down should destroy it) and whether deleting the most relevant input "
-            "frames first lowers the letter's log-probability faster than deleting random frames (lower "
-            "deletion AUC is better; higher insertion AUC is better).")
-    return Section("attribution", "Sensitivity vs LRP for one frame", text, figures, numbers,
-                   tables=[{"caption": "Faithfulness: area under the target letter's log-probability curve",
-                            "columns": ["method"] + columns, "rows": rows}])
+    save_json(
+        out / "a_attribution.json",
+        {
+            "settings": asdict(settings),
+            "numbers": numbers,
+            "faithfulness": table,
+            "randomization": randomization.summary(),
+        },
+    )
+    text = (
+        "LRP and sensitivity explain one output frame's letter logit in terms of the input features. "
+        "Sensitivity (the gradient) shows where a small change would change the logit; LRP distributes "
+        "the logit itself over the input. Both maps are confined to the frame's receptive field "
+        "(about 1.5 s). The sanity checks ask whether a map depends on the model at all (randomizing "
+        "layers from the output down should destroy it) and whether deleting the most relevant input "
+        "frames first lowers the letter's log-probability faster than deleting random frames (lower "
+        "deletion AUC is better; higher insertion AUC is better)."
+    )
+    return Section(
+        "attribution",
+        "Sensitivity vs LRP for one frame",
+        text,
+        figures,
+        numbers,
+        tables=[
+            {
+                "caption": "Faithfulness: area under the target letter's log-probability curve",
+                "columns": ["method"] + columns,
+                "rows": rows,
+            }
+        ],
+    )

@@ -22,10 +22,18 @@ class Section:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def relative_to(self, root: Path) -> "Section":
+    def relative_to(self, root: Path) -> Section:
         """A copy whose figure/audio paths are relative to ``root``."""
+
         def rel(item: dict) -> dict:
             return {**item, "path": str(Path(item["path"]).resolve().relative_to(root.resolve()))}
 
-        return Section(self.id, self.title, self.text, [rel(f) for f in self.figures], dict(self.numbers),
-                       [rel(a) for a in self.audio], list(self.tables))
+        return Section(
+            self.id,
+            self.title,
+            self.text,
+            [rel(f) for f in self.figures],
+            dict(self.numbers),
+            [rel(a) for a in self.audio],
+            list(self.tables),
+        )
