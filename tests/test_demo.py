@@ -106,3 +106,12 @@ def test_experiment_script_runs_a_family(tiny_ckpt, tiny_corpus, tmp_path, capsy
     saved = json.loads((out / "c_ctc_alignment.json").read_text())
     assert saved["settings"]["limit"] == 4
     assert script_main("c", ["--model", str(tmp_path / "missing.safetensors"), "--out", str(out), "--quiet"]) == 2
+
+
+def test_demo_numbers_and_arrays_equal_the_code_before_the_data_path_refactor(demo_out):
+    """The reference was written by the demo of commit 4a41d7c (before the corpus stream and the workflows)
+    on the same tiny model and corpus: every number of summary.json and every .npz array it wrote."""
+    from fingerprint import compare, fingerprint
+
+    reference = json.loads((Path(__file__).parent / "data" / "reference_tiny_demo.json").read_text())
+    assert compare(reference, fingerprint(demo_out)) == []

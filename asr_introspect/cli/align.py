@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> dict:
         utterances,
         args.out,
         layers=layers,
-        mode=args.mode,
+        letter_mode=args.mode,
         batch_size=args.batch_size,
         model_path=model_path,
         data_path=data_path,

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
             by=args.by,
             layers=layers,
             source=args.source,
-            mode=args.mode,
+            letter_mode=args.mode,
             shift=args.shift,
             weighting=None if args.weighting == "none" else args.weighting,
             normalize=args.normalize,

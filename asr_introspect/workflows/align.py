@@ -41,7 +41,7 @@ def align(
     out: str | Path,
     *,
     layers: Sequence[str] | None = None,
-    mode: str = "spike",
+    letter_mode: str = "spike",
     batch_size: int = 16,
     model_path: str | Path | None = None,
     data_path: str | Path | None = None,
@@ -50,7 +50,7 @@ def align(
     """Forced-align ``utterances``; write ``labels.npz``, ``shift.json`` and ``shift.npz`` under ``out``.
 
     ``layers``: layer axes to label besides the output layer ("input" for the input frames);
-    ``mode``: letter labels at CTC spikes ("spike") or spans up to the next letter ("span").
+    ``letter_mode``: letter labels at CTC spikes ("spike") or spans up to the next letter ("span").
     """
     wanted = [model.output_layer]
     extra = list(layers or ())
@@ -67,8 +67,8 @@ def align(
         alignments.append(alignment)
         utt, n_in = alignment.utterance, alignment.n_input_frames
         ids.append(utt.id)
-        forced = alignment.letters("forced", mode)
-        predicted = alignment.letters("predicted", mode)
+        forced = alignment.letters("forced", letter_mode)
+        predicted = alignment.letters("predicted", letter_mode)
         for layer in wanted:
             n = int(fm.output_length(layer, n_in)) if layer != "input" else n_in
             times = (np.arange(n) * fc.frame_seconds) if layer == "input" else frame_times(fm, layer, n, fc)

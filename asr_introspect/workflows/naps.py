@@ -88,7 +88,7 @@ def naps(
     by: str = "letter",
     layers: Sequence[str] | None = None,
     source: str = "forced",
-    mode: str = "spike",
+    letter_mode: str = "spike",
     shift: int = 0,
     weighting: str | None = None,
     normalize: str = "zscore",
@@ -118,7 +118,13 @@ def naps(
         raise InputError(f"{data_path}: no utterance has phone segments (add TextGrids, or use --by letter)")
     estimators = [
         NAPEstimator(
-            kind, layers, source=source, letter_mode=mode, shift=shift, weighting=weighting, batch_size=batch_size
+            kind,
+            layers,
+            source=source,
+            letter_mode=letter_mode,
+            shift=shift,
+            weighting=weighting,
+            batch_size=batch_size,
         )
         for kind in kinds
     ]
