@@ -1,4 +1,4 @@
-"""Binary assets in git history stay within the project's 25 MB budget.
+"""Binary assets in git history stay within the project's 40 MB budget (raised from 25 MB in turn 2).
 
 Every version of a checkpoint, audio file or figure ever committed stays in
 the history for good, so the budget counts all of them, not just the current
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BUDGET_BYTES = 25_000_000
+BUDGET_BYTES = 40_000_000
 BINARY_SUFFIXES = (".safetensors", ".flac", ".wav", ".png", ".jpg", ".pt", ".pth", ".npz", ".npy", ".bin")
 
 
