@@ -4,7 +4,8 @@
 - :mod:`.frame_map`: ``FrameMap`` (stride, receptive field, offset per layer).
 - :mod:`.asr_model`: ``ASRModel`` (what every analysis takes), ``build_model``.
 - :mod:`.adapters`: ``wrap_torchaudio_wav2letter``, ``wrap_conv_model``.
-- :mod:`.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` (safetensors, never pickle).
+- :mod:`.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` (safetensors, never pickle; the header's
+  config, alphabet and features are hashed with the weights), ``upgrade_checkpoint``.
 """
 
 from asr_introspect.models.adapters import (
@@ -16,6 +17,7 @@ from asr_introspect.models.asr_model import ASRModel, build_model
 from asr_introspect.models.checkpoint import (
     FORMAT_VERSION,
     NF4,
+    CheckpointIntegrityWarning,
     load_checkpoint,
     output_weight_names,
     quantize_int8,
@@ -23,6 +25,7 @@ from asr_introspect.models.checkpoint import (
     read_checkpoint_info,
     rounded_weights,
     save_checkpoint,
+    upgrade_checkpoint,
 )
 from asr_introspect.models.frame_map import ConvSpec, FrameMap, LayerGeometry
 from asr_introspect.models.wav2letter import (
@@ -38,6 +41,7 @@ from asr_introspect.models.wav2letter import (
 __all__ = [
     "ASRModel",
     "build_model",
+    "CheckpointIntegrityWarning",
     "ConvBlock",
     "ConvSpec",
     "count_parameters",
@@ -55,6 +59,7 @@ __all__ = [
     "NF4",
     "read_checkpoint_info",
     "save_checkpoint",
+    "upgrade_checkpoint",
     "TorchaudioWav2LetterLogits",
     "Wav2Letter",
     "Wav2LetterConfig",

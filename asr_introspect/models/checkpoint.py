@@ -9,7 +9,8 @@ float16, int8 or nf4, whose header metadata has one key, ``"asr_introspect"``, a
      "feature_config": {...}, "alphabet": {...}, "frame_map": {...},
      "layer_names": [...], "output_layer": "conv11", "n_features": 64, "n_classes": 29,
      "dtype": "float16", "tensor_sha256": "<hex>", "library_version": "0.1.0",
-     "metadata": {...}}                                              # training info, metrics
+     "metadata": {...},                                              # training info, metrics
+     "integrity": {"version": 1, "parts": {...}, "sha256": "<hex>"}}  # see "Integrity" below
 
 ``tensor_sha256`` hashes, in sorted name order, each tensor's name, dtype,
 shape and bytes as stored, so altered weights are detected. Files are written
@@ -17,6 +18,42 @@ atomically. Loading uses ``safetensors.safe_open`` only and raises
 :class:`~asr_introspect.errors.CheckpointError` naming the file for anything
 missing, truncated, altered or inconsistent. float16 files are upcast to the
 module's dtype (float32) on load.
+
+Integrity: the header also holds ``"integrity": {"version": 1, "parts": {part:
+sha256}, "sha256": ...}``. Each part is the sha256 of the canonical JSON
+(sorted keys, no spaces, ASCII) of the header fields it covers, and
+``"sha256"`` hashes the canonical JSON of ``"parts"``. Every field that changes
+what the model computes is covered:
+
+- ``model``: ``"model"`` (architecture, preset, every layer's channels, kernel,
+  stride, dilation, activation, batch norm, dropout; n_features, n_classes; a
+  custom module's class and settings);
+- ``alphabet``: ``"alphabet"`` (the symbols, in order, and the blank index);
+- ``feature_config``: ``"feature_config"`` (sample rate, n_fft, win_length,
+  hop_length, window, n_mels, fmin, fmax, top_db, normalization);
+- ``quantization``: ``"dtype"`` and ``"nf4"`` (format, levels, group size, the
+  tensors kept in int8);
+- ``layers``: ``"frame_map"``, ``"layer_names"``, ``"output_layer"``,
+  ``"n_features"``, ``"n_classes"``;
+- ``weights``: ``"tensor_sha256"``, which is checked against the tensors;
+- ``other``: every other header field (``"format"``, ``"format_version"`` and
+  any field a later version adds).
+
+Not covered, because they do not change the model's behaviour:
+``"metadata"`` (training record, metrics, model card), ``"library_version"``
+and the integrity record itself. :func:`load_checkpoint` and
+:func:`read_checkpoint_info` refuse a header whose covered part was edited,
+naming the file and the part ("ckpt.safetensors: the alphabet in the header
+does not match its integrity hash (...)"). The hash detects edits and
+corruption, not forgery: anyone who edits a field can recompute its hash.
+
+Files written before the integrity record (no ``"integrity"`` key): their
+weights are still verified against ``tensor_sha256``. The shipped default
+model is one of them; its covered parts are recorded in this module
+(:data:`KNOWN_HEADERS`, keyed by its ``tensor_sha256``), so it is verified in
+full without rewriting the file. Any other such file loads with one
+:class:`CheckpointIntegrityWarning` per file and process saying its config is
+not covered; :func:`upgrade_checkpoint` adds the record (tensors unchanged).
 
 int8 files (half the size of float16, for shipping) quantize every weight with
 two or more dimensions symmetrically per output channel (dim 0): the file holds
@@ -50,6 +87,7 @@ import importlib.metadata
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from statistics import NormalDist
@@ -67,13 +105,18 @@ from asr_introspect.io import to_json, write_bytes_atomic
 from asr_introspect.models.adapters import wrap_conv_model, wrap_torchaudio_wav2letter
 from asr_introspect.models.asr_model import ASRModel
 from asr_introspect.models.frame_map import FrameMap
-from asr_introspect.models.wav2letter import Wav2Letter, Wav2LetterConfig
+from asr_introspect.models.wav2letter import PRESETS, Wav2Letter, Wav2LetterConfig
 from asr_introspect.text import Alphabet
 
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint_info",
+    "upgrade_checkpoint",
+    "header_integrity",
+    "CheckpointIntegrityWarning",
+    "KNOWN_HEADERS",
+    "INTEGRITY_PARTS",
     "quantize_int8",
     "quantize_nf4",
     "output_weight_names",
@@ -91,6 +134,42 @@ NF4 = "nf4"  # save_checkpoint(..., dtype=NF4): 4-bit NormalFloat codes, see the
 _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.int8: "int8", NF4: "nf4"}
 SCALE_SUFFIX = "@scale"  # never part of a PyTorch state_dict key
 NF4_GROUP_SIZE = 64
+
+INTEGRITY_VERSION = 1
+#: integrity part -> the header fields it covers; "other" covers every field not named here or in NOT_COVERED
+INTEGRITY_PARTS: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "alphabet": ("alphabet",),
+    "feature_config": ("feature_config",),
+    "quantization": ("dtype", "nf4"),
+    "layers": ("frame_map", "layer_names", "output_layer", "n_features", "n_classes"),
+    "weights": ("tensor_sha256",),
+    "other": (),
+}
+#: header fields outside the integrity hash: they do not change what the model computes
+NOT_COVERED = ("metadata", "library_version", "integrity")
+_PART_TITLES = {
+    "model": "the model config (architecture, preset, layers)",
+    "alphabet": "the alphabet",
+    "feature_config": "the feature config",
+    "quantization": "the quantization settings (dtype, nf4 levels, group size, int8 list)",
+    "layers": "the layer map (frame map, layer names, output layer, sizes)",
+    "weights": "the weights digest (tensor_sha256)",
+}
+
+#: tensor_sha256 -> integrity parts of checkpoints that ship without an integrity record (written
+#: before it existed): asr_introspect/data/default_model.safetensors, verified in full without rewriting it
+KNOWN_HEADERS: dict[str, dict[str, str]] = {
+    "451e7a3a5c583100c2242b66b2aae1a35694f7d46fb7a803e7f882f30fd5b7f6": {
+        "model": "7e8a5aeea7f5c1d644a4f74fa328b725c697e7f581d4f953550d8cd0ac5f5b45",
+        "alphabet": "221a5b63e3b7df4f4b59d40fdfe4bbfebba23776e1dc9e9aaaf598ee1e8fc3db",
+        "feature_config": "f1108c51b5c296a2e98e42bbd905bfc7bd20ebf3335c332d5cb035b1967c6133",
+        "quantization": "26aff58f5fd10f0c0ae834fd82b189bed689921da1ec5f01d69e5224523f64e0",
+        "layers": "2fa4626fb8ec48339ba85f6307c8f898caef554220cd667e20adc1fbfaf9c9d0",
+        "weights": "7528f938e619c7114933b65a645a4af4dc039d7ccb0329db5c4b369566d22228",
+        "other": "6df9f6acdcae14894f996f05dca8470d6d50d31a0eeaa626cf5f925083b3fe55",
+    },
+}
 
 
 def _nf4_levels() -> torch.Tensor:
@@ -232,6 +311,109 @@ def tensor_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+class CheckpointIntegrityWarning(UserWarning):
+    """A checkpoint written before the integrity record: its weights are verified, its config is not."""
+
+
+_warned_legacy: set[str] = set()
+
+
+def _canonical_sha256(value: Any) -> str:
+    """sha256 (hex) of ``value`` as canonical JSON: sorted keys, no spaces, ASCII."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _other_fields(config: Mapping[str, Any]) -> list[str]:
+    named = {key for keys in INTEGRITY_PARTS.values() for key in keys}
+    return sorted(k for k in config if k not in named and k not in NOT_COVERED)
+
+
+def _part_digests(config: Mapping[str, Any]) -> dict[str, str]:
+    """part -> sha256 of the canonical JSON of the header fields it covers (absent fields left out)."""
+    digests = {}
+    for part, keys in INTEGRITY_PARTS.items():
+        fields = _other_fields(config) if part == "other" else keys
+        digests[part] = _canonical_sha256({k: config[k] for k in fields if k in config})
+    return digests
+
+
+def header_integrity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``"integrity"`` record of a parsed header ``config`` (see the module doc); ``config`` is not changed."""
+    parts = _part_digests(config)
+    return {"version": INTEGRITY_VERSION, "parts": parts, "sha256": _canonical_sha256(parts)}
+
+
+def _part_title(part: str, config: Mapping[str, Any]) -> str:
+    if part == "other":
+        return f"the header fields {', '.join(_other_fields(config)) or '(none)'}"
+    return _PART_TITLES[part]
+
+
+def _recorded_parts(path: Path, record: Any) -> dict[str, str]:
+    """The part digests of an integrity record, after checking its form and its own hash."""
+    ok = (
+        isinstance(record, dict)
+        and record.get("version") == INTEGRITY_VERSION
+        and isinstance(record.get("parts"), dict)
+        and set(record["parts"]) == set(INTEGRITY_PARTS)
+        and all(isinstance(v, str) for v in record["parts"].values())
+    )
+    if not ok:
+        version = record.get("version") if isinstance(record, dict) else None
+        raise CheckpointError(
+            f"{path}: the integrity record in the header is malformed or of another version ({version!r}; this "
+            f"asr-introspect reads version {INTEGRITY_VERSION}): the file was edited or corrupted, re-export it"
+        )
+    if record.get("sha256") != _canonical_sha256(record["parts"]):
+        raise CheckpointError(
+            f"{path}: the integrity record in the header does not match its own hash "
+            f"(the file was edited or corrupted; re-export it)"
+        )
+    return record["parts"]
+
+
+def _verify_header(path: Path, config: Mapping[str, Any], warn: bool = True, stacklevel: int = 3) -> None:
+    """Refuse a header whose covered fields differ from its integrity record; warn (once) if it has none."""
+    if "integrity" in config:
+        recorded = _recorded_parts(path, config["integrity"])
+    else:
+        digest = config.get("tensor_sha256")
+        recorded = KNOWN_HEADERS.get(digest) if isinstance(digest, str) else None
+        if recorded is None:
+            key = str(path.resolve())
+            if warn and key not in _warned_legacy:
+                _warned_legacy.add(key)
+                warnings.warn(
+                    f"{path}: written before checkpoints hashed their header: its weights are verified, "
+                    f"but not its model config, alphabet or features (seal it with "
+                    f"asr_introspect.models.upgrade_checkpoint)",
+                    CheckpointIntegrityWarning,
+                    stacklevel=stacklevel,  # the caller of load_checkpoint / read_checkpoint_info
+                )
+            return
+    actual = _part_digests(config)
+    for part in INTEGRITY_PARTS:
+        if actual[part] != recorded[part]:
+            raise CheckpointError(
+                f"{path}: {_part_title(part, config)} in the header does not match its integrity hash "
+                f"(the file was edited or corrupted; re-export it)"
+            )
+
+
+def _preset_name(model_config: Any) -> Any:
+    """The preset a wav2letter model config names (None: none, or another architecture)."""
+    if isinstance(model_config, Mapping) and model_config.get("architecture") == "wav2letter":
+        inner = model_config.get("config")
+        if isinstance(inner, Mapping):
+            return inner.get("preset")
+    return None
+
+
+def _known_preset(name: Any) -> bool:
+    return name is None or (isinstance(name, str) and name in PRESETS)
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     asr_model: ASRModel,
@@ -245,6 +427,12 @@ def save_checkpoint(
     """
     if not isinstance(dtype, (torch.dtype, str)) or dtype not in _DTYPES:
         raise ValueError(f"dtype must be torch.float32, torch.float16, torch.int8 or {NF4!r}, got {dtype!r}")
+    preset_name = _preset_name(asr_model.model_config)
+    if not _known_preset(preset_name):
+        raise ValueError(
+            f"the model config names an unknown preset {preset_name!r} (known: {', '.join(sorted(PRESETS))}); "
+            f"set Wav2LetterConfig.preset to None for a layer list of your own"
+        )
     quantized = {torch.int8: _int8_parts, NF4: _nf4_parts}.get(dtype)
     int8 = output_weight_names(asr_model) if dtype == NF4 else []
     tensors: dict[str, torch.Tensor] = {}
@@ -274,11 +462,27 @@ def save_checkpoint(
         "library_version": _library_version(),
         "metadata": dict(metadata) if metadata is not None else {},
     }
-    data = save_safetensors(tensors, metadata={HEADER_KEY: to_json(config, indent=None)})
+    return _write(path, tensors, config)
+
+
+def _write(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
+    """Write ``tensors`` with ``config`` plus its integrity record as the header, atomically."""
+    config = json.loads(to_json(config, indent=None))  # hashed exactly as a reader will parse it
+    config.pop("integrity", None)
+    config["integrity"] = header_integrity(config)
+    data = save_safetensors(dict(tensors), metadata={HEADER_KEY: json.dumps(config)})
     return write_bytes_atomic(path, data)
 
 
+def _one_line(exc: BaseException, limit: int = 100) -> str:
+    """``exc``'s message on one line, at most ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _open(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file (pass the .safetensors file in it)")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found (check the path, or train/export a model first)")
     try:
@@ -287,8 +491,8 @@ def _open(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, tor
             tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises its own error types for bad files
         raise CheckpointError(
-            f"{path}: not a readable safetensors checkpoint ({exc}); the file is "
-            f"truncated or corrupt: save or copy it again"
+            f"{path}: not a readable safetensors checkpoint ({_one_line(exc)}); "
+            f"truncated, corrupt or another format: save or copy it again"
         ) from exc
     if HEADER_KEY not in header:
         raise CheckpointError(
@@ -301,7 +505,7 @@ def _open(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, tor
             raise ValueError("not a JSON object")
     except ValueError as exc:
         raise CheckpointError(
-            f"{path}: the embedded config is not valid JSON ({exc}); the file is corrupt: save it again"
+            f"{path}: the embedded config is not valid JSON ({_one_line(exc)}); the file is corrupt: save it again"
         ) from exc
     if config.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: the embedded config is not an {FORMAT_NAME} config")
@@ -316,8 +520,14 @@ def _open(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, tor
 
 
 def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The embedded JSON config of a checkpoint (no weights loaded, no model built)."""
-    return _open(Path(path), with_tensors=False)[0]
+    """The embedded JSON config of a checkpoint (no weights loaded, no model built).
+
+    The header is checked against its integrity record (the weights are not read).
+    """
+    path = Path(path)
+    config = _open(path, with_tensors=False)[0]
+    _verify_header(path, config)
+    return config
 
 
 def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRModel:
@@ -326,6 +536,12 @@ def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRM
         feature_config = FeatureConfig.from_dict(config["feature_config"])
         model_config = config["model"]
         arch = model_config.get("architecture")
+        name = _preset_name(model_config)
+        if not _known_preset(name):
+            raise CheckpointError(
+                f"{path}: the model config names an unknown preset {name!r} (this asr-introspect knows "
+                f"{', '.join(sorted(PRESETS))}); the file was edited or written by another version: re-export it"
+            )
         if arch == "wav2letter":
             return ASRModel.from_wav2letter(
                 Wav2Letter(Wav2LetterConfig.from_dict(model_config["config"])), alphabet, feature_config
@@ -356,7 +572,7 @@ def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRM
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(
-            f"{path}: the embedded config is invalid ({type(exc).__name__}: {exc}); "
+            f"{path}: the embedded config is invalid ({type(exc).__name__}: {_one_line(exc)}); "
             f"the file was edited or written by another tool: re-save the model"
         ) from exc
 
@@ -407,8 +623,14 @@ def load_checkpoint(
 
     ``module``: an instance to load into, needed only for checkpoints of custom modules.
     """
-    path = Path(path)
+    return _load(Path(path), map_location, module, warn=True)
+
+
+def _load(
+    path: Path, map_location: str | torch.device, module: nn.Module | None, warn: bool
+) -> tuple[ASRModel, dict[str, Any]]:
     config, tensors = _open(path, with_tensors=True)
+    _verify_header(path, config, warn=warn, stacklevel=4)
     digest = config.get("tensor_sha256")
     if digest != tensor_sha256(tensors):
         raise CheckpointError(
@@ -444,7 +666,7 @@ def load_checkpoint(
     try:
         stored_map = FrameMap.from_dict(config["frame_map"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: the embedded frame map is invalid ({exc})") from exc
+        raise CheckpointError(f"{path}: the embedded frame map is invalid ({_one_line(exc)})") from exc
     if stored_map != model.frame_map:
         raise CheckpointError(
             f"{path}: the embedded frame map does not match the model built from "
@@ -456,3 +678,19 @@ def load_checkpoint(
     model.module.eval()
     metadata = config.get("metadata") or {}
     return model, dict(metadata)
+
+
+def upgrade_checkpoint(
+    path: str | os.PathLike, out: str | os.PathLike | None = None, module: nn.Module | None = None
+) -> Path:
+    """Add the integrity record to a checkpoint written before it; tensors and header are kept as they are.
+
+    The file must load (weights verified, model built; ``module`` as for
+    :func:`load_checkpoint`). Writes ``out`` (default: ``path`` itself,
+    atomically) and returns it. Only seal a file you trust: an edit made
+    before sealing is sealed with it.
+    """
+    path = Path(path)
+    _load(path, "cpu", module, warn=False)
+    config, tensors = _open(path, with_tensors=True)
+    return _write(out if out is not None else path, tensors, config)
