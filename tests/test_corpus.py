@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from asr_introspect.corpus import (
     PhoneSegment,
+    TextGridError,
     Utterance,
     batch_plan,
     filter_speakers,
@@ -74,6 +76,7 @@ def test_missing_directory_is_a_corpus_error(tmp_path):
         read_librispeech(tmp_path / "empty")
 
 
+@pytest.mark.filterwarnings("error")  # skips are reported, never warned about
 def test_missing_transcript_lines_and_audio_are_skipped_with_reasons(tiny_corpus_factory):
     corpus = tiny_corpus_factory()
     trans = corpus.root / "84" / "121" / "84-121.trans.txt"
@@ -81,25 +84,36 @@ def test_missing_transcript_lines_and_audio_are_skipped_with_reasons(tiny_corpus
     trans.write_text(
         "\n".join(l for l in lines if not l.startswith("84-121-0003")) + "\n84-121-0099 A LINE WITHOUT AUDIO\n"
     )
-    (corpus.root / "103" / "1240" / "103-1240.trans.txt").unlink()
+    missing = corpus.root / "103" / "1240" / "103-1240.trans.txt"
+    missing.unlink()
     bad = corpus.root / "19" / "198" / "19-198.trans.txt"
     bad.write_text(bad.read_text().replace("IT'S A TONE", "IT'S A TONE \u65e5\u672c"))
 
     scan = scan_librispeech(corpus.root)
-    reasons = {s.id: s.reason for s in scan.skipped}
-    assert set(reasons) == {"84-121-0003", "84-121-0099", "103-1240-0005", "103-1240-0006", "19-198-0001"}
-    assert reasons["84-121-0003"].startswith("no transcript line")
-    assert reasons["84-121-0099"].startswith("transcript line without audio")
-    assert "103-1240.trans.txt" in reasons["103-1240-0005"]
-    assert reasons["19-198-0001"].startswith("bad transcript") and "19-198-0001" in reasons["19-198-0001"]
-    assert str(bad) in reasons["19-198-0001"]
+    skipped = {s.id: s for s in scan.skipped}
+    assert set(skipped) == {"84-121-0003", "84-121-0099", "103-1240-0005", "103-1240-0006", "19-198-0001"}
+    assert skipped["84-121-0003"].kind == "no transcript line"
+    assert skipped["84-121-0003"].path == corpus.root / "84" / "121" / "84-121-0003.flac"
+    assert skipped["84-121-0099"].kind == "transcript line without audio"
+    assert (skipped["84-121-0099"].path, skipped["84-121-0099"].line) == (trans, 2)
+    assert str(missing) in skipped["103-1240-0005"].reason
+    assert skipped["19-198-0001"].kind == "bad transcript" and (
+        skipped["19-198-0001"].path,
+        skipped["19-198-0001"].line,
+    ) == (bad, 2)
+    assert "'\u65e5', '\u672c'" in skipped["19-198-0001"].reason
     assert [u.id for u in scan.utterances] == ["19-198-0000", "19-227-0002", "84-121-0004"]
     assert scan.skipped_by_reason()["no transcript line"] == 3
 
-    with pytest.warns(UserWarning, match="5 item"):
-        assert len(read_librispeech(corpus.root)) == 3
-    with pytest.raises(CorpusError, match="5 item.*103-1240-0005: no transcript line"):
+    loaded = read_librispeech(corpus.root)
+    assert loaded == [u for u in corpus.expected if u.id in ("19-198-0000", "19-227-0002", "84-121-0004")]
+    assert loaded.report.skipped == scan.skipped and loaded.report.to_dict()["skipped"] == 5
+    json.dumps(loaded.report.to_dict())
+    with pytest.raises(CorpusError) as info:
         read_librispeech(corpus.root, strict=True)
+    message = str(info.value)
+    assert "\n" not in message and "strict" in message and "4 more problem(s)" in message
+    assert message.startswith(f"{skipped[scan.skipped[0].id].message}")
 
 
 def test_index_librispeech_script_reports_skips(tiny_corpus_factory, mfa_textgrids, tmp_path):
@@ -226,6 +240,24 @@ def test_textgrid_tier_choice(tmp_path):
     (tmp_path / "e.TextGrid").write_text('File type = "ooTextFile"\nObject class = "TextGrid"\n0\n')
     with pytest.raises(CorpusError, match="e.TextGrid"):
         read_textgrid(tmp_path / "e.TextGrid")
+
+
+def test_textgrid_errors_name_the_line_of_the_interval(tmp_path):
+    path = tmp_path / "short.TextGrid"
+    path.write_text(SHORT_TEXTGRID)
+    lines = SHORT_TEXTGRID.splitlines()
+    spn_line = lines.index('"AY1"') + 2  # interval 4 (spn, 0.5-0.6 s) starts on the line after "AY1"
+    assert read_textgrid(path, duration=0.9) == EXPECTED_SHORT
+    assert read_textgrid(path, duration=0.89) == EXPECTED_SHORT  # within 10 ms
+    with pytest.raises(TextGridError, match=rf"short.TextGrid line {spn_line}: interval 4 \('spn'\).*0.600 s.*0.550 s"):
+        read_textgrid(path, duration=0.55)
+    path.write_text(SHORT_TEXTGRID.replace('0.5\n0.6\n"spn"', '0.6\n0.5\n"spn"'))
+    with pytest.raises(TextGridError, match=rf"line {spn_line}: interval 4 .*runs backwards") as info:
+        read_textgrid(path)
+    assert info.value.line == spn_line and isinstance(info.value, CorpusError)
+    path.write_text(SHORT_TEXTGRID.replace('"AY1"', '"Q9"'))
+    with pytest.raises(TextGridError, match=rf"line {spn_line - 3}: phone label 'Q9'"):
+        read_textgrid(path)
 
 
 def test_textgrid_write_read_round_trip(tmp_path):
@@ -446,3 +478,296 @@ def test_fortune_sentences_from_a_file(tmp_path):
         "A banker is a fellow who lends you his umbrella.",
         "Wake now my merry lads!",
     ]
+
+
+# ---------------------------------------------------------------- the validation pass: one table of defects
+
+GOOD_IDS = (
+    "103-1240-0005",
+    "103-1240-0006",
+    "19-198-0000",
+    "19-198-0001",
+    "19-227-0002",
+    "84-121-0003",
+    "84-121-0004",
+)
+
+
+def _chapter(root: Path, speaker: str, chapter: str) -> Path:
+    return root / speaker / chapter
+
+
+def _interval_line(textgrid: Path, number: int) -> int:
+    """1-based line of the ``xmin`` of interval ``number`` of the fixture's phone tier."""
+    lines = textgrid.read_text().splitlines()
+    return lines.index(f"        intervals [{number}]:", lines.index('        name = "phones"')) + 2
+
+
+def _edit_interval(textgrid: Path, number: int, start: float, end: float) -> int:
+    """Set interval ``number``'s times in a fixture TextGrid; returns its line."""
+    line = _interval_line(textgrid, number)
+    lines = textgrid.read_text().splitlines()
+    lines[line - 1] = f"            xmin = {start}"
+    lines[line] = f"            xmax = {end}"
+    textgrid.write_text("\n".join(lines) + "\n")
+    return line
+
+
+def _append_line(path: Path, line: str) -> int:
+    text = path.read_text()
+    path.write_text(text + line + "\n")
+    return len(text.splitlines()) + 1
+
+
+def _replace_line(path: Path, startswith: str, line: str) -> int:
+    lines = path.read_text().splitlines()
+    index = next(i for i, l in enumerate(lines) if l.startswith(startswith))
+    lines[index] = line
+    path.write_text("\n".join(lines) + "\n")
+    return index + 1
+
+
+# each case: (build kwargs, defect(root) -> (id, file at fault, line or None, reason kind, detail), ids kept)
+
+
+def _duplicate_across_chapters(root):
+    other = root / "84" / "122"
+    other.mkdir()
+    shutil.copy(root / "84" / "121" / "84-121-0003.flac", other / "84-121-0003.flac")
+    (other / "84-122.trans.txt").write_text("84-121-0003 HELLO AGAIN\n")
+    first = root / "84" / "121" / "84-121.trans.txt"
+    return "84-121-0003", other / "84-122.trans.txt", 1, "duplicate id", f"{first} line 1"
+
+
+def _duplicate_line(root):
+    trans = root / "84" / "121" / "84-121.trans.txt"
+    line = _append_line(trans, "84-121-0004 ANOTHER TEXT")
+    return "84-121-0004", trans, line, "duplicate id", f"{trans} line 2"
+
+
+def _reversed_interval(root):
+    grid = root / "19" / "198" / "19-198-0000.TextGrid"
+    line = _edit_interval(grid, 3, 0.3, 0.2)
+    return "19-198-0000", grid, line, "bad TextGrid", "runs backwards: xmin 0.3 s > xmax 0.2 s"
+
+
+def _overlapping_intervals(root):
+    grid = root / "19" / "198" / "19-198-0000.TextGrid"
+    line = _edit_interval(grid, 4, 0.25, 0.4)
+    return "19-198-0000", grid, line, "bad TextGrid", "before interval 3 ends (0.3 s): intervals overlap"
+
+
+def _textgrid_past_the_end(root):
+    grid = root / "19" / "227" / "19-227-0002.TextGrid"
+    line = _edit_interval(grid, 12, 1.2, 60.0)
+    return "19-227-0002", grid, line, "bad TextGrid", "ends at 60.000 s, after the audio ends (1.250 s)"
+
+
+def _line_without_audio(root):
+    (root / "84" / "121" / "84-121-0004.flac").unlink()
+    trans = root / "84" / "121" / "84-121.trans.txt"
+    return "84-121-0004", trans, 2, "transcript line without audio", "no 84-121-0004.flac or .wav"
+
+
+def _audio_without_line(root):
+    extra = root / "84" / "121" / "84-121-0007.flac"
+    shutil.copy(root / "84" / "121" / "84-121-0003.flac", extra)
+    return "84-121-0007", extra, None, "no transcript line", "84-121.trans.txt"
+
+
+def _outside_alphabet(root):
+    trans = root / "19" / "198" / "19-198.trans.txt"
+    line = _replace_line(trans, "19-198-0001", "19-198-0001 IT'S A TONE \u0436")
+    return "19-198-0001", trans, line, "bad transcript", "characters outside the alphabet: '\u0436'"
+
+
+def _empty_transcript(root):
+    trans = root / "19" / "198" / "19-198.trans.txt"
+    line = _replace_line(trans, "19-198-0001", "19-198-0001 !!! ...")
+    return "19-198-0001", trans, line, "empty transcript", "'!!! ...'"
+
+
+def _truncated_audio(suffix):
+    def defect(root):
+        path = root / "84" / "121" / f"84-121-0004.{suffix}"
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        return "84-121-0004", path, None, "unreadable audio", "truncated file"
+
+    return defect
+
+
+def _manifest_case(edit):
+    """A defect in a manifest written from the fixture (lines in id order: GOOD_IDS)."""
+
+    def defect(root):
+        corpus = read_librispeech(root)
+        path = save_manifest(corpus, root / "manifest.jsonl")
+        records = [json.loads(l) for l in path.read_text().splitlines()]
+        result = edit(records, path)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return result
+
+    return defect
+
+
+def _m_duplicate(records, path):
+    records.append(dict(records[3], text="another text"))
+    return "19-198-0001", path, 8, "duplicate id", f"{path} line 4"
+
+
+def _m_missing_audio(records, path):
+    records[6]["audio"] = "84/121/nowhere.flac"
+    return "84-121-0004", path, 7, "missing audio file", "nowhere.flac not found"
+
+
+def _m_past_the_end(records, path):
+    records[2]["phones"][-1][2] = 60.0
+    return "19-198-0000", path, 3, "phones past the audio's end", "end at 60.000 s, the audio at 0.900 s"
+
+
+def _m_overlap(records, path):
+    records[2]["phones"][2][1] = 0.15
+    return "19-198-0000", path, 3, "bad phones", "segments overlap"
+
+
+def _m_reversed(records, path):
+    records[4]["phones"][1][1:] = [0.3, 0.2]
+    return "19-227-0002", path, 5, "bad phones", "empty or reversed"
+
+
+def _m_outside_alphabet(records, path):
+    records[5]["text"] = "hello \u65e5\u672c"
+    return "84-121-0003", path, 6, "bad transcript", "'\u65e5', '\u672c'"
+
+
+DEFECTS = {
+    "duplicate id across chapters": ({}, _duplicate_across_chapters),
+    "duplicate transcript line": ({}, _duplicate_line),
+    "TextGrid xmin > xmax": ({}, _reversed_interval),
+    "TextGrid overlapping intervals": ({}, _overlapping_intervals),
+    "TextGrid ends at 60 s on 1.25 s of audio": ({}, _textgrid_past_the_end),
+    "transcript line without audio": ({}, _line_without_audio),
+    "audio without transcript line": ({}, _audio_without_line),
+    "transcript outside the alphabet": ({}, _outside_alphabet),
+    "transcript empty after normalization": ({}, _empty_transcript),
+    "truncated flac": ({}, _truncated_audio("flac")),
+    "truncated wav": ({"audio_format": "wav"}, _truncated_audio("wav")),
+    "manifest: duplicate id": ({}, _manifest_case(_m_duplicate)),
+    "manifest: missing audio file": ({}, _manifest_case(_m_missing_audio)),
+    "manifest: phones past the audio's end": ({}, _manifest_case(_m_past_the_end)),
+    "manifest: overlapping phones": ({}, _manifest_case(_m_overlap)),
+    "manifest: reversed phone": ({}, _manifest_case(_m_reversed)),
+    "manifest: transcript outside the alphabet": ({}, _manifest_case(_m_outside_alphabet)),
+}
+
+
+@pytest.mark.filterwarnings("error")  # a warning is not a report
+@pytest.mark.parametrize("case", list(DEFECTS))
+def test_each_corpus_defect_is_a_reported_skip_and_a_strict_error(tiny_corpus_factory, case):
+    build, defect = DEFECTS[case]
+    corpus = tiny_corpus_factory(**build)
+    utt_id, path, line, kind, detail = defect(corpus.root)
+    target = corpus.root / "manifest.jsonl" if case.startswith("manifest") else corpus.root
+
+    loaded = load_corpus(target)
+    assert len(loaded.report.skipped) == 1, loaded.report.skipped
+    skip = loaded.report.skipped[0]
+    assert (skip.id, skip.path, skip.line, skip.kind) == (utt_id, path, line, kind)
+    assert detail in skip.reason
+    # the good utterances still load, exactly (a duplicate keeps its first record)
+    keep = [u for u in corpus.expected if u.id != utt_id or kind == "duplicate id"]
+    if target.is_file():
+        keep = _resolved(keep)
+    assert sorted(loaded, key=lambda u: u.id) == keep
+    assert len({u.id for u in loaded}) == len(loaded)
+    summary = json.loads(json.dumps(loaded.report.to_dict()))
+    assert summary["skipped"] == 1 and summary["skipped_by_reason"] == {kind: 1}
+    assert summary["skipped_items"][0] == {"id": utt_id, "path": str(path), "line": line, "reason": skip.reason}
+
+    with pytest.raises(CorpusError) as info:
+        load_corpus(target, strict=True)
+    message = str(info.value)
+    where = f"{path} line {line}: " if line is not None else f"{path}: "
+    assert message.startswith(where + f"utt {utt_id}: {kind}"), message
+    assert detail in message and "\n" not in message
+
+
+@pytest.mark.filterwarnings("error")
+def test_gaps_and_a_few_milliseconds_past_the_end_are_accepted(tiny_corpus_factory):
+    corpus = tiny_corpus_factory()
+    grid = corpus.root / "19" / "198" / "19-198-0000.TextGrid"
+    lines = grid.read_text().splitlines()
+    # drop interval 4 ("L", 0.3-0.4) entirely: a gap between 0.3 and 0.4
+    start = lines.index("        intervals [4]:", lines.index('        name = "phones"'))
+    del lines[start : start + 4]
+    lines = [l.replace("intervals: size = 11", "intervals: size = 10") for l in lines]
+    assert lines[-2] == "            xmax = 0.9"
+    lines[-2] = "            xmax = 0.906"  # the last interval ends 6 ms after the 0.9 s audio
+    grid.write_text("\n".join(lines) + "\n")
+
+    loaded = load_corpus(corpus.root, strict=True)
+    assert loaded.report.skipped == []
+    phones = next(u for u in loaded if u.id == "19-198-0000").phones
+    assert [p.phone for p in phones][:4] == ["sil", "hh", "ah", "ow"]  # 'l' is gone, the rest stays
+    assert phones[-1].end == 0.906
+    _edit_interval(grid, 10, 0.85, 0.95)  # 50 ms past the end: too far
+    assert load_corpus(corpus.root).report.skipped[0].kind == "bad TextGrid"
+
+
+# ---------------------------------------------------------------- one normalization policy; empty corpora
+
+
+@pytest.mark.filterwarnings("error")
+def test_one_normalization_policy_for_both_layouts_reported_per_utterance(tiny_corpus_factory):
+    corpus = tiny_corpus_factory()
+    trans = corpus.root / "19" / "198" / "19-198.trans.txt"
+    line = _replace_line(trans, "19-198-0001", "19-198-0001 Café 42!")
+    scanned = load_corpus(corpus.root)
+    by_id = {n.id: n for n in scanned.report.normalized}
+    # LibriSpeech's upper case is the expected form, not a change worth listing
+    assert set(by_id) == {"19-198-0001", "19-227-0002"}
+    assert (by_id["19-198-0001"].original, by_id["19-198-0001"].normalized) == ("Café 42!", "cafe forty two")
+    assert (by_id["19-198-0001"].path, by_id["19-198-0001"].line) == (trans, line)
+    assert by_id["19-227-0002"].normalized == "numbers two dogs"
+    assert next(u for u in scanned if u.id == "19-198-0001").text == "cafe forty two"
+
+    # the same text in a hand-written manifest: the same result, reported with the manifest's line
+    records = [json.loads(l) for l in save_manifest(scanned, corpus.root / "m.jsonl").read_text().splitlines()]
+    records[3]["text"] = "café 42!"
+    manifest = corpus.root / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    listed = load_corpus(manifest)
+    assert [u.text for u in listed] == [u.text for u in scanned]
+    assert [(n.id, n.original, n.normalized, n.path, n.line) for n in listed.report.normalized] == [
+        ("19-198-0001", "café 42!", "cafe forty two", manifest, 4)
+    ]
+    assert listed.report.to_dict()["normalized_items"][0]["normalized"] == "cafe forty two"
+    assert listed.report.skipped == []
+
+
+def test_empty_corpora_are_errors_naming_the_path(tiny_corpus_factory, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(CorpusError, match=f"^{empty}: no utterances found"):
+        load_corpus(empty)
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    with pytest.raises(CorpusError, match="blank.jsonl: no utterances found"):
+        load_manifest(tmp_path / "blank.jsonl")
+
+    corpus = tiny_corpus_factory()
+    for path in corpus.root.glob("*/*/*.trans.txt"):
+        path.write_text("".join(f"{l.split()[0]} \u2603\n" for l in path.read_text().splitlines()))
+    with pytest.raises(CorpusError) as info:
+        load_corpus(corpus.root)
+    message = str(info.value)
+    assert message.startswith(f"{corpus.root}: no usable utterances (all 7 item(s) skipped, first: ")
+    assert "line 1: utt 103-1240-0005: bad transcript" in message and "'\u2603'" in message
+
+
+def test_a_clean_corpus_reports_nothing_even_when_strict(tiny_corpus):
+    loaded = load_corpus(tiny_corpus.root, strict=True)
+    assert loaded == tiny_corpus.expected
+    assert loaded.report.skipped == [] and [n.id for n in loaded.report.normalized] == ["19-227-0002"]
+    assert loaded.report.source == tiny_corpus.root
+    assert loaded[:2] == tiny_corpus.expected[:2]  # still a list

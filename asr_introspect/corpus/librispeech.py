@@ -5,18 +5,21 @@ Layout: ``ROOT/SPEAKER/CHAPTER/UTTID.flac`` (or ``.wav``) plus one
 ``UTTID TEXT``. Phone alignments are optional: ``UTTID.TextGrid`` beside the
 audio, or in a separate ``textgrid_dir`` laid out like Montreal Forced
 Aligner output (``SPEAKER/UTTID.TextGrid``, ``SPEAKER/CHAPTER/UTTID.TextGrid``
-or flat). Transcripts are normalized with ``text.normalize_transcript``.
+or flat).
 
-Problems with single utterances (audio without transcript line, transcript
-line without audio, a transcript outside the alphabet, an unreadable
-TextGrid or audio header) do not stop the scan: they are collected as
-:class:`Skipped` records with reasons (``scan_librispeech``).
+Problems with single utterances do not stop the scan: audio without a
+transcript line, a transcript line without audio, a duplicate id, a
+transcript outside the alphabet, an unreadable or truncated audio header, a
+bad TextGrid (reversed or overlapping intervals, intervals past the audio's
+end) are collected as :class:`~.validation.Skipped` records with reasons
+naming the file and line. Transcripts are normalized by the one policy of
+:mod:`.validation` (``normalize_text``), the same as for manifests. See
+:func:`load_corpus` for the report and ``strict`` mode.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +28,12 @@ from tqdm.auto import tqdm
 
 from asr_introspect.audio import audio_info
 from asr_introspect.errors import CorpusError, InputError
-from asr_introspect.text import normalize_transcript
+from asr_introspect.text import Alphabet
 
 from .manifest import load_manifest
-from .textgrid import read_textgrid
+from .textgrid import END_TOLERANCE, TextGridError, read_textgrid
 from .utterance import PhoneSegment, Utterance
+from .validation import Candidate, Corpus, CorpusReport, Normalized, Skipped, finish, validate
 
 __all__ = [
     "Skipped",
@@ -43,35 +47,26 @@ __all__ = [
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 MANIFEST_NAME = "manifest.jsonl"
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An utterance (or file) left out of a corpus: ``id``, ``path``, ``reason``."""
-
-    id: str
-    path: Path
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        """``{"id", "path", "reason"}`` for JSON reports."""
-        return {"id": self.id, "path": str(self.path), "reason": self.reason}
+_LAYOUT = " (expected the LibriSpeech layout SPEAKER/CHAPTER/UTTID.flac + SPEAKER-CHAPTER.trans.txt)"
 
 
 @dataclass
 class CorpusScan:
-    """Result of a scan: ``utterances`` (sorted by id) and ``skipped`` records."""
+    """Result of a scan: ``utterances`` (sorted by id), ``skipped`` and ``normalized`` records."""
 
     utterances: list[Utterance] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    normalized: list[Normalized] = field(default_factory=list)
+    source: Path | None = None
+
+    @property
+    def report(self) -> CorpusReport:
+        """The scan's :class:`CorpusReport` (shares the lists)."""
+        return CorpusReport(self.source, self.skipped, self.normalized)
 
     def skipped_by_reason(self) -> dict[str, int]:
-        """Counts of skipped items per reason kind (the text before the first ':' detail)."""
-        counts: dict[str, int] = {}
-        for item in self.skipped:
-            kind = item.reason.split(" (", 1)[0]
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts
+        """Counts of skipped items per reason kind (the text before the first ' (' detail)."""
+        return self.report.skipped_by_reason()
 
 
 def _chapter_dirs(root: Path) -> Iterator[tuple[str, str, Path]]:
@@ -80,13 +75,13 @@ def _chapter_dirs(root: Path) -> Iterator[tuple[str, str, Path]]:
             yield speaker_dir.name, chapter_dir.name, chapter_dir
 
 
-def _read_transcripts(path: Path, skipped: list[Skipped]) -> dict[str, tuple[str, int]]:
-    """``{utt_id: (raw text, line number)}`` of one trans.txt."""
+def _read_transcripts(path: Path, report: CorpusReport) -> dict[str, tuple[str, int]]:
+    """``{utt_id: (raw text, line number)}`` of one trans.txt; repeated ids are skipped."""
     out: dict[str, tuple[str, int]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        skipped.append(Skipped(path.name, path, f"unreadable transcript file ({exc})"))
+        report.skip(None, path, f"unreadable transcript file ({exc}; save it as UTF-8 text)")
         return out
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -96,7 +91,12 @@ def _read_transcripts(path: Path, skipped: list[Skipped]) -> dict[str, tuple[str
         utt_id = parts[0]
         text = parts[1] if len(parts) > 1 else ""
         if utt_id in out:
-            skipped.append(Skipped(utt_id, path, f"duplicate transcript line (line {number} of {path})"))
+            report.skip(
+                utt_id,
+                path,
+                f"duplicate id (also at {path} line {out[utt_id][1]}; give each utterance its own id)",
+                number,
+            )
             continue
         out[utt_id] = (text, number)
     return out
@@ -128,19 +128,21 @@ def scan_librispeech(
     textgrid_dir: str | os.PathLike | None = None,
     durations: bool = True,
     progress: bool = False,
+    alphabet: Alphabet | None = None,
+    end_tolerance: float = END_TOLERANCE,
 ) -> CorpusScan:
-    """Scan a LibriSpeech-layout directory; see the module docstring.
+    """Scan a LibriSpeech-layout directory and validate it; see the module docstring.
 
-    ``durations``: read each audio header for its duration (fast; no samples).
+    ``durations``: read each audio header for its duration (fast; no samples;
+    also finds truncated WAV files and lets TextGrids be checked against the
+    audio's end, within ``end_tolerance`` seconds). ``alphabet``: what
+    transcripts must normalize into (default: ``Alphabet.default()``).
     Raises ``CorpusError`` when ``root`` (or ``textgrid_dir``) is not a
-    directory or holds no utterance at all; single bad utterances are skipped.
+    directory or no usable utterance is left; single bad utterances are skipped.
     """
     root = Path(root)
     if not root.is_dir():
-        raise CorpusError(
-            f"{root}: corpus directory not found (expected the LibriSpeech layout "
-            "SPEAKER/CHAPTER/UTTID.flac + SPEAKER-CHAPTER.trans.txt)"
-        )
+        raise CorpusError(f"{root}: corpus directory not found{_LAYOUT}")
     tg_index: dict[str, list[Path]] = {}
     if textgrid_dir is not None:
         textgrid_dir = Path(textgrid_dir)
@@ -148,7 +150,8 @@ def scan_librispeech(
             raise CorpusError(f"{textgrid_dir}: TextGrid directory not found")
         tg_index = _textgrid_index(textgrid_dir)
 
-    scan = CorpusScan()
+    report = CorpusReport(root)
+    candidates: list[Candidate] = []
     chapters = list(_chapter_dirs(root))
     for speaker, chapter, chapter_dir in tqdm(chapters, desc="scanning", unit="chapter", disable=not progress):
         trans_path = chapter_dir / f"{speaker}-{chapter}.trans.txt"
@@ -157,52 +160,49 @@ def scan_librispeech(
         for path in files:
             if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith("."):
                 if path.stem in audio:
-                    scan.skipped.append(
-                        Skipped(path.stem, path, f"second audio file for the same id (using {audio[path.stem].name})")
+                    report.skip(
+                        path.stem,
+                        path,
+                        f"second audio file for the same id (using {audio[path.stem].name}; remove one of them)",
                     )
                     continue
                 audio[path.stem] = path
-        other_trans = [p for p in files if p.name.endswith(".trans.txt") and p != trans_path]
-        for path in other_trans:
-            scan.skipped.append(
-                Skipped(path.name, path, f"transcript file with an unexpected name (expected {trans_path.name})")
-            )
+        for path in files:
+            if path.name.endswith(".trans.txt") and path != trans_path:
+                report.skip(
+                    None, path, f"transcript file with an unexpected name (expected {trans_path.name}; rename it)"
+                )
         if not trans_path.is_file():
             for utt_id, path in sorted(audio.items()):
-                scan.skipped.append(Skipped(utt_id, path, f"no transcript line (missing {trans_path})"))
+                report.skip(utt_id, path, f"no transcript line (missing {trans_path}; write the transcript file)")
             continue
-        transcripts = _read_transcripts(trans_path, scan.skipped)
-        for utt_id in sorted(set(transcripts) - set(audio)):
-            scan.skipped.append(
-                Skipped(
-                    utt_id,
-                    trans_path,
-                    f"transcript line without audio (line "
-                    f"{transcripts[utt_id][1]} of {trans_path}; "
-                    f"no {utt_id}.flac or .wav)",
-                )
+        transcripts = _read_transcripts(trans_path, report)
+        for utt_id in sorted(set(transcripts) - set(audio), key=lambda i: transcripts[i][1]):
+            report.skip(
+                utt_id,
+                trans_path,
+                f"transcript line without audio (no {utt_id}.flac or .wav in {chapter_dir}; "
+                "restore the audio or delete the line)",
+                transcripts[utt_id][1],
             )
         for utt_id in sorted(audio):
             path = audio[utt_id]
             if utt_id not in transcripts:
-                scan.skipped.append(Skipped(utt_id, path, f"no transcript line (audio without a line in {trans_path})"))
+                report.skip(
+                    utt_id,
+                    path,
+                    f"no transcript line (audio without a line in {trans_path}; add the line or remove the audio)",
+                )
                 continue
             raw, number = transcripts[utt_id]
-            try:
-                text = normalize_transcript(raw, utterance_id=utt_id)
-            except InputError as exc:
-                scan.skipped.append(Skipped(utt_id, trans_path, f"bad transcript ({trans_path} line {number}: {exc})"))
-                continue
-            if not text:
-                scan.skipped.append(Skipped(utt_id, trans_path, f"empty transcript ({trans_path} line {number})"))
-                continue
             duration = None
             if durations:
                 try:
                     rate, frames, _ = audio_info(path)
                     duration = frames / rate
                 except InputError as exc:
-                    scan.skipped.append(Skipped(utt_id, path, f"unreadable audio ({exc})"))
+                    detail = str(exc).removeprefix(f"{path}: ")
+                    report.skip(utt_id, path, f"unreadable audio ({detail})")
                     continue
             phones: tuple[PhoneSegment, ...] | None = None
             tg_path = None
@@ -215,49 +215,43 @@ def scan_librispeech(
                         break
             if tg_path is not None:
                 try:
-                    phones = tuple(read_textgrid(tg_path))
-                except CorpusError as exc:
-                    scan.skipped.append(Skipped(utt_id, tg_path, f"bad TextGrid ({exc})"))
+                    phones = tuple(read_textgrid(tg_path, duration=duration, tolerance=end_tolerance))
+                except TextGridError as exc:
+                    report.skip(utt_id, tg_path, f"bad TextGrid ({exc.detail})", exc.line)
                     continue
-            scan.utterances.append(Utterance(utt_id, speaker, path, text, phones, duration))
-    seen = {u.id for u in scan.utterances} | {s.id for s in scan.skipped}
-    for stem in sorted(set(tg_index) - seen):
-        scan.skipped.append(
-            Skipped(
-                stem,
-                tg_index[stem][0],
-                "TextGrid without an utterance (no audio or transcript with this id under the corpus root)",
+                except CorpusError as exc:
+                    report.skip(utt_id, tg_path, f"bad TextGrid ({exc})")
+                    continue
+            candidates.append(
+                Candidate(utt_id, speaker, path, raw, trans_path, number, phones, duration, tg_path, None)
             )
+    utterances = validate(candidates, report, alphabet=alphabet, end_tolerance=end_tolerance)
+    seen = {u.id for u in utterances} | {c.id for c in candidates} | {s.id for s in report.skipped}
+    for stem in sorted(set(tg_index) - seen):
+        report.skip(
+            stem,
+            tg_index[stem][0],
+            "TextGrid without an utterance (no audio or transcript with this id under the corpus root)",
         )
-    if not scan.utterances:
-        detail = f"; {len(scan.skipped)} item(s) skipped, first: {scan.skipped[0].reason}" if scan.skipped else ""
-        raise CorpusError(
-            f"{root}: no utterances found (expected the LibriSpeech layout "
-            f"SPEAKER/CHAPTER/UTTID.flac + SPEAKER-CHAPTER.trans.txt{detail})"
-        )
-    scan.utterances.sort(key=lambda u: u.id)
-    return scan
+    utterances = finish(utterances, report, hint=_LAYOUT)
+    return CorpusScan(sorted(utterances, key=lambda u: u.id), report.skipped, report.normalized, root)
 
 
 def read_librispeech(
-    root: str | os.PathLike, textgrid_dir: str | os.PathLike | None = None, strict: bool = False, progress: bool = False
-) -> list[Utterance]:
-    """Utterances of a LibriSpeech-layout directory (sorted by id); see the module docstring.
+    root: str | os.PathLike,
+    textgrid_dir: str | os.PathLike | None = None,
+    strict: bool = False,
+    progress: bool = False,
+    alphabet: Alphabet | None = None,
+) -> Corpus:
+    """Utterances of a LibriSpeech-layout directory (sorted by id), with ``.report``; see the module docstring.
 
-    Skipped items produce one ``UserWarning`` with their count and the first
-    reason (``scan_librispeech`` returns them all); ``strict=True`` raises
-    ``CorpusError`` listing them instead.
+    Skipped items and normalized transcripts are listed in the returned
+    :class:`~.validation.Corpus`'s ``report`` (no warnings); ``strict=True``
+    raises ``CorpusError`` naming the first skipped item's file and line instead.
     """
-    scan = scan_librispeech(root, textgrid_dir, progress=progress)
-    if scan.skipped:
-        first = scan.skipped[:3]
-        listing = "; ".join(f"{s.id}: {s.reason}" for s in first)
-        more = f" (and {len(scan.skipped) - len(first)} more)" if len(scan.skipped) > len(first) else ""
-        message = f"{root}: {len(scan.skipped)} item(s) skipped: {listing}{more}"
-        if strict:
-            raise CorpusError(message)
-        warnings.warn(message, stacklevel=2)
-    return scan.utterances
+    scan = scan_librispeech(root, textgrid_dir, progress=progress, alphabet=alphabet)
+    return finish(scan.utterances, scan.report, strict=strict, hint=_LAYOUT)
 
 
 def corpus_files_mtime(root: str | os.PathLike) -> int:
@@ -275,8 +269,19 @@ def corpus_files_mtime(root: str | os.PathLike) -> int:
     return newest
 
 
-def load_corpus(path: str | os.PathLike, progress: bool = False) -> list[Utterance]:
-    """Utterances of a corpus: a LibriSpeech-layout directory or a manifest file.
+def load_corpus(
+    path: str | os.PathLike, progress: bool = False, strict: bool = False, alphabet: Alphabet | None = None
+) -> Corpus:
+    """Validated utterances of a corpus: a LibriSpeech-layout directory or a manifest file.
+
+    Returns a :class:`~.validation.Corpus`: a ``list`` of :class:`Utterance`
+    whose ``.report`` (:class:`~.validation.CorpusReport`) lists every skipped
+    item with its reason, file and line, and every transcript that
+    normalization changed (``report.to_dict()`` for JSON). Both layouts go
+    through the same validation pass (:mod:`.validation`). ``strict=True``
+    turns the first skip into a ``CorpusError`` naming its file and line; a
+    corpus without a usable utterance is always a ``CorpusError``.
+    ``alphabet``: what transcripts must normalize into (default: the toolkit's).
 
     A directory's ``manifest.jsonl`` is used when it is at least as new as every
     transcript and chapter directory; otherwise the directory is rescanned
@@ -286,15 +291,15 @@ def load_corpus(path: str | os.PathLike, progress: bool = False) -> list[Utteran
     """
     path = Path(path)
     if path.is_file():
-        return load_manifest(path)
+        return load_manifest(path, strict=strict, alphabet=alphabet)
     if not path.is_dir():
         raise CorpusError(f"{path}: corpus not found (pass a LibriSpeech-layout directory or a {MANIFEST_NAME} file)")
     manifest = path / MANIFEST_NAME
     if manifest.is_file() and manifest.stat().st_mtime_ns >= corpus_files_mtime(path):
-        return load_manifest(manifest)
+        return load_manifest(manifest, strict=strict, alphabet=alphabet)
     splits = sorted(p.name for p in path.iterdir() if (p / MANIFEST_NAME).is_file())
     if splits and not any(path.glob("*/*/*.trans.txt")):
         raise CorpusError(
             f"{path}: holds the corpus splits {', '.join(splits)}; pass one of them, e.g. {path / splits[0]}"
         )
-    return read_librispeech(path, progress=progress)
+    return read_librispeech(path, strict=strict, progress=progress, alphabet=alphabet)

@@ -4,6 +4,15 @@ Each line: ``{"id", "speaker", "audio", "text", "duration", "phones"}`` where
 ``audio`` is relative to the manifest's directory (POSIX separators),
 ``duration`` is seconds (or null) and ``phones`` is ``[[phone, start, end], ...]``
 (seconds) or null. Writing is atomic.
+
+Reading (:func:`load_manifest`) runs the corpus validation pass of
+:mod:`.validation`, the same as for the LibriSpeech layout: transcripts are
+normalized by the same policy (a hand-written ``"café 42!"`` becomes
+``"cafe forty two"`` and is listed in the report), and duplicate ids, missing
+audio files, transcripts outside the alphabet and bad phone segments are
+skipped with reasons naming the manifest's line. A line that is not a JSON
+object with the required keys is an error (the file is not a manifest, or a
+damaged one): regenerate it.
 """
 
 from __future__ import annotations
@@ -15,8 +24,11 @@ from pathlib import Path
 
 from asr_introspect.errors import CorpusError
 from asr_introspect.io import write_text_atomic
+from asr_introspect.text import Alphabet
 
+from .textgrid import END_TOLERANCE
 from .utterance import PhoneSegment, Utterance
+from .validation import Candidate, Corpus, CorpusReport, finish, validate
 
 __all__ = ["save_manifest", "load_manifest", "utterance_to_dict", "utterance_from_dict"]
 
@@ -71,10 +83,19 @@ def save_manifest(utterances: Iterable[Utterance], path: str | os.PathLike) -> P
     return write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
-def load_manifest(path: str | os.PathLike) -> list[Utterance]:
-    """Utterances of a manifest file (audio paths made absolute against its directory).
+def load_manifest(
+    path: str | os.PathLike,
+    strict: bool = False,
+    alphabet: Alphabet | None = None,
+    end_tolerance: float = END_TOLERANCE,
+) -> Corpus:
+    """Validated utterances of a manifest file (audio paths made absolute against its directory).
 
-    ``CorpusError`` names the file and line for missing files or malformed lines.
+    Returns a :class:`~.validation.Corpus` (a list, in file order) with
+    ``.report``; see the module docstring. ``CorpusError`` names the file and
+    line for an unreadable file or a malformed line, names the first skipped
+    item's file and line with ``strict=True``, and names the file when no
+    usable utterance is left (e.g. an empty manifest).
     """
     path = Path(path)
     try:
@@ -82,7 +103,7 @@ def load_manifest(path: str | os.PathLike) -> list[Utterance]:
     except (OSError, UnicodeDecodeError) as exc:
         raise CorpusError(f"{path}: cannot read manifest ({exc})") from exc
     base = path.parent.resolve()
-    utterances = []
+    candidates = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -92,5 +113,12 @@ def load_manifest(path: str | os.PathLike) -> list[Utterance]:
             raise CorpusError(f"{path} line {number}: not JSON ({exc.msg}); regenerate the manifest") from exc
         if not isinstance(record, dict):
             raise CorpusError(f"{path} line {number}: expected a JSON object per line")
-        utterances.append(utterance_from_dict(record, base, source=f"{path} line {number}"))
-    return utterances
+        utt = utterance_from_dict(record, base, source=f"{path} line {number}")
+        candidates.append(
+            Candidate(utt.id, utt.speaker, utt.audio_path, utt.text, path, number, utt.phones, utt.duration)
+        )
+    report = CorpusReport(path)
+    utterances = validate(candidates, report, alphabet=alphabet, end_tolerance=end_tolerance)
+    return finish(
+        utterances, report, strict=strict, hint=" (expected one JSON object per utterance and line, see save_manifest)"
+    )

@@ -11,6 +11,13 @@ labels are all ARPAbet/silence labels. Labels map as follows (the documented rul
   dropped and its time stays unlabeled (a gap);
 - anything else goes through ``text.phone_from_cmudict`` (``"AH0"`` -> ``"ah"``);
   an unknown label raises ``CorpusError`` naming the file.
+
+Validation (:func:`read_textgrid`): the phone tier's intervals must run
+forwards (``xmin <= xmax``; zero-length intervals are dropped) and must not
+overlap (gaps are fine: unlabeled time); with ``duration`` (seconds of the
+audio) no interval may end more than ``tolerance`` (default 10 ms) after the
+audio does. A violation raises :class:`TextGridError` naming the file, the
+line of the offending interval and what to do.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from .utterance import PhoneSegment, merge_silences
 
 __all__ = [
     "Tier",
+    "TextGridError",
+    "END_TOLERANCE",
     "parse_textgrid",
     "read_textgrid",
     "write_textgrid",
@@ -44,14 +53,31 @@ NOISE_LABELS = frozenset(
 )
 
 
+#: seconds an interval may end after the audio does (rounding in aligners' duration measurements)
+END_TOLERANCE = 0.01
+
+
+class TextGridError(CorpusError):
+    """A TextGrid problem at ``source`` (a path), optionally at ``line``; ``detail`` says what and what to do."""
+
+    def __init__(self, source: str, detail: str, line: int | None = None) -> None:
+        self.source = str(source)
+        self.detail = detail
+        self.line = line
+        where = self.source if line is None else f"{self.source} line {line}"
+        super().__init__(f"{where}: {detail}")
+
+
 @dataclass(frozen=True)
 class Tier:
     """A TextGrid tier: ``name``, ``kind`` (``"IntervalTier"``/``"TextTier"``), ``items``:
-    intervals ``(start, end, label)`` or points ``(time, time, label)``."""
+    intervals ``(start, end, label)`` or points ``(time, time, label)``; ``lines``: the
+    1-based line of the file where each item starts (empty when unknown)."""
 
     name: str
     kind: str
     items: tuple[tuple[float, float, str], ...]
+    lines: tuple[int, ...] = ()
 
 
 # strings (with "" escapes), bracketed indices (skipped), flags, numbers
@@ -60,18 +86,25 @@ _TOKEN = re.compile(
 )
 
 
-def _tokens(text: str) -> list[object]:
+def _tokens(text: str) -> tuple[list[object], list[int]]:
+    """Tokens and the 1-based line each starts on."""
     tokens: list[object] = []
+    lines: list[int] = []
+    line, scanned = 1, 0
     for match in _TOKEN.finditer(text):
         string, flag, number = match.group(1), match.group(2), match.group(3)
+        if string is None and flag is None and number is None:
+            continue  # bracketed indices ("item [1]:") are labels of the long format: skipped
+        line += text.count("\n", scanned, match.start())
+        scanned = match.start()
+        lines.append(line)
         if string is not None:
             tokens.append(string.replace('""', '"'))
         elif flag is not None:
             tokens.append(flag == "exists")
-        elif number is not None:
+        else:
             tokens.append(float(number))
-        # bracketed indices ("item [1]:") are labels of the long format: skipped
-    return tokens
+    return tokens, lines
 
 
 def _decode(data: bytes) -> str:
@@ -90,25 +123,26 @@ def parse_textgrid(text: str, source: str = "TextGrid") -> list[Tier]:
 
     Both formats carry the same sequence of strings and numbers; the long
     format's ``key =`` labels and ``[i]`` indices are ignored. Raises
-    ``CorpusError`` naming ``source`` when the structure is not a TextGrid.
+    :class:`TextGridError` naming ``source`` (and the line) when the structure
+    is not a TextGrid.
     """
-    tokens = _tokens(text)
+    tokens, token_lines = _tokens(text)
     pos = 0
 
     def take(kind: type, what: str):
         nonlocal pos
         if pos >= len(tokens):
-            raise CorpusError(f"{source}: TextGrid ends early (expected {what})")
+            raise TextGridError(source, f"TextGrid ends early (expected {what})")
         value = tokens[pos]
         if kind is float and isinstance(value, bool) or not isinstance(value, kind):
-            raise CorpusError(f"{source}: not a valid TextGrid (expected {what}, found {value!r})")
+            raise TextGridError(source, f"not a valid TextGrid (expected {what}, found {value!r})", token_lines[pos])
         pos += 1
         return value
 
     if take(str, "'ooTextFile'") != "ooTextFile":
-        raise CorpusError(f"{source}: not a Praat text file (missing 'File type = \"ooTextFile\"')")
+        raise TextGridError(source, "not a Praat text file (missing 'File type = \"ooTextFile\"')")
     if take(str, "'TextGrid'") != "TextGrid":
-        raise CorpusError(f'{source}: not a TextGrid (Object class is not "TextGrid")')
+        raise TextGridError(source, 'not a TextGrid (Object class is not "TextGrid")')
     take(float, "xmin")
     take(float, "xmax")
     if not take(bool, "<exists>"):
@@ -122,18 +156,21 @@ def parse_textgrid(text: str, source: str = "TextGrid") -> list[Tier]:
         take(float, "tier xmax")
         n_items = int(take(float, f"size of tier {name!r}"))
         items = []
+        lines = []
         if kind == "IntervalTier":
             for _ in range(n_items):
+                lines.append(token_lines[pos] if pos < len(token_lines) else 0)
                 start = take(float, "interval xmin")
                 end = take(float, "interval xmax")
                 items.append((start, end, take(str, "interval text")))
         elif kind == "TextTier":
             for _ in range(n_items):
+                lines.append(token_lines[pos] if pos < len(token_lines) else 0)
                 time = take(float, "point time")
                 items.append((time, time, take(str, "point mark")))
         else:
-            raise CorpusError(f"{source}: unknown tier class {kind!r} (expected IntervalTier or TextTier)")
-        tiers.append(Tier(name, kind, tuple(items)))
+            raise TextGridError(source, f"unknown tier class {kind!r} (expected IntervalTier or TextTier)")
+        tiers.append(Tier(name, kind, tuple(items), tuple(lines)))
     return tiers
 
 
@@ -147,9 +184,10 @@ def phone_from_label(label: str, source: str = "TextGrid") -> str | None:
     try:
         return phone_from_cmudict(label.strip().upper())
     except (KeyError, ValueError) as exc:
-        raise CorpusError(
-            f"{source}: phone label {label!r} is not an ARPAbet phone "
-            "(expected MFA's english_us_arpa labels such as 'AH0', or sil/sp/spn)"
+        raise TextGridError(
+            source,
+            f"phone label {label!r} is not an ARPAbet phone "
+            "(expected MFA's english_us_arpa labels such as 'AH0', or sil/sp/spn)",
         ) from exc
 
 
@@ -180,26 +218,59 @@ def _phone_tier(tiers: Sequence[Tier], source: str) -> Tier:
         if _is_phone_tier(tier):
             return tier
     names = ", ".join(repr(t.name) for t in tiers) or "none"
-    raise CorpusError(f"{source}: no phone tier (tiers: {names}); name the phone tier 'phones'")
+    raise TextGridError(source, f"no phone tier (tiers: {names}); name the phone tier 'phones'")
 
 
-def read_textgrid(path: str | os.PathLike) -> list[PhoneSegment]:
+def read_textgrid(
+    path: str | os.PathLike, duration: float | None = None, tolerance: float = END_TOLERANCE
+) -> list[PhoneSegment]:
     """Phone segments (seconds, ``text.PHONES`` names) of a TextGrid's phone tier.
 
     Long and short Praat text formats, UTF-8 or UTF-16. Labels are mapped by
-    the module's rule; noise intervals are dropped (gaps). ``CorpusError``
-    names the file for unreadable files, a missing phone tier or unknown labels.
+    the module's rule; noise intervals are dropped (gaps). ``duration``: the
+    audio's length in seconds, to reject intervals that end more than
+    ``tolerance`` seconds after it. :class:`TextGridError` (a ``CorpusError``)
+    names the file, and the line where there is one, for unreadable files, a
+    missing phone tier, unknown labels, reversed or overlapping intervals and
+    intervals past the audio's end.
     """
     path = Path(path)
+    source = str(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot read TextGrid ({exc.strerror or exc})") from exc
-    tiers = parse_textgrid(_decode(data), source=str(path))
-    tier = _phone_tier(tiers, str(path))
+        raise TextGridError(source, f"cannot read TextGrid ({exc.strerror or exc})") from exc
+    tier = _phone_tier(parse_textgrid(_decode(data), source=source), source)
+    lines = tier.lines or (None,) * len(tier.items)
     segments = []
-    for start, end, label in tier.items:
-        phone = phone_from_label(label, str(path))
+    previous: tuple[int, float] | None = None  # (interval number, end) of the last interval
+    for number, ((start, end, label), line) in enumerate(zip(tier.items, lines), 1):
+        if end < start:
+            raise TextGridError(
+                source,
+                f"interval {number} ({label!r}) of tier {tier.name!r} runs backwards: xmin {start:g} s > "
+                f"xmax {end:g} s; fix the times or re-run the aligner",
+                line,
+            )
+        if previous is not None and start < previous[1] - 1e-6:
+            raise TextGridError(
+                source,
+                f"interval {number} ({label!r}) of tier {tier.name!r} starts at {start:g} s, before interval "
+                f"{previous[0]} ends ({previous[1]:g} s): intervals overlap; fix the times or re-run the aligner",
+                line,
+            )
+        if duration is not None and end > duration + tolerance:
+            raise TextGridError(
+                source,
+                f"interval {number} ({label!r}) of tier {tier.name!r} ends at {end:.3f} s, after the audio ends "
+                f"({duration:.3f} s): the TextGrid belongs to other or longer audio; re-align this recording",
+                line,
+            )
+        previous = (number, end)
+        try:
+            phone = phone_from_label(label, source)
+        except TextGridError as exc:
+            raise TextGridError(source, exc.detail, line) from None
         if phone is None or not end > start:
             continue
         segments.append(PhoneSegment(phone, float(start), float(end)))
