@@ -16,8 +16,26 @@ Run directory layout (``RUN/``)::
     config.json            the TrainConfig and the data it was started with
     model.safetensors      latest weights, a regular checkpoint (load_checkpoint)
     best.safetensors       weights with the lowest validation CER so far
-    state.pt               optimizer, schedule, step, RNG (torch.load weights_only)
+    state.pt               weights, optimizer, schedule, step, RNG: everything a resume
+                           needs in one atomic file (torch.load weights_only)
     log.jsonl              one JSON object per evaluation
+    run.json               manifest of the last session that ended normally: settings,
+                           times, version, every file with size and sha256
+
+Never losing a run: :func:`train` refuses a directory that already holds a run
+(any of ``config.json``, ``model.safetensors``, ``best.safetensors``,
+``state.pt``, ``log.jsonl``) unless ``resume`` (continue it) or ``overwrite``
+(replace it) is given. A new run (with or without ``overwrite``) writes into a
+staging folder ``RUN/.staging-<pid>-<random>`` and swaps it in at its first
+checkpoint (or when it ends, if it ends before one): an old run's files are
+removed only then, so a new run that fails, is interrupted or killed before
+its first checkpoint leaves ``RUN`` as it was (the next run removes a killed
+run's staging folder), and can simply be started again. The swap is a few
+renames with SIGINT/SIGTERM held back; a SIGKILL inside it is the one window
+in which old and new files can mix.
+Checkpoints are atomic (temporary file + rename); leftovers of a killed
+write (``.NAME.RANDOM.tmp``) are removed when the next session starts. Files
+in ``RUN`` that are not part of a run are never touched.
 """
 
 from __future__ import annotations
@@ -28,7 +46,11 @@ import hashlib
 import json
 import math
 import os
+import pickle
+import shutil
 import time
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +67,19 @@ from asr_introspect.corpus import Utterance, batch_plan
 from asr_introspect.decoding import error_rates, greedy_decode
 from asr_introspect.errors import InputError
 from asr_introspect.features import FeatureConfig, featurize
-from asr_introspect.io import atomic_path, file_sha256, save_json
+from asr_introspect.io import (
+    MANIFEST_NAME,
+    atomic_path,
+    clean_leftovers,
+    file_entry,
+    file_sha256,
+    make_manifest,
+    new_staging_dir,
+    read_manifest,
+    save_json,
+    signals_deferred,
+    utc_timestamp,
+)
 from asr_introspect.models import NF4, ASRModel, build_model, load_checkpoint, rounded_weights, save_checkpoint
 from asr_introspect.stream import stream_corpus
 from asr_introspect.text import Alphabet
@@ -286,6 +320,145 @@ def _distributed() -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------
+# Run directories: refuse to lose a run, read its files with one-line errors
+
+#: Files that make a directory a training run.
+RUN_FILES = ("config.json", "model.safetensors", "best.safetensors", "state.pt", "log.jsonl")
+#: What ``state.pt`` holds (``model``: the weights, since state files carry them).
+_STATE_KEYS = ("step", "best_cer", "wall_seconds", "optimizer", "torch_rng", "history")
+_START_OVER = "restore it from a backup or start the run again with --overwrite"
+
+
+def existing_run_files(run_dir: str | os.PathLike) -> list[str]:
+    """The :data:`RUN_FILES` present in ``run_dir`` (empty: no run there)."""
+    run_dir = Path(run_dir)
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def check_run_dir(run_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> list[str]:
+    """Check before any work that training may use ``run_dir``; returns the run files already there.
+
+    ``InputError`` (one line) when ``run_dir`` is a file, holds another
+    command's results, or holds a run and neither ``resume`` nor ``overwrite``
+    is given (or both are).
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise InputError("--resume continues the run in --out and --overwrite replaces it: give only one of them")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir} is a file, not a directory: give a directory for the training run")
+    manifest = read_manifest(run_dir)
+    if manifest is not None and manifest.get("command") not in (None, "train"):
+        raise InputError(
+            f"--out {run_dir} holds the results of `{manifest.get('command')}` ({run_dir / MANIFEST_NAME}); "
+            "give the training run its own directory"
+        )
+    found = existing_run_files(run_dir)
+    if found and not resume and not overwrite:
+        shown = ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+        raise InputError(
+            f"{run_dir} already holds a training run ({shown}): pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
+    return found
+
+
+def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig, FeatureConfig]:
+    """(stored JSON, TrainConfig, FeatureConfig) of ``run_dir/config.json``; one-line InputError if unusable."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise InputError(f"{Path(run_dir)}: not a training run (config.json missing); drop --resume to start one")
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (corrupt); {_START_OVER}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {_START_OVER}"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("train"), dict):
+        raise InputError(f"{path}: no 'train' settings (not a training run's config.json); {_START_OVER}")
+    if not isinstance(stored.get("features"), dict):
+        raise InputError(f"{path}: no 'features' settings (not a training run's config.json); {_START_OVER}")
+    try:
+        config = TrainConfig.from_dict(stored["train"])
+        feature_config = FeatureConfig.from_dict(stored["features"])
+    except (InputError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: unusable settings ({exc}); {_START_OVER}") from None
+    return stored, config, feature_config
+
+
+def check_resumable(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig, FeatureConfig]:
+    """Quick checks for a resume, before any work: ``config.json`` usable, ``state.pt`` present and complete.
+
+    Returns :func:`read_run_config`'s result. ``state.pt`` is only opened as
+    an archive here (its directory sits at the end, so a truncated file fails);
+    a file that is no archive is read by :func:`read_state` for the precise
+    one-line error (e.g. a pickle of other objects, which is never unpickled).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise InputError(f"{run_dir}: not a training run (config.json missing); drop --resume to start one")
+    state_path = run_dir / "state.pt"
+    if not state_path.is_file():
+        raise InputError(
+            f"{run_dir}: nothing to resume (state.pt missing: the run stopped before its first "
+            "checkpoint); start it again with --overwrite"
+        )
+    found = read_run_config(run_dir)
+    try:
+        with zipfile.ZipFile(state_path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        read_state(state_path)  # raises the precise error (or accepts an older, non-archive state)
+    return found
+
+
+def read_state(path: str | os.PathLike) -> dict:
+    """A ``state.pt`` loaded with ``torch.load(weights_only=True)``; one-line InputError naming it otherwise.
+
+    Files that are not training states (truncated, corrupt, or a pickle of
+    other Python objects) are refused without being unpickled.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"{path}: holds Python objects other than tensors, so it was not loaded (not a state.pt "
+            f"written by asr-introspect train); {_START_OVER}"
+        ) from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; {_START_OVER}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError):
+        raise InputError(f"{path}: truncated or corrupt (cannot be read as a training state); {_START_OVER}") from None
+    missing = [key for key in _STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise InputError(f"{path}: not a training state (no {', '.join(missing)}); {_START_OVER}")
+    return state
+
+
+def write_run_manifest(run_dir: str | os.PathLike, settings: dict, started: str, summary: dict | None = None) -> dict:
+    """``run_dir/run.json``: the session's settings, times, version and every run file with size and sha256."""
+    run_dir = Path(run_dir)
+    files = {name: file_entry(run_dir / name) for name in existing_run_files(run_dir)}
+    manifest = make_manifest("train", settings, files, started=started, summary=summary)
+    save_json(run_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def _env_rank() -> int:
+    """This process's rank under torchrun (before the process group exists), 0 otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return int(os.environ.get("RANK", "0") or 0)
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # The loop
 
 
@@ -326,6 +499,9 @@ class Trainer:
         self.rank, self.world = _distributed()
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        #: For a new run started by :func:`train`: the run directory that this run (writing into a
+        #: staging folder, ``run_dir``, until then) moves into at its first checkpoint (:meth:`take_over`).
+        self.replaces: Path | None = None
         self.step = 0
         self.best_cer = math.inf
         self.wall_seconds = 0.0
@@ -342,7 +518,12 @@ class Trainer:
         return self.run_dir / "state.pt"
 
     def save(self) -> None:
-        """Write weights and training state atomically (rank 0 only)."""
+        """Write weights and training state, each file atomically (rank 0 only).
+
+        ``state.pt`` carries the weights too, so a resume reads one consistent
+        file even if the process died between the two writes. With
+        :attr:`replaces` set, the first save then swaps this run in (:meth:`take_over`).
+        """
         if self.rank != 0:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -352,27 +533,101 @@ class Trainer:
             "step": self.step,
             "best_cer": self.best_cer,
             "wall_seconds": self.wall_seconds,
+            "model": {name: t.detach().cpu().clone() for name, t in self.model.module.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps(self.history),
         }
         with atomic_path(self.state_path) as tmp:
             torch.save(state, tmp)
+        if self.replaces is not None:
+            self.take_over()
 
-    def load(self) -> None:
-        """Resume from ``run_dir`` (weights, optimizer, step, RNG)."""
-        ckpt = self.run_dir / "model.safetensors"
-        if not ckpt.is_file() or not self.state_path.is_file():
-            raise InputError(f"{self.run_dir}: nothing to resume (model.safetensors or state.pt missing)")
-        loaded, _ = load_checkpoint(ckpt)
-        self.model.module.load_state_dict(loaded.module.state_dict())
-        state = torch.load(self.state_path, weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.best_cer = float(state["best_cer"])
-        self.wall_seconds = float(state["wall_seconds"])
-        self.history = json.loads(state["history"])
-        torch.set_rng_state(state["torch_rng"])
+    def take_over(self) -> None:
+        """Move this run from its staging folder into :attr:`replaces`, removing the old run's files.
+
+        The old run's files (:data:`RUN_FILES` and ``run.json``) that the new
+        run has not written yet are removed after the new files are renamed in;
+        SIGINT/SIGTERM wait until the swap is done. Other files stay. Rank 0 only.
+        """
+        if self.rank != 0 or self.replaces is None:
+            return
+        final, staging = self.replaces, self.run_dir
+        staged = sorted(p.name for p in staging.iterdir() if p.is_file() and not p.name.endswith(".tmp"))
+        staged.sort(key=lambda name: name == "config.json")  # the config last: it says "a run is here"
+        with signals_deferred():
+            for name in staged:
+                os.replace(staging / name, final / name)
+            for name in sorted((set(RUN_FILES) | {MANIFEST_NAME}) - set(staged)):
+                with contextlib.suppress(FileNotFoundError):
+                    (final / name).unlink()
+            self.run_dir, self.replaces = final, None
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def load(self, state: dict | None = None) -> None:
+        """Resume from ``run_dir`` (weights, optimizer, step, RNG); one-line InputError for unusable files.
+
+        ``state``: ``state.pt`` already read with :func:`read_state` (default: read it now).
+        ``log.jsonl`` is cut back to the evaluations up to the resumed step (a
+        killed run may have logged past its last checkpoint).
+        """
+        if state is None:
+            if not self.state_path.is_file():
+                raise InputError(
+                    f"{self.run_dir}: nothing to resume (state.pt missing: the run stopped before its first "
+                    "checkpoint); start it again with --overwrite"
+                )
+            state = read_state(self.state_path)
+        weights = state.get("model")
+        if weights is None:  # a state.pt written before it carried the weights: they are in model.safetensors
+            ckpt = self.run_dir / "model.safetensors"
+            if not ckpt.is_file():
+                raise InputError(f"{self.run_dir}: nothing to resume (model.safetensors missing); {_START_OVER}")
+            loaded, meta = load_checkpoint(ckpt)
+            step = (meta.get("training") or {}).get("step")
+            if step is not None and int(step) != int(state["step"]):
+                raise InputError(
+                    f"{ckpt} is at step {step} but {self.state_path} at step {state['step']} "
+                    f"(the run was stopped between the two writes); {_START_OVER}"
+                )
+            weights = loaded.module.state_dict()
+        try:
+            self.model.module.load_state_dict(weights)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(
+                f"{self.state_path}: its weights do not fit the run's model ({first}); {_START_OVER}"
+            ) from None
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            step, best_cer, wall = int(state["step"]), float(state["best_cer"]), float(state["wall_seconds"])
+            history = json.loads(state["history"])
+            torch.set_rng_state(state["torch_rng"])
+        except (ValueError, TypeError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{self.state_path}: unusable training state ({first}); {_START_OVER}") from None
+        self.step, self.best_cer, self.wall_seconds, self.history = step, best_cer, wall, history
+        self._trim_log()
+
+    def _trim_log(self) -> None:
+        """Keep only the well-formed ``log.jsonl`` lines of evaluations up to the current step (rank 0)."""
+        path = self.run_dir / "log.jsonl"
+        if self.rank != 0 or not path.is_file():
+            return
+        kept, dropped = [], False
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                keep = isinstance(entry, dict) and int(entry.get("step", -1)) <= self.step
+            except (ValueError, TypeError):
+                keep = False
+            if keep:
+                kept.append(line)
+            else:
+                dropped = True
+        if dropped:
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def metadata(self) -> dict:
         return {
@@ -542,6 +797,7 @@ def train(
     data_info: dict | None = None,
     extend_to: int | None = None,
     init_from: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> tuple[ASRModel, dict]:
     """Train (or resume) a preset on ``train_utterances``; returns (model, last metrics).
 
@@ -552,12 +808,20 @@ def train(
     ``init_from``: start a new run from the weights of a checkpoint of the same
     architecture (fine-tuning): fresh optimizer and schedule, the checkpoint's
     feature configuration; the run's metadata records the source and its sha256.
+
+    A ``run_dir`` that already holds a run is refused (``InputError``, before
+    any work) unless ``resume`` or ``overwrite``. A new run lives in a staging
+    folder until its first checkpoint; then it moves in, and with ``overwrite``
+    the old run's files go (see the module docstring). When the session ends
+    normally, ``run_dir/run.json`` records it.
     """
     run_dir = Path(run_dir)
     alphabet = Alphabet.default()
     config_path = run_dir / "config.json"
     if resume and init_from is not None:
         raise InputError("--init starts a new run and --resume continues one: give only one of them")
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    started = utc_timestamp()
     source = None
     if init_from is not None:
         source, source_meta = load_checkpoint(init_from)
@@ -568,34 +832,61 @@ def train(
             "init_sha256": file_sha256(init_from),
             "init_step": (source_meta.get("training") or {}).get("step"),
         }
-    if resume:
-        if not config_path.is_file():
-            raise InputError(f"{run_dir}: not a training run (config.json missing); drop --resume to start one")
-        stored = json.loads(config_path.read_text())
-        config = TrainConfig.from_dict(stored["train"])
-        data_info = {**stored.get("data", {}), **(data_info or {})}  # keeps e.g. init_from
+    state = None
+    if resume:  # every file of the run is read before the corpus is loaded
+        stored, config, feature_config = check_resumable(run_dir)
+        state = read_state(run_dir / "state.pt")
+        stored_data = stored.get("data") if isinstance(stored.get("data"), dict) else {}
+        data_info = {**stored_data, **(data_info or {})}  # keeps e.g. init_from
         if extend_to is not None:  # a longer schedule for a finished run (documented restart)
             config.max_steps = max(int(extend_to), config.max_steps)
-            save_json(config_path, {**stored, "train": config.to_dict()})
-        feature_config = FeatureConfig.from_dict(stored["features"])
     model = new_model(config.preset, alphabet, feature_config, seed=config.seed, batch_norm=config.batch_norm)
     if source is not None:
         _copy_weights(source, model, init_from, config)
     corpus = EncodedCorpus.load(train_utterances, alphabet, model.feature_config, progress=progress)
-    trainer = Trainer(model, config, run_dir, corpus, valid_utterances, data_info=data_info)
-    if resume:
-        trainer.load()
-    elif trainer.rank == 0:
+    rank = _env_rank()
+    staging, created = None, False
+    if rank == 0 and run_dir.is_dir():
+        clean_leftovers(run_dir)  # staging folders of killed runs, temporaries of killed checkpoint writes
+    if rank == 0 and not resume:  # a new run lives in a staging folder until its first checkpoint
+        created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_json(
-            config_path,
-            {"train": config.to_dict(), "features": model.feature_config.to_dict(), "data": data_info or {}},
-        )
-    metrics = trainer.run(steps=steps, progress=progress)
+        staging = new_staging_dir(run_dir)
+    try:
+        trainer = Trainer(model, config, staging or run_dir, corpus, valid_utterances, data_info=data_info)
+        trainer.replaces = run_dir if staging is not None else None
+        if resume:
+            trainer.load(state)
+            if extend_to is not None and trainer.rank == 0:
+                save_json(config_path, {**stored, "train": config.to_dict()})
+        elif trainer.rank == 0:
+            save_json(
+                trainer.run_dir / "config.json",
+                {"train": config.to_dict(), "features": model.feature_config.to_dict(), "data": data_info or {}},
+            )
+        metrics = trainer.run(steps=steps, progress=progress)
+        trainer.take_over()  # a new run that ended before its first checkpoint replaces the old one now
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only if empty: the run never reached its first checkpoint
+        raise
+    if trainer.rank == 0:
+        settings = {
+            "train": config.to_dict(),
+            "data": data_info or {},
+            "resume": resume,
+            "overwrite": overwrite,
+            "steps": steps,
+        }
+        write_run_manifest(run_dir, settings, started, summary=metrics)
     return model, metrics
 
 
 __all__ = [
+    "RUN_FILES",
     "EncodedCorpus",
     "TrainConfig",
     "Trainer",
@@ -607,4 +898,9 @@ __all__ = [
     "speed_perturb",
     "train",
     "transcribe_features",
+    "check_resumable",
+    "check_run_dir",
+    "existing_run_files",
+    "read_run_config",
+    "read_state",
 ]

@@ -4,8 +4,12 @@ Each subcommand module defines ``register(subparsers)`` (adds its parser and
 sets ``func``) and a ``run(args) -> dict`` that validates the flags, loads the
 model and corpus once (:mod:`asr_introspect.loading`), calls its workflow
 (:mod:`asr_introspect.workflows`) and returns the JSON summary (paths written
-and key numbers). This module only dispatches, prints the summary with
-``--json`` and maps :class:`InputError` to exit code 2.
+and key numbers). This module only dispatches; :func:`run_command` checks
+``--out`` before anything runs and makes it all or nothing (a staging folder
+moved into place, with a manifest ``run.json``), prints the summary with
+``--json``, and maps errors to one line on stderr: :class:`InputError` to exit
+code 2, an unexpected exception to exit 1 ("internal error", the traceback
+with ``--debug``). Usage errors are one line too (exit 2).
 
 Building the parser imports only argparse and light modules (no torch):
 ``asr-introspect --help`` is instant. The subcommands import their workflows
@@ -19,7 +23,7 @@ import sys
 
 from asr_introspect.cli import align, attribute, demo, naps, patterns, synth, train, transcribe, visualize
 from asr_introspect.cli import eval as evaluate
-from asr_introspect.cli._common import run_command
+from asr_introspect.cli._common import OneLineArgumentParser, add_debug, run_command
 
 #: Subcommands in the order ``--help`` lists them: name -> module ``cli/<name>.py``.
 COMMANDS = {
@@ -38,11 +42,12 @@ SUBCOMMANDS = tuple(COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="asr-introspect",
         description="Look inside convolutional CTC speech recognizers.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_debug(parser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
     subparsers.required = True
     for module in COMMANDS.values():
         module.register(subparsers)
@@ -51,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    return run_command(args)
+    return run_command(args, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""``asr-introspect train``: CTC training of a preset, resumable, torchrun-aware."""
+"""``asr-introspect train``: CTC training of a preset, resumable, torchrun-aware.
+
+``--out`` that already holds a run is refused unless ``--resume`` (continue it)
+or ``--overwrite`` (replace it: the old run's files are removed only when the
+new run writes its first checkpoint; until then it lives in a staging folder
+inside ``--out``, see :mod:`asr_introspect.training`). Every flag is checked
+(by argparse), and the run directory too, before the corpus is loaded.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,27 @@ import argparse
 from pathlib import Path
 
 from asr_introspect.cli._common import add_common, progress_enabled, set_runner
+from asr_introspect.cli._flags import add_parser, finite_float, nonnegative_int, positive_int
+from asr_introspect.errors import InputError
+
+#: TrainConfig's defaults, shown by --help (a copy: TrainConfig imports torch; a test keeps them equal)
+CONFIG_DEFAULTS = {
+    "max_steps": 20000,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "warmup_steps": 500,
+    "eval_every": 500,
+    "checkpoint_every": 250,
+    "seed": 0,
+}
+
+
+def _default(name: str, what: str) -> str:
+    return f"{what} (default: {CONFIG_DEFAULTS[name]:g})"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train a Wav2Letter preset with CTC")
+    parser = add_parser(subparsers, "train", help="train a Wav2Letter preset with CTC")
     add_common(parser, out="required")
     parser.add_argument("--data", type=Path, required=True, help="training corpus (LibriSpeech layout or manifest)")
     parser.add_argument(
@@ -19,10 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--speakers",
         default=None,
         metavar="PATTERNS",
-        help="train and validate only on these speakers: comma-separated globs, e.g. 'flite_*'",
+        help="train and validate only on these speakers: comma-separated globs, e.g. 'flite_*' (default: all)",
     )
-    parser.add_argument("--preset", default="small", help="small | speechless | tiny")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--preset", default="small", help="small | speechless | tiny (default: small)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out (its stored settings win over these flags)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out: its files are removed only once the new run has written its first checkpoint",
+    )
     parser.add_argument(
         "--init",
         type=Path,
@@ -30,15 +61,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="start from these weights (same preset), e.g. to fine-tune the default model",
     )
-    parser.add_argument("--steps", type=int, default=None, help="stop after this many more steps")
     parser.add_argument(
-        "--max-steps", type=int, default=None, help="length of the schedule (with --resume: extend a run's schedule)"
+        "--steps", type=positive_int, default=None, help="stop after this many more steps (default: at --max-steps)"
     )
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--warmup-steps", type=int, default=None)
-    parser.add_argument("--eval-every", type=int, default=None)
-    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        help=_default("max_steps", "length of the schedule (with --resume: extend a run's schedule)"),
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help=_default("batch_size", "global batch, in utterances")
+    )
+    parser.add_argument(
+        "--lr", type=finite_float(0, lo_open=True), default=None, help=_default("lr", "peak learning rate of AdamW")
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=nonnegative_int,
+        default=None,
+        help=_default("warmup_steps", "steps of linear learning-rate warm-up"),
+    )
+    parser.add_argument(
+        "--eval-every", type=positive_int, default=None, help=_default("eval_every", "validate every N steps")
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        help=_default("checkpoint_every", "write model.safetensors and state.pt every N steps"),
+    )
     parser.add_argument(
         "--no-batch-norm",
         action="store_true",
@@ -50,17 +102,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("nf4", "int8"),
         default=None,
         help="train and validate with the weights rounded as a checkpoint of this dtype "
-        "stores them (fine-tune a model before shipping it quantized)",
+        "stores them (fine-tune a model before shipping it quantized; default: off)",
     )
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=None,
+        help=_default("seed", "seed of the initialization, batch order and augmentation"),
+    )
     set_runner(parser, run)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Checks across flags (each flag's range is checked by its argparse type)."""
+    if args.resume and args.overwrite:
+        raise InputError("--resume continues the run in --out and --overwrite replaces it: give only one of them")
+    if args.resume and args.init is not None:
+        raise InputError("--init starts a new run and --resume continues one: give only one of them")
+
+
 def run(args: argparse.Namespace) -> dict:
+    check_args(args)
     # imported here, not at the top: `asr-introspect --help` stays free of torch
     from asr_introspect.corpus import filter_speakers, load_corpus, split_by_text
-    from asr_introspect.training import TrainConfig, train
+    from asr_introspect.models import PRESETS
+    from asr_introspect.training import TrainConfig, check_resumable, check_run_dir, train
 
+    if args.preset not in PRESETS:
+        raise InputError(f"--preset {args.preset!r} is unknown; choose one of {', '.join(sorted(PRESETS))}")
+    # the run directory before the corpus is loaded
+    check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    if args.resume:
+        check_resumable(args.out)
     config = TrainConfig(preset=args.preset)
     overrides = {
         "max_steps": args.max_steps,
@@ -108,6 +181,7 @@ def run(args: argparse.Namespace) -> dict:
         data_info=data_info,
         extend_to=args.max_steps if args.resume else None,
         init_from=args.init,
+        overwrite=args.overwrite,
     )
     return {
         "run": str(args.out),
