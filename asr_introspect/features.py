@@ -357,14 +357,13 @@ def featurize(waves, config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]
 def featurize_file(path, config: FeatureConfig, min_input_frames: int = 0) -> torch.Tensor:
     """Features ``(F, T)`` of one audio file (:func:`featurize` of :func:`audio.load_audio`).
 
-    ``min_input_frames``: the fewest input frames the caller accepts; pass the
-    model's receptive field (``model.receptive_field``, 194 frames for the
-    shipped model), so that at least one output frame sees its whole receptive
-    field of audio rather than padding (``model.min_input_frames`` is only what
-    the convolutions accept, often 1 frame). A clip with ``T = config.frames(n_samples) < min_input_frames``
-    raises ``AudioError`` naming the file and stating the minimum in input
-    frames and in seconds (``(min_input_frames - 1) * hop_length`` samples,
-    the shortest clip that yields that many frames).
+    ``min_input_frames``: the fewest input frames the caller accepts (e.g.
+    ``model.min_input_frames``, what the convolutions need for one output frame,
+    or ``model.receptive_field`` for every output frame to see real audio). A
+    clip with ``T = config.frames(n_samples) < min_input_frames`` raises
+    ``AudioError`` naming the file and stating the minimum in input frames and
+    in seconds (``(min_input_frames - 1) * hop_length`` samples, the shortest
+    clip that yields that many frames).
     """
     wave = load_audio(path, sample_rate=config.sample_rate)
     n_frames = config.frames(len(wave))
@@ -372,7 +371,7 @@ def featurize_file(path, config: FeatureConfig, min_input_frames: int = 0) -> to
         need = (int(min_input_frames) - 1) * config.hop_length / config.sample_rate
         raise AudioError(
             f"{path}: clip is {len(wave) / config.sample_rate:.3f} s ({n_frames} input frame(s)), shorter than the "
-            f"model's receptive field of {int(min_input_frames)} input frames ({need:.3f} s at "
+            f"minimum of {int(min_input_frames)} input frames ({need:.3f} s at "
             f"{config.frame_seconds * 1000:g} ms per frame); use a longer clip or pad it with silence"
         )
     return featurize([wave], config)[0][0]

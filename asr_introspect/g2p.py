@@ -28,7 +28,6 @@ import importlib.metadata
 import importlib.resources
 import os
 import re
-import sys
 import tempfile
 import threading
 import warnings
@@ -152,14 +151,26 @@ def _plain_tag(words: list[str]) -> list[tuple[str, str]]:
     return tags
 
 
-def _caller_stacklevel() -> int:
-    """``stacklevel`` that points a warning at the first frame outside this module."""
-    frame = sys._getframe(1)
-    level = 1
-    while frame is not None and frame.f_globals.get("__name__") == __name__:
-        frame = frame.f_back
-        level += 1
-    return level
+def _warn_tagger_fallback(exc: BaseException) -> None:
+    """The :class:`TaggerFallbackWarning`, once per process, as one line on stderr.
+
+    Issued with :func:`warnings.warn_explicit` under the module's name instead of a source
+    location: Python prints a warning's source line after it, and the line of whichever
+    caller first needed phones says nothing about missing NLTK data. Filters by category or
+    by module (``asr_introspect.g2p``) still apply.
+    """
+    if _STATE.get("warned"):
+        return
+    _STATE["warned"] = True
+    warnings.warn_explicit(
+        "NLTK's averaged_perceptron_tagger_eng data is not installed "
+        f"({type(exc).__name__}): homograph pronunciations (e.g. 'refuse', 'object') are chosen "
+        "by a plain rule tagger and may be wrong; install that NLTK data to use its tagger",
+        TaggerFallbackWarning,
+        filename=__name__,  # no file: no source line is printed after the message
+        lineno=1,
+        module=__name__,
+    )
 
 
 def _make_tagger() -> Callable[[list[str]], list[tuple[str, str]]]:
@@ -168,15 +179,7 @@ def _make_tagger() -> Callable[[list[str]], list[tuple[str, str]]]:
 
         return PerceptronTagger().tag
     except (LookupError, OSError, ValueError) as exc:
-        if not _STATE.get("warned"):  # once per process
-            _STATE["warned"] = True
-            warnings.warn(
-                "NLTK's averaged_perceptron_tagger_eng data is not installed "
-                f"({type(exc).__name__}); using a plain rule tagger, so homograph "
-                "pronunciations (e.g. 'refuse', 'object') may be chosen wrongly",
-                TaggerFallbackWarning,
-                stacklevel=_caller_stacklevel(),
-            )
+        _warn_tagger_fallback(exc)
         return _plain_tag
 
 

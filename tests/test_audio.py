@@ -232,7 +232,7 @@ def test_a_clip_shorter_than_the_receptive_field_states_it_in_frames_and_seconds
         featurize_file(path, config, min_input_frames=194)
     message = str(info.value)
     assert message.startswith(f"{path}: clip is {n_samples / 16000:.3f} s ({frames} input frame(s))")
-    assert "receptive field of 194 input frames (1.544 s at 8 ms per frame)" in message
+    assert "minimum of 194 input frames (1.544 s at 8 ms per frame)" in message
     assert "0.008 s" not in message and "\n" not in message
 
 
@@ -252,5 +252,5 @@ def test_the_shipped_model_rejects_a_one_sample_clip_with_its_real_receptive_fie
     model, _ = load_model()
     assert model.receptive_field == 194
     path = save_audio(tmp_path / "one.wav", np.array([0.1], np.float32), 16000)
-    with pytest.raises(AudioError, match=r"one\.wav: .*receptive field of 194 input frames \(1\.544 s"):
+    with pytest.raises(AudioError, match=r"one\.wav: .*minimum of 194 input frames \(1\.544 s"):
         featurize_file(path, model.feature_config, min_input_frames=model.receptive_field)

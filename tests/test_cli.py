@@ -148,7 +148,8 @@ def test_eval_workflow_returns_what_the_cli_prints(tiny_ckpt, tiny_corpus, capsy
 
 
 def test_demo_rejects_an_unknown_family_before_loading(tmp_path, capsys):
-    assert (
+    """--only is checked by argparse: exit 2 before the (missing) model is looked at."""
+    with pytest.raises(SystemExit) as exit_info:
         main(
             [
                 "demo",
@@ -161,6 +162,7 @@ def test_demo_rejects_an_unknown_family_before_loading(tmp_path, capsys):
                 "--quiet",
             ]
         )
-        == 2
-    )
-    assert "--only: unknown figure family 'z'" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--only: unknown figure family 'z'" in err and "missing.safetensors" not in err
+    assert not (tmp_path / "demo").exists()

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 
 from asr_introspect.cli._common import add_common, progress_enabled, set_runner
+from asr_introspect.cli._flags import add_parser, comma_list, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("align", help="forced-align letters, label phones, measure the CTC shift")
+    parser = add_parser(subparsers, "align", help="forced-align letters, label phones, measure the CTC shift")
     add_common(parser, model=True, data=True, out="required")
     parser.add_argument(
         "--layers",
+        type=comma_list,
         default=None,
         help="comma-separated layer axes to label besides the output layer "
-        "(e.g. input,conv1,conv9); default: output layer only",
+        "(e.g. input,conv1,conv9); default: the output layer only",
     )
     parser.add_argument(
         "--mode",
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="spike",
         help="letter labels: CTC spikes only, or spans up to the next letter",
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="utterances per forward pass")
     set_runner(parser, run)
 
 
@@ -32,12 +34,11 @@ def run(args: argparse.Namespace) -> dict:
     from asr_introspect.workflows.align import align
 
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
-    layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
     return align(
         model,
         utterances,
         args.out,
-        layers=layers,
+        layers=args.layers,
         letter_mode=args.mode,
         batch_size=args.batch_size,
         model_path=model_path,

@@ -11,14 +11,21 @@ import argparse
 
 from asr_introspect.cli._choices import FIGURE_FAMILIES
 from asr_introspect.cli._common import add_common, progress_enabled, set_runner
-from asr_introspect.errors import InputError
+from asr_introspect.cli._flags import add_parser, letters_from, nonnegative_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run every analysis on the shipped model and write an HTML report")
+    parser = add_parser(subparsers, "demo", help="run every analysis on the shipped model and write an HTML report")
     add_common(parser, model=True, data=True, out="out/demo")
-    parser.add_argument("--only", default="abcde", help="figure families to run (default: abcde)")
-    parser.add_argument("--examples", type=int, default=4, help="example utterances with audio players")
+    parser.add_argument(
+        "--only",
+        type=letters_from(FIGURE_FAMILIES, "figure family"),
+        default=FIGURE_FAMILIES,
+        help="figure families to run: a attribution, b optimal inputs, c CTC alignment, d patterns, e NAPs",
+    )
+    parser.add_argument(
+        "--examples", type=nonnegative_int, default=4, help="example utterances with audio players in the report"
+    )
     parser.add_argument(
         "--fast", action="store_true", help="small settings (few optimization steps, no sonification): a smoke test"
     )
@@ -30,9 +37,6 @@ def run(args: argparse.Namespace) -> dict:
     from asr_introspect.loading import load_model_and_corpus
     from asr_introspect.workflows.demo import demo
 
-    for family in args.only:
-        if family not in FIGURE_FAMILIES:
-            raise InputError(f"--only: unknown figure family {family!r}; choose from {FIGURE_FAMILIES}")
     model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
     return demo(
         model,

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from asr_introspect.cli._common import add_common, progress_enabled, set_runner
+from asr_introspect.cli._flags import add_parser, comma_list, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="greedy CER/WER of a model on a corpus")
+    parser = add_parser(subparsers, "eval", help="greedy CER/WER of a model on a corpus")
     add_common(parser, model=True, data=True)
     parser.add_argument(
-        "--out", default=None, help="optional JSON file with per-speaker error rates and per-utterance transcripts"
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write a JSON file with per-speaker error rates and per-utterance transcripts "
+        "(default: print the summary only)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="utterances per forward pass")
     parser.add_argument(
         "--speakers",
+        type=comma_list,
         default=None,
         metavar="PATTERNS",
-        help="only these speakers: comma-separated globs, e.g. 'flite_slt*,flite_awb*'",
+        help="only these speakers: comma-separated globs, e.g. 'flite_slt*,flite_awb*' (default: all)",
     )
-    parser.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N utterances (default: all)")
     set_runner(parser, run)
 
 
@@ -35,7 +43,7 @@ def run(args: argparse.Namespace) -> dict:
         utterances,
         args.out,
         batch_size=args.batch_size,
-        speakers=args.speakers,
+        speakers=",".join(args.speakers) if args.speakers else None,
         limit=args.limit,
         model_path=model_path,
         data_path=data_path,

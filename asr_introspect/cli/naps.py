@@ -12,12 +12,13 @@ import os
 
 from asr_introspect.cli._choices import LINKAGES, METRICS, NAP_NORMALIZATIONS
 from asr_introspect.cli._common import add_common, progress_enabled, set_runner
+from asr_introspect.cli._flags import add_parser, comma_list, int_range, positive_int
 from asr_introspect.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "naps", help="neuron activation profiles over letters/phonemes: cluster them, score layers"
+    parser = add_parser(
+        subparsers, "naps", help="neuron activation profiles over letters/phonemes: cluster them, score layers"
     )
     add_common(parser, model=True, data=True, out="required")
     parser.add_argument(
@@ -27,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="group frames by letter (CTC alignment), phoneme (phone segments) or both (one pass over the corpus)",
     )
     parser.add_argument(
-        "--layers", default=None, help="comma-separated layers, e.g. conv9,conv10,conv11 (default: all)"
+        "--layers",
+        type=comma_list,
+        default=None,
+        help="comma-separated layers, e.g. conv9,conv10,conv11 (default: all)",
     )
     parser.add_argument(
         "--source",
@@ -43,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--shift",
-        type=int,
+        type=int_range(),
         default=0,
         help="move letter labels this many output frames later (negative: earlier, e.g. "
         "minus the correction_output_frames that `align` reports)",
@@ -58,28 +62,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--normalize",
         choices=NAP_NORMALIZATIONS,
         default="zscore",
-        help="per-neuron normalization before clustering (default: zscore across groups)",
-    )
-    parser.add_argument("--linkage", choices=LINKAGES, default="average")
-    parser.add_argument("--metric", choices=METRICS, default="euclidean")
-    parser.add_argument(
-        "--clusters", type=int, default=None, help="clusters to cut the group tree into (default: round(sqrt(groups)))"
+        help="per-neuron normalization before clustering (zscore: across groups)",
     )
     parser.add_argument(
-        "--min-count", type=int, default=1, help="leave out groups with fewer frames from clustering (default 1)"
+        "--linkage", choices=LINKAGES, default="average", help="hierarchical clustering linkage (ward: euclidean only)"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--metric", choices=METRICS, default="euclidean", help="distance between two groups' NAPs")
+    parser.add_argument(
+        "--clusters",
+        type=positive_int,
+        default=None,
+        help="clusters to cut the group tree into, at most the number of groups (default: round(sqrt(groups)))",
+    )
+    parser.add_argument(
+        "--min-count", type=positive_int, default=1, help="leave out groups with fewer frames from clustering"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="utterances per forward pass")
     parser.add_argument("--no-figures", action="store_true", help="write the .npz and .json only")
     set_runner(parser, run)
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    """Checks across flags (each flag alone is checked by its argparse type)."""
     if args.linkage == "ward" and args.metric != "euclidean":
-        raise InputError("--linkage ward needs --metric euclidean")
-    if args.clusters is not None and args.clusters < 1:
-        raise InputError(f"--clusters must be >= 1, got {args.clusters}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InputError(f"--linkage ward needs --metric euclidean, got --metric {args.metric}")
 
 
 def _init_distributed() -> tuple[bool, object]:
@@ -99,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
     from asr_introspect.workflows.naps import naps
 
     _check_args(args)
-    layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
+    layers = args.layers
     created, dist = _init_distributed()
     try:
         model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)

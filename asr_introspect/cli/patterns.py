@@ -10,30 +10,12 @@ from __future__ import annotations
 import argparse
 
 from asr_introspect.cli._common import add_common, progress_enabled, set_runner
-
-
-def _shift_arg(value: str) -> str | int:
-    if value in ("auto", "none"):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, none or an integer, got {value!r}") from None
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
+from asr_introspect.cli._flags import add_parser, positive_int, shift_correction
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "patterns", help="letter/phoneme-averaged spectrogram windows and the average-subtracted patterns"
+    parser = add_parser(
+        subparsers, "patterns", help="letter/phoneme-averaged spectrogram windows and the average-subtracted patterns"
     )
     add_common(parser, model=True, data=True, out="required")
     parser.add_argument(
@@ -50,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--window",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="window length in input frames (default: the model's receptive field)",
     )
@@ -62,14 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--shift-correction",
-        type=_shift_arg,
+        type=shift_correction,
         default="none",
+        metavar="auto|none|N",
         help="move letter labels N output frames earlier; 'auto' estimates N from the "
-        "corpus' phone segments (alignment.estimate_shift); default none",
+        "corpus' phone segments (alignment.estimate_shift)",
     )
     parser.add_argument("--no-audio", action="store_true", help="skip the WAV sonifications")
-    parser.add_argument("--batch-size", type=_positive, default=16)
-    parser.add_argument("--limit", type=_positive, default=None, help="only the first N utterances")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="utterances per forward pass")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N utterances (default: all)")
     set_runner(parser, run)
 
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 
 from asr_introspect.cli import _common
+from asr_introspect.cli._flags import add_parser, finite_float, int_range, nonnegative_int
+
+#: the most utterances (and parallel synthesizers) one run may ask for: LibriSpeech's 960 h has about 281,000
+MAX_UTTERANCES = 1_000_000
+MAX_WORKERS = 64
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser = add_parser(
+        subparsers,
         "synth",
         help="synthesize a corpus with phone timings (flite) and more voices (espeak-ng)",
         description="Synthesize English sentences (Debian fortunes or --text FILE) with flite voices "
@@ -18,7 +24,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         "Rerunning the same command resumes.",
     )
     _common.add_common(parser, out="required")
-    parser.add_argument("--utterances", type=int, default=200, help="number of utterances (default: 200)")
+    parser.add_argument(
+        "--utterances", type=int_range(1, MAX_UTTERANCES), default=200, help="number of utterances to synthesize"
+    )
     parser.add_argument(
         "--voices",
         nargs="+",
@@ -27,26 +35,26 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="all (default), flite, espeak, flite voices (kal kal16 awb rms slt), "
         "espeak-ng voices (en-us, en-gb-x-rp+m3, ...) or speaker ids",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of sentence/speaker choice (default: 0)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel synthesizer processes (default: 2)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the sentence and speaker choice")
+    parser.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=2, help="parallel synthesizer processes")
     parser.add_argument(
         "--text",
         type=str,
         default=None,
         metavar="FILE",
-        help="text file with sentences (one or more per line) instead of the fortunes",
+        help="text file with sentences (one or more per line); default: the Debian fortunes",
     )
     parser.add_argument(
         "--test-text-fraction",
-        type=float,
+        type=finite_float(0, 1, hi_open=True),
         default=0.1,
-        help="fraction of utterances with held-out sentences (default: 0.1)",
+        help="fraction of utterances with held-out sentences, in [0, 1)",
     )
     parser.add_argument(
         "--test-speaker-fraction",
-        type=float,
+        type=finite_float(0, 1, hi_open=True),
         default=0.1,
-        help="fraction of utterances by the held-out speaker (default: 0.1); with both "
+        help="fraction of utterances by the held-out speaker, in [0, 1); with both "
         "fractions 0 the corpus is written directly into OUT",
     )
     parser.add_argument(

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from asr_introspect.alignment import ShiftReport, estimate_shift, frame_times, phone_labels, transfer_labels
-from asr_introspect.errors import InputError
+from asr_introspect.errors import CorpusError
 from asr_introspect.io import save_json, save_npz
 from asr_introspect.stream import align_corpus
+from asr_introspect.workflows.checks import check_count, check_layers, corpus_name, select_utterances
 from asr_introspect.workflows.common import path_str
 
 
@@ -51,13 +52,13 @@ def align(
 
     ``layers``: layer axes to label besides the output layer ("input" for the input frames);
     ``letter_mode``: letter labels at CTC spikes ("spike") or spans up to the next letter ("span").
+    Layer names, ``batch_size`` and a non-empty corpus are checked first (``InputError``).
     """
+    check_layers(model, layers, allow_input=True)
+    check_count("--batch-size", batch_size)
+    utterances = select_utterances(utterances, data_path, what="align")
     wanted = [model.output_layer]
-    extra = list(layers or ())
-    unknown = [n for n in extra if n != "input" and n not in model.layer_names]
-    if unknown:
-        raise InputError(f"unknown layer(s) {', '.join(unknown)}; the model has input, {', '.join(model.layer_names)}")
-    wanted += [n for n in extra if n not in wanted]
+    wanted += [n for n in (layers or ()) if n not in wanted]
     out = Path(out)
     fm, fc = model.frame_map, model.feature_config
     columns: dict[str, list[np.ndarray]] = {}
@@ -79,6 +80,11 @@ def align(
             }
             for key, values in on_layer.items():
                 columns.setdefault(f"{key}@{layer}", []).append(values)
+    if not ids:
+        raise CorpusError(
+            f"{corpus_name(data_path)}: none of the {len(utterances)} utterance(s) could be aligned "
+            "(transcripts longer than the model's output frames allow?); nothing to write"
+        )
     arrays: dict[str, np.ndarray] = {"ids": np.array(ids)}
     for key, parts in columns.items():
         arrays[key] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

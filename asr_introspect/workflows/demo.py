@@ -13,10 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from asr_introspect.errors import InputError
 from asr_introspect.io import save_json
 from asr_introspect.models import read_checkpoint_info
 from asr_introspect.report import write_report
+from asr_introspect.workflows.checks import check_count, select_utterances
 from asr_introspect.workflows.eval import evaluate_corpus
 from asr_introspect.workflows.figures import FAMILIES
 
@@ -56,13 +59,17 @@ def demo(
     """Evaluate once, run the families in ``only`` (``fast``: their ``FAST`` settings) and write the report.
 
     ``model_path`` (its metadata gives the model card) and ``data_path`` name what was loaded.
+    ``only``, ``examples`` (>= 0) and a non-empty corpus are checked first; ``progress``: a bar over
+    the sections besides each section's own bars.
     """
     check_families(only)
+    check_count("--examples", examples, minimum=0)
+    utterances = select_utterances(utterances, data_path, what="demonstrate")
     started = time.perf_counter()
     out = Path(out)
     model_path, data_path = Path(model_path), Path(data_path)
     out.mkdir(parents=True, exist_ok=True)
-    evaluation = evaluate_corpus(model, utterances, progress=progress).evaluation
+    evaluation = evaluate_corpus(model, utterances, data_path=data_path, progress=progress).evaluation
     chosen = []
     (out / "audio").mkdir(exist_ok=True)
     for example in evaluation["examples"][:examples]:
@@ -71,7 +78,9 @@ def demo(
         shutil.copyfile(utt.audio_path, target)
         chosen.append({**example, "audio": str(target.relative_to(out))})
     sections, timings = [], {}
-    for family in only:
+    bar = tqdm(only, desc="demo", unit="section", disable=not progress)
+    for family in bar:
+        bar.set_postfix_str(FOLDERS[family])
         t0 = time.perf_counter()
         module = FAMILIES[family]
         section = module.run(
@@ -85,6 +94,7 @@ def demo(
         )
         timings[family] = round(time.perf_counter() - t0, 1)
         sections.append(section.relative_to(out).to_dict())
+    bar.close()
     info = read_checkpoint_info(model_path)
     card = (info.get("metadata") or {}).get("model_card") or {}
     card_path = model_path.parent / "MODEL_CARD.md"

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr_introspect.corpus import filter_speakers
-from asr_introspect.io import save_json
+from asr_introspect.io import check_out_file, save_json
 from asr_introspect.training import evaluate, grouped_error_rates
+from asr_introspect.workflows.checks import check_count, select_utterances
 from asr_introspect.workflows.common import path_str
 
 
@@ -37,12 +37,14 @@ def evaluate_corpus(
     """Greedy CER/WER; with ``out`` also a JSON file with per-speaker rates and per-utterance transcripts.
 
     ``speakers``: comma-separated globs selecting speakers; ``limit``: only the first N utterances.
+    Everything is checked before evaluating: ``InputError`` for a ``batch_size`` or ``limit`` below 1,
+    ``out`` naming a directory, and ``CorpusError`` naming the corpus when no utterance is left
+    (an empty corpus is an error, never a perfect score).
     """
-    if speakers:
-        utterances = filter_speakers(utterances, speakers, source=path_str(data_path) or "corpus")
-    utterances = list(utterances)
-    if limit is not None:
-        utterances = utterances[:limit]
+    check_count("--batch-size", batch_size)
+    if out:
+        check_out_file(out)
+    utterances = select_utterances(utterances, data_path, speakers=speakers, limit=limit, what="evaluate")
     result = evaluate(model, utterances, batch_size=batch_size, progress=progress)
     summary = {
         "cer": round(result["cer"], 4),

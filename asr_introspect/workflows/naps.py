@@ -20,10 +20,19 @@ import torch.distributed as dist
 
 from asr_introspect.errors import InputError
 from asr_introspect.io import save_json
-from asr_introspect.naps import LayerQuality, NAPEstimator, NAPs, cluster_naps, layer_quality
+from asr_introspect.naps import (
+    LayerQuality,
+    NAPEstimator,
+    NAPs,
+    cluster_naps,
+    layer_quality,
+    letter_groups,
+    phoneme_groups,
+)
 from asr_introspect.plotting.common import save_figure
 from asr_introspect.plotting.naps import plot_dendrogram, plot_quality, save_clustermap
 from asr_introspect.stream import fit_estimators
+from asr_introspect.workflows.checks import check_count, check_layers, corpus_name, select_utterances
 from asr_introspect.workflows.common import finite, path_str
 
 
@@ -80,6 +89,15 @@ def _write_results(naps: NAPs, out: Path, options: dict, figures: bool) -> tuple
     return report, qualities, written
 
 
+def check_clusters(model, clusters: int | None, kinds: Sequence[str]) -> None:
+    """InputError unless ``clusters`` (None: the default) lies in 1..the number of groups of each kind."""
+    check_count("--clusters", clusters)
+    for kind in kinds:
+        groups = len(letter_groups(model.alphabet) if kind == "letter" else phoneme_groups())
+        if clusters is not None and clusters > groups:
+            raise InputError(f"--clusters {clusters}: more than the {groups} {kind} groups; choose 1..{groups}")
+
+
 def naps(
     model,
     utterances: Sequence,
@@ -105,17 +123,22 @@ def naps(
     """NAPs grouped ``by`` "letter", "phoneme" or "both" (one pass) at ``layers`` (default: all); write the files.
 
     ``weighting``: None, "gradient" or "saliency"; ``normalize``/``linkage``/``metric``/``clusters``/
-    ``min_count``: how the profiles are clustered and scored.
+    ``min_count``: how the profiles are clustered and scored. Layer names, counts, ``clusters`` against
+    the number of groups and a non-empty corpus are checked before the pass over the corpus.
     """
     rank, world = _rank_world()
     if layers is not None:
         layers = list(layers)
-        unknown = [n for n in layers if n not in model.layer_names]
-        if unknown:
-            raise InputError(f"unknown layer(s) {', '.join(unknown)}; the model has {', '.join(model.layer_names)}")
+    check_layers(model, layers)
+    check_count("--batch-size", batch_size)
+    check_count("--min-count", min_count)
     kinds = ["letter", "phoneme"] if by == "both" else [by]
+    check_clusters(model, clusters, kinds)
+    utterances = select_utterances(utterances, data_path, what="profile")
     if "phoneme" in kinds and not any(u.phones for u in utterances):
-        raise InputError(f"{data_path}: no utterance has phone segments (add TextGrids, or use --by letter)")
+        raise InputError(
+            f"{corpus_name(data_path)}: no utterance has phone segments (add TextGrids, or use --by letter)"
+        )
     estimators = [
         NAPEstimator(
             kind,
@@ -133,7 +156,7 @@ def naps(
     for result in results:
         if result.settings["utterances"] == 0:
             raise InputError(
-                f"{data_path}: no utterance could be used for {result.by} NAPs "
+                f"{corpus_name(data_path)}: no utterance could be used for {result.by} NAPs "
                 f"({len(result.settings['skipped'])} skipped)"
             )
     if rank != 0:

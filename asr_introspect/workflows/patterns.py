@@ -23,6 +23,8 @@ from asr_introspect.patterns import PatternAverager, PatternResult, save_sonific
 from asr_introspect.plotting.common import save_figure
 from asr_introspect.plotting.patterns import before_after, centroid_chart, pattern_grid
 from asr_introspect.stream import align_corpus
+from asr_introspect.text import PHONES
+from asr_introspect.workflows.checks import check_count, corpus_name, select_utterances
 from asr_introspect.workflows.common import path_str
 
 CENTROID_DEFINITION = (
@@ -54,7 +56,35 @@ def shift_value(value: str | int) -> str | int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise InputError(f"shift correction: expected auto, none or an integer, got {value!r}") from None
+        raise InputError(f"--shift-correction: expected auto, none or an integer, got {value!r}") from None
+
+
+#: the largest pattern state (sums, squares and the result's copies, float64) a run may allocate
+MAX_PATTERN_BYTES = 2 * 1024**3
+
+
+def check_window(model, utterances: Sequence, window: int | None, by: str) -> None:
+    """InputError for a ``window`` (input frames) longer than any window of the corpus can be (twice its
+    longest utterance) or too large for memory; None (the receptive field) passes."""
+    if window is None:
+        return
+    frame_seconds = model.feature_config.frame_seconds
+    durations = [u.duration for u in utterances if getattr(u, "duration", None)]
+    if durations and len(durations) == len(utterances):
+        longest = int(math.ceil(max(durations) / frame_seconds)) + 1
+        if window > 2 * longest + 1:
+            raise InputError(
+                f"--window {window}: longer than twice the longest utterance ({max(durations):.2f} s, "
+                f"{longest} input frames), so it would hold only padding; choose at most {2 * longest + 1}"
+            )
+    groups = len(PHONES) if by == "phoneme" else len(model.alphabet.symbols)
+    bands = getattr(model.feature_config, "n_mels", 128)
+    per_frame = 6 * groups * bands * 8  # sums + squares + means/z-scores/subtracted copies, float64
+    if window * per_frame > MAX_PATTERN_BYTES:
+        raise InputError(
+            f"--window {window}: {groups} {by} patterns of {bands} x {window} would need about "
+            f"{window * per_frame / 1024**3:.1f} GiB; choose at most {MAX_PATTERN_BYTES // per_frame} input frames"
+        )
 
 
 def patterns(
@@ -78,10 +108,12 @@ def patterns(
 
     ``shift_correction`` (letters only): "none", "auto" (the lag measured on the corpus'
     phone segments, :func:`~asr_introspect.alignment.estimate_shift`) or output frames.
+    Settings, the window's size (:func:`check_window`) and a non-empty corpus are checked first.
     """
-    utterances = list(utterances)
-    if limit is not None:
-        utterances = utterances[:limit]
+    check_count("--batch-size", batch_size)
+    check_count("--window", window)
+    utterances = select_utterances(utterances, data_path, limit=limit, what="average")
+    check_window(model, utterances, window, by)
     shift = shift_value(shift_correction)
     shift_info: dict = {"requested": shift}
     if by == "phoneme":
@@ -89,6 +121,10 @@ def patterns(
             raise InputError(
                 "--shift-correction moves letter labels (the CTC lag); phone segments "
                 "need none (drop the flag for --by phoneme)"
+            )
+        if not any(u.phones for u in utterances):
+            raise InputError(
+                f"{corpus_name(data_path)}: no utterance has phone segments (add TextGrids, or use --by letter)"
             )
         shift = 0
     elif shift == "none":
@@ -108,7 +144,7 @@ def patterns(
     result = averager.result()
     if int(result.counts.sum()) == 0:
         raise InputError(
-            f"{data_path}: no labelled {by} windows (the corpus has "
+            f"{corpus_name(data_path)}: no labelled {by} windows (the corpus has "
             + ("no phone segments" if by == "phoneme" else "no alignable utterances")
             + "); nothing to average"
         )

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from asr_introspect.attribution import attribute, faithfulness, randomization_test
-from asr_introspect.audio import load_audio
 from asr_introspect.errors import InputError
-from asr_introspect.features import compute_features
+from asr_introspect.features import featurize_file
 from asr_introspect.io import save_json, save_npz
 from asr_introspect.plotting.attribution import plot_frame_attribution, plot_randomization
 from asr_introspect.plotting.common import save_figure
@@ -48,7 +48,7 @@ def _example(model, utterances, settings):
     for utt in utterances:
         if utt.duration is not None and utt.duration > settings.example_max_seconds:
             continue
-        features = compute_features(load_audio(utt.audio_path, fc.sample_rate), fc)
+        features = featurize_file(utt.audio_path, fc)
         with torch.no_grad():
             logits, _ = model.logits(features[None])
         probs = logits[0].softmax(0)
@@ -82,9 +82,20 @@ def run(
     """Draw the example frame's maps and measure the sanity checks; write figures, npz and json under ``out``."""
     settings = settings or Settings()
     out = Path(out)
+    steps = ("example frame", settings.method, settings.compare, "randomization test", "faithfulness")
+    bar = tqdm(total=len(steps), desc="attribution", unit="step", disable=not progress, leave=False)
+
+    def step(index: int) -> None:
+        bar.set_postfix_str(steps[index])
+        if index:
+            bar.update(1)
+
+    step(0)
     utt, features, frame, letter = _example(model, utterances, settings)
     symbol = model.alphabet.symbols[letter]
+    step(1)
     main = attribute(model, features, settings.method, frames=[frame], target="predicted-letter")
+    step(2)
     other = attribute(model, features, settings.compare, frames=[frame], target="predicted-letter")
     figures = []
     fig = plot_frame_attribution(features.numpy(), main, frame, model.feature_config, model.alphabet, compare=other)
@@ -104,6 +115,7 @@ def run(
     if len(letter_frames) > settings.check_frames:
         letter_frames = sorted(rng.choice(letter_frames, settings.check_frames, replace=False).tolist())
     methods = (settings.method, settings.compare)
+    step(3)
     randomization = randomization_test(
         model, features, methods=methods, frames=letter_frames, target="predicted-letter", seed=settings.seed
     )
@@ -115,6 +127,7 @@ def run(
             "on the randomized layers.",
         }
     )
+    step(4)
     table = faithfulness(
         model,
         features,
@@ -125,6 +138,8 @@ def run(
         n_random=2,
         seed=settings.seed,
     )
+    bar.update(1)
+    bar.close()
     columns = sorted(next(iter(table.values())).keys())
     rows = [[name] + [round(float(values[c]), 3) for c in columns] for name, values in table.items()]
     save_npz(

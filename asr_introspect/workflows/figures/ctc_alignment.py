@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from asr_introspect.alignment import estimate_shift, frame_times, token_spans
-from asr_introspect.audio import load_audio
-from asr_introspect.features import compute_features
+from asr_introspect.errors import CorpusError
+from asr_introspect.features import featurize_file
 from asr_introspect.io import save_json, save_npz
 from asr_introspect.plotting.alignment import predictions_vs_spectrogram, shift_histogram
 from asr_introspect.plotting.common import save_figure
@@ -54,6 +54,11 @@ def run(
     alignments = list(
         align_corpus(model, utterances, batch_size=settings.batch_size, progress=progress, skip_errors=True)
     )
+    if not alignments:
+        raise CorpusError(
+            f"{'corpus' if data_path is None else data_path}: none of the {len(utterances)} utterance(s) "
+            "could be aligned; nothing to draw"
+        )
     fm, fc = model.frame_map, model.feature_config
     report = estimate_shift(alignments, fm, fc, model.output_layer)
     correction = report.correction_frames * report.output_frame_seconds
@@ -66,7 +71,7 @@ def run(
         alignments[0],
     )
     utt = example.utterance
-    features = compute_features(load_audio(utt.audio_path, fc.sample_rate), fc)
+    features = featurize_file(utt.audio_path, fc)
     times = frame_times(fm, model.output_layer, len(example.frame_tokens), fc)
     figures = []
     fig = predictions_vs_spectrogram(
