@@ -21,14 +21,15 @@ def load_model(path: str | Path | None = None):
     return model, path
 
 
-def load_corpus_or_default(path: str | Path | None = None):
-    """(utterances, path) for ``path`` or the shipped evaluation corpus."""
+def load_corpus_or_default(path: str | Path | None = None, strict: bool = False):
+    """(utterances, path) for ``path`` or the shipped evaluation corpus; the utterances carry the
+    validation report (``.report``); ``strict``: the first problem is an error instead of a skip."""
     path = Path(path) if path is not None else default_corpus_path()
-    return load_corpus(path), path
+    return load_corpus(path, strict=strict), path
 
 
-def load_model_and_corpus(model_path=None, data_path=None):
+def load_model_and_corpus(model_path=None, data_path=None, strict: bool = False):
     """(model, utterances, model path, data path)."""
     model, model_path = load_model(model_path)
-    utterances, data_path = load_corpus_or_default(data_path)
+    utterances, data_path = load_corpus_or_default(data_path, strict=strict)
     return model, utterances, model_path, data_path

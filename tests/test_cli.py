@@ -166,3 +166,20 @@ def test_demo_rejects_an_unknown_family_before_loading(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--only: unknown figure family 'z'" in err and "missing.safetensors" not in err
     assert not (tmp_path / "demo").exists()
+
+
+def test_corpus_problems_are_listed_in_the_summary_or_stop_the_run_with_strict(tiny_ckpt, tiny_corpus_factory, capsys):
+    corpus = tiny_corpus_factory()
+    transcripts = corpus.root / "19" / "198" / "19-198.trans.txt"
+    with transcripts.open("a") as f:
+        f.write("19-198-0099 A LINE WITHOUT AUDIO\n")
+    argv = ["eval", "--model", str(tiny_ckpt), "--data", str(corpus.root), "--json", "--quiet"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["utterances"] == len(corpus.expected)
+    assert summary["corpus"]["skipped"] == 1
+    (item,) = summary["corpus"]["skipped_items"]
+    assert item["id"] == "19-198-0099" and "without audio" in item["reason"]
+    assert main([*argv, "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "19-198.trans.txt" in err[0] and "19-198-0099" in err[0]

@@ -66,6 +66,12 @@ def add_common(
             default=None,
             help="corpus directory (LibriSpeech layout) or manifest; default: the shipped evaluation corpus",
         )
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="stop at the first corpus problem (duplicate id, bad TextGrid, missing or truncated audio, "
+            "untranscribable text) instead of skipping the utterance and listing it under 'corpus' in the summary",
+        )
     if out == "required":
         parser.add_argument(
             "--out",
@@ -160,19 +166,42 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def load_inputs(args: argparse.Namespace):
+    """(model, utterances, model path, data path) from ``--model``, ``--data`` and ``--strict``, loaded once.
+
+    The corpus' validation report (skipped utterances with their reasons, normalized transcripts)
+    goes into the command's JSON summary under ``"corpus"``.
+    """
+    # imported here, not at the top: `asr-introspect --help` stays free of torch
+    from asr_introspect.loading import load_model_and_corpus
+
+    loaded = load_model_and_corpus(args.model, args.data, strict=getattr(args, "strict", False))
+    args.corpus_report = getattr(loaded[1], "report", None)
+    return loaded
+
+
+def _call(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the command; add the corpus report of :func:`load_inputs` to its summary."""
+    summary = args.func(args) or {}
+    report = getattr(args, "corpus_report", None)
+    if report is not None and isinstance(summary, dict) and "corpus" not in summary:
+        summary["corpus"] = report.to_dict(limit=20)
+    return summary
+
+
 def _run(args: argparse.Namespace, command: str, argv: list[str] | None) -> dict[str, Any]:
     """Check ``--out`` first, then run the command (into a staging folder when it has an output directory)."""
     out = getattr(args, "out", None)
     mode = OUT_MODES.get(command, "staged")
     if out is None:
-        return args.func(args) or {}
+        return _call(args)
     if mode == "file":
         check_out_file(out)
         clean_file_leftovers(out)
-        return args.func(args) or {}
+        return _call(args)
     if mode == "own":
         check_out_dir(out)
-        return args.func(args) or {}
+        return _call(args)
     if mode == "staged" and _rank() != 0:
         mode = "discard"  # under torchrun rank 0 writes the results; the other ranks' files are dropped
     final_out = args.out
@@ -180,7 +209,7 @@ def _run(args: argparse.Namespace, command: str, argv: list[str] | None) -> dict
     with run:
         args.out = run.path
         try:
-            summary = args.func(args) or {}
+            summary = _call(args)
         finally:
             args.out = final_out
         summary = run.final(summary)

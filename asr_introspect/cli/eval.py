@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from asr_introspect.cli._common import add_common, progress_enabled, set_runner
+from asr_introspect.cli._common import add_common, load_inputs, progress_enabled, set_runner
 from asr_introspect.cli._flags import add_parser, comma_list, positive_int
 
 
@@ -34,10 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     # imported here, not at the top: `asr-introspect --help` stays free of torch
-    from asr_introspect.loading import load_model_and_corpus
     from asr_introspect.workflows.eval import evaluate_corpus
 
-    model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
+    model, utterances, model_path, data_path = load_inputs(args)
     return evaluate_corpus(
         model,
         utterances,

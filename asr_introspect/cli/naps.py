@@ -11,7 +11,7 @@ import argparse
 import os
 
 from asr_introspect.cli._choices import LINKAGES, METRICS, NAP_NORMALIZATIONS
-from asr_introspect.cli._common import add_common, progress_enabled, set_runner
+from asr_introspect.cli._common import add_common, load_inputs, progress_enabled, set_runner
 from asr_introspect.cli._flags import add_parser, comma_list, int_range, positive_int
 from asr_introspect.errors import InputError
 
@@ -101,14 +101,13 @@ def _init_distributed() -> tuple[bool, object]:
 
 def run(args: argparse.Namespace) -> dict:
     # imported here, not at the top: `asr-introspect --help` stays free of torch
-    from asr_introspect.loading import load_model_and_corpus
     from asr_introspect.workflows.naps import naps
 
     _check_args(args)
     layers = args.layers
     created, dist = _init_distributed()
     try:
-        model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
+        model, utterances, model_path, data_path = load_inputs(args)
         return naps(
             model,
             utterances,

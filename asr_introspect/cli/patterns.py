@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from asr_introspect.cli._common import add_common, progress_enabled, set_runner
+from asr_introspect.cli._common import add_common, load_inputs, progress_enabled, set_runner
 from asr_introspect.cli._flags import add_parser, positive_int, shift_correction
 
 
@@ -58,10 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     # imported here, not at the top: `asr-introspect --help` stays free of torch
-    from asr_introspect.loading import load_model_and_corpus
     from asr_introspect.workflows.patterns import patterns
 
-    model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
+    model, utterances, model_path, data_path = load_inputs(args)
     return patterns(
         model,
         utterances,
