@@ -144,7 +144,10 @@ def test_eval_workflow_returns_what_the_cli_prints(tiny_ckpt, tiny_corpus, capsy
         main(["eval", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--limit", "3", "--json", "--quiet"])
         == 0
     )
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(run.summary))
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # the command line adds the corpus validation report of what it loaded
+    assert printed.pop("corpus") == utterances.report.to_dict(limit=20)
+    assert printed == json.loads(json.dumps(run.summary))
 
 
 def test_demo_rejects_an_unknown_family_before_loading(tmp_path, capsys):

@@ -196,24 +196,32 @@ def test_parsed_sum_equals_composed(tiny):
 
 
 @pytest.mark.parametrize(
-    "spec, why",
+    "spec, why, valid",
     [
-        ("conv5", "cannot parse"),
-        ("conv99:1", "unknown layer 'conv99'"),
-        ("conv5:16", "16 channels"),
-        ("conv5:letter=a", "output layer"),
-        ("conv11:letter=Q", "no symbol 'Q'"),
-        ("layer:", "cannot parse"),
-        ("conv5:1+", "empty term"),
-        ("", "empty"),
+        ("conv5", "cannot parse it", "valid forms"),
+        ("conv5:1+conv5", "cannot parse 'conv5'", "valid forms"),
+        ("conv99:1", "unknown layer 'conv99'", "conv1, conv2, conv3"),
+        ("conv5:16", "16 channels", "(0..15)"),
+        ("conv5:letter=a", "output layer", "conv11"),
+        ("conv11:letter=Q", "no symbol 'Q'", "'a' 'b'"),
+        ("layer:", "cannot parse it", "valid forms"),
+        ("conv5:1+", "empty term", "valid forms"),
+        ("", "empty", "valid forms"),
+        ("1e999*conv5:1", "not a finite number", "1e999"),
     ],
 )
-def test_bad_objective_spec(tiny, spec, why):
+def test_bad_objective_spec(tiny, spec, why, valid):
+    """One line that names the spec, says what is wrong and what is valid: the forms when the spec cannot
+    be read, else the layers, channels or symbols; short enough for the command line's one-line errors."""
     with pytest.raises(InputError) as info:
         fv.parse_objective(spec, tiny)
     message = str(info.value)
-    assert repr(spec) in message and why in message
-    assert "valid forms" in message and "conv5:17@40" in message and "layer:conv3" in message
+    assert message.startswith(f"objective {spec!r}: ") and why in message and valid in message
+    if valid == "valid forms":
+        assert "conv5:17@40" in message and "layer:conv3" in message
+    assert "\n" not in message and len(message) <= 250
+    with pytest.raises(InputError, match=r"^--objective "):
+        fv.parse_objective(spec, tiny, name="--objective")
 
 
 def test_window_covers_the_receptive_field(tiny):
@@ -451,7 +459,7 @@ def test_cli_bad_objective_exits_2(tiny_checkpoint, tmp_path, capsys):
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "'conv5'" in err and "valid forms" in err
+    assert "--objective 'conv5'" in err and "valid forms" in err
 
 
 def test_cli_grid_and_strong_prior(tiny_checkpoint, tiny_corpus, tmp_path, capsys):

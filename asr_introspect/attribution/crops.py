@@ -27,8 +27,20 @@ import torch
 from tqdm.auto import tqdm
 
 from asr_introspect.attribution.stack import ConvStack
+from asr_introspect.errors import InputError
 
-__all__ = ["WindowSource", "CropGeometry", "crop_logits", "propagate", "default_chunk_size"]
+__all__ = [
+    "WindowSource",
+    "CropGeometry",
+    "crop_logits",
+    "propagate",
+    "default_chunk_size",
+    "check_chunk_size",
+    "MAX_CHUNK_SIZE",
+]
+
+#: most targets per backward batch: beyond this a batch only adds memory (the default picks <= 256)
+MAX_CHUNK_SIZE = 4096
 
 
 class WindowSource:
@@ -137,7 +149,7 @@ def propagate(
     frames = np.asarray(frames, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
     n = len(frames)
-    chunk = chunk_size or default_chunk_size(stack, geometry)
+    chunk = check_chunk_size(chunk_size) or default_chunk_size(stack, geometry)
     # equal chunks (the last one padded with repeats): one tensor shape per layer, so the
     # convolution backends set up their kernels once
     n_chunks = max(1, -(-n // chunk))
@@ -166,6 +178,17 @@ def propagate(
     if out is None:
         out = np.zeros((0, stack.n_features, geometry.receptive_field), dtype=_np_dtype(stack.dtype))
     return out
+
+
+def check_chunk_size(chunk_size: int | None) -> int | None:
+    """``chunk_size`` if None or an int in ``1..MAX_CHUNK_SIZE``; InputError otherwise (0 is not "default")."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+        raise InputError(f"chunk_size must be an integer in 1..{MAX_CHUNK_SIZE} or None, got {chunk_size!r}")
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise InputError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE} targets per backward batch, got {chunk_size}")
+    return int(chunk_size)
 
 
 def default_chunk_size(stack: ConvStack, geometry: CropGeometry, budget_bytes: int = 192 << 20) -> int:

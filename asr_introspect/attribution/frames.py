@@ -21,6 +21,7 @@ gradient methods from 1 (the gradient of the logit).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,9 @@ import numpy as np
 import torch
 
 from asr_introspect.alignment import forced_align
-from asr_introspect.attribution.crops import CropGeometry, propagate
+from asr_introspect.attribution.crops import CropGeometry, check_chunk_size, propagate
 from asr_introspect.attribution.gradients import (
+    default_cam_layer,
     grad_cam_crops,
     gradient_crops,
     integrated_gradients_crops,
@@ -43,6 +45,11 @@ __all__ = [
     "Attribution",
     "attribute",
     "compute_crops",
+    "iter_crops",
+    "frame_blocks",
+    "input_span",
+    "default_block_frames",
+    "check_cam_layer",
     "select_frames",
     "select_targets",
     "METHODS",
@@ -87,11 +94,15 @@ def select_frames(frames, n_frames: int) -> np.ndarray:
     arr = np.atleast_1d(np.asarray(frames))
     if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"frames must be 'all', an int or a list of ints, got {frames!r}")
-    arr = arr.astype(np.int64)
-    arr = np.where(arr < 0, arr + n_frames, arr)
-    bad = arr[(arr < 0) | (arr >= n_frames)]
-    if bad.size:
-        raise InputError(f"output frame(s) {bad.tolist()} out of range: the utterance has {n_frames} output frames")
+    given = arr.astype(np.int64)
+    arr = np.where(given < 0, given + n_frames, given)
+    bad = (arr < 0) | (arr >= n_frames)
+    if bad.any():  # one short line however many frames are out of range
+        example = given[bad]
+        raise InputError(
+            f"{int(bad.sum())} selected output frame(s) out of range ({int(example.min())}..{int(example.max())}): "
+            f"the utterance has {n_frames} output frames (0..{n_frames - 1}; negative numbers count from the end)"
+        )
     return arr
 
 
@@ -279,6 +290,17 @@ def _check_options(name: str, options: dict[str, Any], allowed: set[str]) -> Non
         raise TypeError(f"method {name!r} takes no option(s) {unknown}; allowed: {sorted(allowed)}")
 
 
+def check_cam_layer(stack: ConvStack, method) -> None:
+    """InputError unless a ``grad-cam:LAYER`` / ``guided-grad-cam:LAYER`` method names a layer of ``stack``
+    (the message lists the layers); other methods pass."""
+    name, _, layer = str(method).partition(":")
+    if name in ("grad-cam", "guided-grad-cam") and layer and layer not in stack.names:
+        raise InputError(
+            f"method {method!r}: the model has no layer {layer!r}; {name} takes one of {', '.join(stack.names)} "
+            f"(or no ':LAYER' for {default_cam_layer(stack)})"
+        )
+
+
 def compute_crops(
     stack: ConvStack,
     features: torch.Tensor,
@@ -288,18 +310,39 @@ def compute_crops(
     cache: ForwardCache | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
+    span: tuple[int, int] | None = None,
     **options,
 ) -> np.ndarray:
     """Relevance crops (N, F, RF) of ``method`` for (frames, targets); the engine behind :func:`attribute`.
 
     features: (F, T_in) tensor. ``cache`` (the stack's forward pass on ``features``) is reused if given.
+    ``span=(lo, hi)``: run only on the input frames ``[lo, hi)`` of ``features`` (``lo`` a multiple of
+    the output stride; see :func:`input_span`), which must hold the receptive fields of ``frames``
+    (output frames of the whole utterance); the crops equal those of the whole utterance, at a
+    memory and time cost set by the span (:func:`iter_crops`). Settings taken from the whole
+    utterance stay so (the ``low``/``high`` bounds of ``lrp-epsilon-gamma-box``, SmoothGrad's noise).
     """
     x = features.to(device=stack.device, dtype=stack.dtype)
+    frames = np.asarray(frames, dtype=np.int64)
+    check_cam_layer(stack, method)
+    whole = x
+    if span is not None:
+        lo, hi = int(span[0]), int(span[1])
+        stride = int(np.prod([layer.stride for layer in stack.layers]))
+        if cache is not None or lo % stride or not 0 <= lo < hi <= x.shape[1]:
+            raise ValueError(f"span {span} must lie in [0, {x.shape[1]}], start at a multiple of {stride}, no cache")
+        x = x[:, lo:hi]
+        frames = frames - lo // stride
+        baseline = options.get("baseline")
+        if baseline is not None and np.ndim(baseline) == 2:
+            options = {**options, "baseline": np.asarray(baseline)[:, lo:hi]}
     geometry = CropGeometry(stack, x.shape[1])
+    if len(frames) and (frames.min() < 0 or frames.max() >= geometry.n_frames):
+        raise ValueError(f"frames outside the span {span}")
     cache = cache if cache is not None else stack.forward_cache(x)
     run = dict(chunk_size=chunk_size, progress=progress)
     if isinstance(method, Composite) or method in LRP_METHODS:
-        composite = method if isinstance(method, Composite) else _composite_for(method, x, options)
+        composite = method if isinstance(method, Composite) else _composite_for(method, whole, options)
         if isinstance(method, Composite):
             _check_options(method_name(method), options, set())
         backend = LRPBackend(stack, cache, geometry, composite)
@@ -316,11 +359,98 @@ def compute_crops(
         )
     if name == "smoothgrad":
         _check_options(name, options, {"n_samples", "noise_level", "seed"})
-        return smoothgrad_crops(stack, x, geometry, frames, targets, **options, **run)
+        return smoothgrad_crops(stack, whole, geometry, frames, targets, **options, **run, span=span)
     if name == "integrated-gradients":
         _check_options(name, options, {"steps", "baseline"})
         return integrated_gradients_crops(stack, x, geometry, frames, targets, **options, **run)
     raise InputError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+# ---------------------------------------------------------------------------
+# streaming: long utterances in blocks of frames
+
+
+def input_span(geometry: CropGeometry, frames: np.ndarray) -> tuple[int, int]:
+    """Input frames ``[lo, hi)`` holding the receptive fields of output ``frames`` (clipped to the
+    utterance; ``lo`` rounded down to a multiple of the output stride, so frame ``t`` of the whole
+    utterance is frame ``t - lo // stride`` of the span, with the same crop)."""
+    stride, first, rf = geometry.step[0], geometry.start[0], geometry.receptive_field
+    lo = max(0, int(np.min(frames)) * stride + first)
+    hi = min(geometry.lengths[0], int(np.max(frames)) * stride + first + rf)
+    return lo - lo % stride, hi
+
+
+def default_block_frames(stack: ConvStack, geometry: CropGeometry, budget_bytes: int = 32 << 20) -> int:
+    """Frames per block of :func:`iter_crops` so that a block's crops and its span's forward pass (with
+    the LRP rules' prepared copies) stay near ``budget_bytes``: 16..4096 frames."""
+    itemsize = torch.tensor([], dtype=stack.dtype).element_size()
+    crops = stack.n_features * geometry.receptive_field * itemsize
+    # every level's activations (pre and post) and a few prepared copies, per output frame of the span
+    levels = sum(layer.out_channels * geometry.step[l + 1] for l, layer in enumerate(stack.layers))
+    levels += stack.n_features * geometry.step[0]
+    per_frame = crops + 8 * levels * itemsize
+    return int(min(4096, max(16, budget_bytes // per_frame)))
+
+
+def frame_blocks(frames: np.ndarray, block_frames: int) -> list[tuple[int, int]]:
+    """Consecutive pieces ``[i0, i1)`` of ``frames`` (in the given order): at most ``block_frames``
+    entries each, whose output frames lie within ``2 * block_frames`` of each other (so a block's
+    input span stays short however the frames are spread)."""
+    frames = np.asarray(frames, dtype=np.int64)
+    blocks: list[tuple[int, int]] = []
+    i0, low, high = 0, None, None
+    for i, f in enumerate(frames.tolist()):
+        if low is not None:
+            new_low, new_high = min(low, f), max(high, f)
+            if i - i0 >= block_frames or new_high - new_low >= 2 * block_frames:
+                blocks.append((i0, i))
+                i0, low, high = i, f, f
+                continue
+            low, high = new_low, new_high
+        else:
+            low = high = f
+    if len(frames):
+        blocks.append((i0, len(frames)))
+    return blocks
+
+
+def iter_crops(
+    stack: ConvStack,
+    features: torch.Tensor,
+    frames: np.ndarray,
+    targets: np.ndarray,
+    method="lrp-epsilon-plus",
+    block_frames: int | None = None,
+    chunk_size: int | None = None,
+    **options,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Relevance crops of output ``frames`` (N,) for ``targets`` (N,) in blocks: yields
+    ``(i0, i1, crops)`` with ``crops`` (i1 - i0, F, RF) for ``frames[i0:i1]``, in order.
+
+    Each block (:func:`frame_blocks`, ``block_frames`` default :func:`default_block_frames`) runs
+    :func:`compute_crops` on the input span its frames need (:func:`input_span`), so memory is
+    set by the block, not by the utterance: a 10-minute file streams in constant memory.
+    The crops equal :func:`attribute`'s (``crop=True``) up to float rounding; SmoothGrad draws
+    the same noise as for the whole utterance.
+    features: (F, T_in) tensor of the whole utterance (see :func:`features_tensor`).
+    """
+    x = features.to(device=stack.device, dtype=stack.dtype)
+    frames = np.asarray(frames, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    geometry = CropGeometry(stack, x.shape[1])
+    check_cam_layer(stack, method)
+    check_chunk_size(chunk_size)
+    if method == "lrp-epsilon-gamma-box":  # the box bounds of the whole utterance, as attribute() takes them
+        options = {"low": float(x.min()), "high": float(x.max()), **options}
+    block = int(block_frames) if block_frames is not None else default_block_frames(stack, geometry)
+    if block < 1:
+        raise ValueError(f"block_frames must be >= 1, got {block_frames}")
+    for i0, i1 in frame_blocks(frames, block):
+        span = input_span(geometry, frames[i0:i1])
+        crops = compute_crops(
+            stack, x, frames[i0:i1], targets[i0:i1], method, chunk_size=chunk_size, span=span, **options
+        )
+        yield i0, i1, crops
 
 
 def attribute(

@@ -187,20 +187,34 @@ def smoothgrad_crops(
     seed: int = 0,
     chunk_size: int | None = None,
     progress: bool = False,
+    span: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """(N, F, RF) mean gradient over noisy copies of the utterance (see module docstring)."""
+    """(N, F, RF) mean gradient over noisy copies of the utterance (see module docstring).
+
+    ``span=(lo, hi)``: ``features`` is the whole utterance, but the passes run on its input
+    frames ``[lo, hi)`` only (``geometry`` and ``frames`` are those of the span). The noise
+    is still drawn for the whole utterance and its scale taken from the whole utterance, so
+    a frame gets the same map as without ``span`` (how :func:`~.frames.iter_crops` streams
+    long utterances in blocks).
+    """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     x = features.to(device=stack.device, dtype=stack.dtype)
     sigma = float(noise_level) * float(x.max() - x.min())
+    lo, hi = span if span is not None else (0, x.shape[1])
     gen = torch.Generator().manual_seed(int(seed))
     total = None
     for _ in range(int(n_samples)):
-        noisy = x + sigma * torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
+        noise = torch.randn(x.shape, generator=gen, dtype=torch.float64)[:, lo:hi]
+        noisy = x[:, lo:hi] + sigma * noise.to(x)
         backend = GradientBackend(stack, stack.forward_cache(noisy), geometry, "gradient")
         g = propagate(backend, geometry, frames, targets, chunk_size=chunk_size, progress=progress)
-        total = g if total is None else total + g
-    return total / n_samples
+        if total is None:
+            total = g
+        else:
+            total += g
+    total /= n_samples
+    return total
 
 
 def integrated_gradients_crops(
@@ -227,9 +241,14 @@ def integrated_gradients_crops(
         a = (k + 0.5) / steps
         backend = GradientBackend(stack, stack.forward_cache(x0 + a * (x - x0)), geometry, "gradient")
         g = propagate(backend, geometry, frames, targets, chunk_size=chunk_size, progress=progress)
-        total = g if total is None else total + g
+        if total is None:
+            total = g
+        else:
+            total += g
     diff = geometry.source(0, (x - x0).contiguous()).take(torch.as_tensor(frames, device=stack.device))
-    return diff.cpu().numpy() * total / steps
+    total *= diff.cpu().numpy()
+    total /= steps
+    return total
 
 
 @contextlib.contextmanager

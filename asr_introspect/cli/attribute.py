@@ -2,7 +2,9 @@
 
 Writes ``DIR/relevance.npz``, a figure per requested frame (the first
 ``--figures``), ``overview.png`` and ``attribution.json``: see
-:mod:`asr_introspect.workflows.attribute`.
+:mod:`asr_introspect.workflows.attribute`. Long audio streams in blocks (bounded
+memory); a selection whose relevance would exceed ``--max-output-gib`` is refused
+before computing, with the estimate and a ``--frames`` range that fits.
 """
 
 from __future__ import annotations
@@ -12,29 +14,43 @@ from pathlib import Path
 
 from asr_introspect.cli._choices import ATTRIBUTION_METHODS
 from asr_introspect.cli._common import add_common, progress_enabled, set_runner
-from asr_introspect.errors import InputError
+from asr_introspect.cli._flags import add_parser, finite_float, int_range
+
+#: copies of workflows.attribute's limits (that module imports torch; --help must not)
+DEFAULT_MAX_OUTPUT_GIB = 2.0
+MAX_FIGURES = 500
+MAX_CHUNK_SIZE = 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "attribute", help="per-frame relevance maps (LRP, sensitivity, ...) for an audio file"
+    parser = add_parser(
+        subparsers,
+        "attribute",
+        help="per-frame relevance maps (LRP, sensitivity, ...) for an audio file",
+        description="Relevance of the input features for output frames of one audio file. Memory stays "
+        "bounded for any length (frames are explained in blocks and streamed into relevance.npz); "
+        "a selection whose relevance exceeds --max-output-gib is refused before computing.",
     )
     add_common(parser, model=True, out="required")
     parser.add_argument("audio", type=Path, help="WAV or FLAC file")
     parser.add_argument(
         "--method",
         default="lrp-epsilon-plus",
-        help=f"attribution method: {', '.join(ATTRIBUTION_METHODS)} (default: lrp-epsilon-plus)",
+        help=f"attribution method: {', '.join(ATTRIBUTION_METHODS)}; LAYER is a layer of the model "
+        "(e.g. grad-cam:conv9)",
     )
     parser.add_argument(
-        "--frames", default="all", help="output frames: 'all', a list 'N,M,...' or a range 'A:B' (default: all)"
+        "--frames",
+        default="all",
+        help="output frames (from 0): 'all', N, a list N,M,... or a range A:B (frames A..B-1), or a mixture "
+        "like 0,10:20; frames beyond the audio are an error",
     )
     parser.add_argument(
         "--target",
         default="predicted",
         choices=("predicted", "predicted-letter", "forced"),
         help="class explained at each frame: the arg-max (often blank), the best letter, "
-        "or the forced alignment of --transcript (default: predicted)",
+        "or the forced alignment of --transcript",
     )
     parser.add_argument("--transcript", default=None, help="transcript for --target forced")
     parser.add_argument(
@@ -43,58 +59,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="second method drawn beside the first ('auto': sensitivity for LRP methods, "
         "lrp-epsilon-plus otherwise; 'none': off)",
     )
-    parser.add_argument("--figures", type=int, default=12, help="figures for at most this many frames (default 12)")
-    parser.add_argument("--chunk-size", type=int, default=None, help="frames per backward batch (memory bound)")
+    parser.add_argument(
+        "--figures",
+        type=int_range(0, MAX_FIGURES),
+        default=12,
+        help=f"figures for at most this many frames, the first (0..{MAX_FIGURES})",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int_range(1, MAX_CHUNK_SIZE),
+        default=None,
+        help=f"frames per backward batch, 1..{MAX_CHUNK_SIZE} (bounds the backward pass's memory; "
+        "default: sized for about 200 MB)",
+    )
+    parser.add_argument(
+        "--max-output-gib",
+        type=finite_float(0, lo_open=True),
+        default=DEFAULT_MAX_OUTPUT_GIB,
+        help="refuse selections whose relevance (frames x mels x receptive field, float32, uncompressed) "
+        "exceeds this many GiB; the message gives the estimate and a --frames range that fits",
+    )
     set_runner(parser, run)
-
-
-def parse_frames(text: str):
-    """'all' | 'N,M,...' | 'A:B' -> "all" or a list of ints (InputError otherwise)."""
-    text = text.strip()
-    if text == "all":
-        return "all"
-    frames: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if ":" in part:
-                a, b = part.split(":", 1)
-                frames.extend(range(int(a), int(b)))
-            elif part:
-                frames.append(int(part))
-    except ValueError:
-        raise InputError(f"--frames {text!r}: use 'all', 'N,M,...' or 'A:B'") from None
-    if not frames:
-        raise InputError(f"--frames {text!r} selects no frames")
-    return frames
 
 
 def run(args: argparse.Namespace) -> dict:
     # imported here, not at the top: `asr-introspect --help` stays free of torch
     from asr_introspect.loading import load_model
-    from asr_introspect.workflows.attribute import attribute_audio, check_method, compare_method
+    from asr_introspect.workflows.attribute import attribute_audio, check_settings
 
-    check_method(args.method)
-    compare = compare_method(args.method, args.compare)
-    if compare is not None:
-        check_method(compare)
-    if args.figures < 0:
-        raise InputError("--figures must be >= 0")
-    if args.target == "forced" and not args.transcript:
-        raise InputError("--target forced needs --transcript TEXT")
-    frames = parse_frames(args.frames)
+    # every flag is checked before the model loads; layers, frame ranges and the output size once
+    # the model and the audio are known, still before computing
+    spec = check_settings(
+        method=args.method,
+        compare=args.compare,
+        frames=args.frames,
+        figures=args.figures,
+        chunk_size=args.chunk_size,
+        max_output_gib=args.max_output_gib,
+        target=args.target,
+        transcript=args.transcript,
+    )
     model, model_path = load_model(args.model)
     return attribute_audio(
         model,
         args.audio,
         args.out,
         method=args.method,
-        frames=frames,
+        frames=spec,
         target=args.target,
         transcript=args.transcript,
         compare=args.compare,
         figures=args.figures,
         chunk_size=args.chunk_size,
+        max_output_gib=args.max_output_gib,
         model_path=model_path,
         progress=progress_enabled(args),
     ).summary

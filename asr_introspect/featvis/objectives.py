@@ -23,6 +23,7 @@ Spec strings (:func:`parse_objective`)::
 
 from __future__ import annotations
 
+import math
 import re
 import weakref
 from collections.abc import Callable, Sequence
@@ -52,6 +53,7 @@ __all__ = [
     "parse_objective",
     "OUTPUT",
     "SPEC_FORMS",
+    "SPEC_EXAMPLES",
 ]
 
 #: Layer name meaning "the model's logits" (whatever the output layer is called).
@@ -348,12 +350,25 @@ _WHOLE = re.compile(r"^(?P<kind>layer|diversity):(?P<layer>[^:@=\s]+)$")
 _NAMED_SYMBOLS = {"space": " ", "apostrophe": "'"}
 
 
-def _bad(spec: str, why: str) -> InputError:
-    return InputError(
-        f"objective {spec!r}: {why}; valid forms: "
-        + "; ".join(SPEC_FORMS)
-        + " (e.g. conv5:17, conv5:17@40, conv11:letter=a, conv11:prob=a, layer:conv3)"
-    )
+#: the spec forms by example, short enough for a one-line error message
+SPEC_EXAMPLES = (
+    "conv5:17 (channel), conv5:17@40 (neuron), conv11:letter=a[@N], conv11:prob=a[@N], layer:conv3, "
+    "diversity:conv3, '+'-joined terms, '0.5*TERM'"
+)
+
+
+class _SpecError(InputError):
+    """A bad spec term; :func:`parse_objective` adds which spec and flag."""
+
+    def __init__(self, why: str, forms: bool = False) -> None:
+        super().__init__(why)
+        self.why, self.forms = why, forms
+
+
+def _bad(spec: str, why: str, forms: bool = False) -> _SpecError:
+    """``why`` a spec is bad; ``forms``: also list the valid forms (when the spec could not be read at all;
+    a specific complaint, like an unknown layer, names what is valid instead)."""
+    return _SpecError(why, forms)
 
 
 _CHANNELS: weakref.WeakKeyDictionary[ASRModel, dict[str, int]] = weakref.WeakKeyDictionary()
@@ -381,7 +396,8 @@ def _check_layer(spec: str, model: ASRModel, layer: str) -> str:
     if layer == OUTPUT:
         return model.output_layer
     if layer not in model.layer_names:
-        raise _bad(spec, f"unknown layer {layer!r} (the model has {', '.join(model.layer_names)} and '{OUTPUT}')")
+        shown = layer if len(layer) <= 30 else layer[:27] + "..."
+        raise _bad(spec, f"unknown layer {shown!r} (the model has {', '.join(model.layer_names)} and '{OUTPUT}')")
     return layer
 
 
@@ -420,25 +436,36 @@ def _parse_term(spec: str, term: str, model: ASRModel) -> Objective:
         if m["frame"] is not None:
             return neuron(layer, index, int(m["frame"]))
         return channel(layer, index)
-    raise _bad(spec, f"cannot parse {term!r}")
+    if term == spec.strip():
+        raise _bad(spec, "cannot parse it", forms=True)
+    raise _bad(spec, f"cannot parse {term if len(term) <= 30 else term[:27] + '...'!r}", forms=True)
 
 
-def parse_objective(spec: str, model: ASRModel) -> Objective:
-    """The :class:`Objective` of a spec string (module docstring); InputError for a bad spec."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise _bad(str(spec), "empty objective")
-    objective: Objective | None = None
-    for raw in spec.split("+"):
-        term = raw.strip()
-        if not term:
-            raise _bad(spec, "empty term")
-        m = _TERM.match(term)
-        coef = float(m["coef"]) if m and m["coef"] is not None else None
-        body = m["body"].strip() if m else term
-        part = _parse_term(spec, body, model)
-        if coef is not None:
-            part = coef * part
-        objective = part if objective is None else objective + part
+def parse_objective(spec: str, model: ASRModel, name: str = "objective") -> Objective:
+    """The :class:`Objective` of a spec string (module docstring); InputError for a bad spec, one line
+    starting ``{name} 'SPEC':`` (the command line passes ``name="--objective"``)."""
+    text = str(spec)
+    shown = repr(text if len(text) <= 40 else text[:37] + "...")
+    try:
+        if not isinstance(spec, str) or not spec.strip():
+            raise _bad(text, "empty objective", forms=True)
+        objective: Objective | None = None
+        for raw in spec.split("+"):
+            term = raw.strip()
+            if not term:
+                raise _bad(spec, "empty term", forms=True)
+            m = _TERM.match(term)
+            coef = float(m["coef"]) if m and m["coef"] is not None else None
+            body = m["body"].strip() if m else term
+            part = _parse_term(spec, body, model)
+            if coef is not None:
+                if not math.isfinite(coef):
+                    raise _bad(spec, f"the scale {m['coef']} is not a finite number")
+                part = coef * part
+            objective = part if objective is None else objective + part
+    except _SpecError as exc:
+        forms = f"; valid forms: {SPEC_EXAMPLES}" if exc.forms else ""
+        raise InputError(f"{name} {shown}: {exc.why}{forms}") from None
     assert objective is not None
     objective.spec = spec
     return objective

@@ -268,6 +268,13 @@ def _width_constraints(param: Parameterization, regularizers: Sequence[Regulariz
     return fixed
 
 
+def _diverged(step: int, steps: int, value: float, lr: float) -> InputError:
+    return InputError(
+        f"feature visualization diverged at step {step + 1} of {steps} (objective {value}): "
+        f"lower the learning rate (lr={float(lr):g}, --lr)"
+    )
+
+
 def render(
     model: ASRModel,
     objective: Objective | str,
@@ -316,6 +323,8 @@ def render(
     steps, batch = int(steps), int(batch)
     if steps < 1 or batch < 1:
         raise InputError(f"steps and batch must be >= 1 (got steps={steps}, batch={batch})")
+    if not math.isfinite(float(lr)) or float(lr) <= 0:
+        raise InputError(f"the learning rate must be a finite number > 0, got lr={lr!r} (--lr)")
 
     needed = window_frames(model, objective)
     width = int(width) if width is not None else needed
@@ -374,11 +383,15 @@ def render(
             for reg in active:
                 reg.after_step(param, step)
             trace[step] = float(value.detach())
+            if not math.isfinite(trace[step]):
+                raise _diverged(step, steps, trace[step], lr)
             if progress is not None:
                 progress(step, trace[step])
         with torch.no_grad():
             final = param.features().detach()
             final_value, logits = _forward(model, objective, final, recorder)
+        if not (math.isfinite(float(final_value)) and bool(torch.isfinite(final).all())):
+            raise _diverged(steps - 1, steps, float(final_value), lr)
     t = centre_frame(model, model.output_layer, width)
     probs = torch.softmax(logits[:, :, t], dim=1).cpu().numpy()
     target_frame = (width - 1) / 2.0
