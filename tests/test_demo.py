@@ -105,7 +105,12 @@ def test_experiment_script_runs_a_family(tiny_ckpt, tiny_corpus, tmp_path, capsy
     assert all(Path(f["path"]).is_file() for f in section["figures"])
     saved = json.loads((out / "c_ctc_alignment.json").read_text())
     assert saved["settings"]["limit"] == 4
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["command"] == "figure-c" and manifest["status"] == "complete"
+    assert set(manifest["files"]) == {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {"run.json"}
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert script_main("c", ["--model", str(tmp_path / "missing.safetensors"), "--out", str(out), "--quiet"]) == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # a failed run changes nothing
 
 
 def test_demo_numbers_and_arrays_equal_the_code_before_the_data_path_refactor(demo_out):

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 from asr_introspect.errors import InputError
-from asr_introspect.io import to_json
+from asr_introspect.io import RunDirectory, to_json
 from asr_introspect.loading import load_model_and_corpus
 from asr_introspect.workflows.figures import FAMILIES
 
@@ -48,24 +48,37 @@ def build_parser(module) -> argparse.ArgumentParser:
 
 
 def main(family: str, argv: list[str] | None = None) -> int:
-    """Run one figure family (a letter of ``FAMILIES``); print its section (figures, key numbers) as JSON."""
+    """Run one figure family (a letter of ``FAMILIES``); print its section (figures, key numbers) as JSON.
+
+    ``--out`` is written all or nothing, as by the ``asr-introspect`` subcommands
+    (:class:`~asr_introspect.io.RunDirectory`: a staging folder, then ``run.json``).
+    Exit 0, 2 with one line for bad input, 130 when interrupted (``--out`` then unchanged).
+    """
     module = FAMILIES[family]
     args = build_parser(module).parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(module.Settings)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    settings = {"model": args.model, "data": args.data, **values}
     try:
-        model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
-        section = module.run(
-            model,
-            utterances,
-            args.out,
-            settings=module.Settings(**values),
-            progress=not args.quiet,
-            model_path=model_path,
-            data_path=data_path,
-        )
+        settings_obj = module.Settings(**values)
+        with RunDirectory(args.out, f"figure-{family}", json.loads(to_json(settings)), argv=argv) as run:
+            model, utterances, model_path, data_path = load_model_and_corpus(args.model, args.data)
+            section = module.run(
+                model,
+                utterances,
+                run.path,
+                settings=settings_obj,
+                progress=not args.quiet,
+                model_path=model_path,
+                data_path=data_path,
+            )
+            summary = run.final(section.to_dict())
+            run.summary = summary
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(to_json(section.to_dict(), indent=None))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(to_json(summary, indent=None))
     return 0
