@@ -21,6 +21,7 @@ from asr_introspect.io import save_json, save_npz
 from asr_introspect.plotting.alignment import predictions_vs_spectrogram, shift_histogram
 from asr_introspect.plotting.common import save_figure
 from asr_introspect.stream import align_corpus
+from asr_introspect.workflows.checks import select_utterances
 from asr_introspect.workflows.figures.section import Section
 
 
@@ -48,9 +49,7 @@ def run(
     """Measure the CTC lag on the corpus and draw an example; write figures, npz and json under ``out``."""
     settings = settings or Settings()
     out = Path(out)
-    utterances = list(utterances)
-    if settings.limit:
-        utterances = utterances[: settings.limit]
+    utterances = select_utterances(utterances, data_path, limit=settings.limit, what="align")
     alignments = list(
         align_corpus(model, utterances, batch_size=settings.batch_size, progress=progress, skip_errors=True)
     )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr_introspect.workflows.checks import select_utterances
 from asr_introspect.workflows.figures.section import Section
 from asr_introspect.workflows.naps import naps
 
@@ -36,9 +37,7 @@ def run(
     """Letter and phoneme NAPs of every layer, clustered and scored, under ``out``."""
     settings = settings or Settings()
     out = Path(out)
-    utterances = list(utterances)
-    if settings.limit:
-        utterances = utterances[: settings.limit]
+    utterances = select_utterances(utterances, data_path, limit=settings.limit, what="profile")
     result = naps(
         model,
         utterances,
