@@ -122,6 +122,23 @@ class FeatureConfig:
         return float(self.fmax) if self.fmax is not None else self.sample_rate / 2
 
     @property
+    def kind(self) -> str:
+        """The front end's name (see :mod:`asr_introspect.frontends` for the others)."""
+        return "log-mel"
+
+    @property
+    def n_channels(self) -> int:
+        """Input channels ``F`` (the mel bands)."""
+        return self.n_mels
+
+    def compute(self, audio, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio (B, n) [, lengths (B,)] -> (features (B, n_mels, T), frame lengths (B,)): :func:`compute_features`."""
+        x = audio if isinstance(audio, torch.Tensor) else torch.as_tensor(np.asarray(audio))
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[-1], dtype=torch.int64)
+        return compute_features(x, self, lengths=lengths)
+
+    @property
     def frame_seconds(self) -> float:
         """Seconds between frames (``hop_length / sample_rate``)."""
         return self.hop_length / self.sample_rate
@@ -129,6 +146,10 @@ class FeatureConfig:
     def frames(self, n_samples: int) -> int:
         """Number of feature frames for ``n_samples`` samples (``1 + n // hop``)."""
         return 1 + int(n_samples) // self.hop_length
+
+    def samples_for(self, n_frames: int) -> int:
+        """The fewest samples that give ``n_frames`` frames: ``(n_frames - 1) * hop``."""
+        return max(int(n_frames) - 1, 0) * self.hop_length
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -336,7 +357,8 @@ def invert_features(
 def featurize(waves, config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The toolkit's one way from waveforms to model input: pad, compute, zero the padding.
 
-    waves: a sequence of B mono float waveforms ``(n_b,)`` at ``config.sample_rate``.
+    waves: a sequence of B mono float waveforms ``(n_b,)`` at ``config.sample_rate``;
+    config: the model's front end (this log-mel, or one of :mod:`asr_introspect.frontends`).
     Returns ``features: (B, F, T)`` float32 (zero beyond each utterance's frames) and
     ``feature_lengths: (B,)`` int64. One waveform gives exactly what it gives alone;
     in a batch only the last frames' STFT windows see zeros instead of reflection.
@@ -348,7 +370,7 @@ def featurize(waves, config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]
     audio = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
     for row, wave in enumerate(waves):
         audio[row, : len(wave)] = wave
-    features, feature_lengths = compute_features(audio, config, lengths=lengths)
+    features, feature_lengths = config.compute(audio, lengths)
     mask = torch.arange(features.shape[-1])[None, :] < feature_lengths[:, None]
     features = features * mask[:, None, :].to(features.dtype)
     return features.contiguous(), feature_lengths.to(torch.int64)
@@ -368,7 +390,7 @@ def featurize_file(path, config: FeatureConfig, min_input_frames: int = 0) -> to
     wave = load_audio(path, sample_rate=config.sample_rate)
     n_frames = config.frames(len(wave))
     if n_frames < min_input_frames:
-        need = (int(min_input_frames) - 1) * config.hop_length / config.sample_rate
+        need = config.samples_for(int(min_input_frames)) / config.sample_rate
         raise AudioError(
             f"{path}: clip is {len(wave) / config.sample_rate:.3f} s ({n_frames} input frame(s)), shorter than the "
             f"minimum of {int(min_input_frames)} input frames ({need:.3f} s at "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from asr_introspect.models import ASRModel
+from asr_introspect.models.asr_model import zero_beyond
 
 
 class ActivationRecorder:
@@ -51,6 +52,16 @@ class ActivationRecorder:
         self._handles.clear()
 
     def run(self, features: torch.Tensor, lengths: torch.Tensor | None = None):
-        """Forward ``features (B, F, T)``; returns ``(logits (B, C, T_out), out_lengths)``."""
+        """Forward ``features (B, F, T)``; returns ``(logits (B, C, T_out), out_lengths)``.
+
+        A module that masks padding itself (``takes_lengths``, e.g. attention masks) leaves
+        its padded frames as they are; with ``detach`` they are zeroed here, as for conv stacks.
+        """
         self.activations = {}
-        return self.model.logits(features, lengths)
+        result = self.model.logits(features, lengths)
+        if self.detach and self.model.takes_lengths and lengths is not None:
+            self.activations = {
+                name: zero_beyond(act, torch.as_tensor(self.model.layer_length(name, torch.as_tensor(lengths))))
+                for name, act in self.activations.items()
+            }
+        return result

@@ -1,12 +1,31 @@
-"""ASRModel: what every analysis takes (module + alphabet + feature config + frame map + named layers).
+"""ASRModel: what every analysis takes (module + alphabet + front end + frame map + named layers).
 
-The module maps features ``(B, F, T_in)`` to logits ``(B, C, T_out)`` (pre-softmax
-where the architecture allows). ``layer_modules[name]`` is an ``nn.Module`` whose
-forward output is the activation ``(B, channels, T_layer)`` of layer ``name``
-(hook it); ``frame_map`` relates every layer's frames to input frames.
+The protocol, for every model family the toolkit opens:
 
-Build one with :meth:`ASRModel.from_wav2letter`, :func:`build_model`, or the
-adapters ``wrap_torchaudio_wav2letter`` / ``wrap_conv_model`` for foreign models.
+- **input**: ``feature_config`` is the front end that turns waveforms into the module's
+  input ``(B, F, T_in)``: the toolkit's log-mel (:class:`~asr_introspect.features.FeatureConfig`),
+  raw samples (:class:`~asr_introspect.frontends.WaveformConfig`, ``F = 1``) or Whisper's
+  log-mel; :func:`~asr_introspect.features.featurize` runs it.
+- **output**: the module maps that input to logits ``(B, C, T_out)`` over ``alphabet``
+  (pre-softmax where the architecture allows). An encoder without a CTC head has
+  ``alphabet=None``: its last layer is the output and CTC analyses refuse it
+  (:meth:`ASRModel.require_ctc`).
+- **layers**: ``layer_modules[name]`` is an ``nn.Module`` whose forward output is the
+  activation ``(B, channels, T_layer)`` of layer ``name`` (hook it; a hook's returned tensor
+  replaces it). Transformer blocks are presented this way through
+  :mod:`~asr_introspect.models.taps`.
+- **frame map**: ``frame_map`` relates every layer's frames to input frames (stride, offset,
+  receptive field; "the whole utterance" after self-attention).
+- **exact padding**: a padded batch gives, on each utterance's valid frames, what the
+  utterance gives alone. Convolutional stacks get it from :meth:`ASRModel.exact_padding`
+  (every layer zeroed beyond its length); a module with ``takes_lengths = True`` is called
+  as ``module(features, lengths)`` and masks itself (attention masks). A module with
+  ``exact_batch = False`` (e.g. wav2vec2 with group normalization over time) cannot be
+  batched exactly: the stream then runs it one utterance at a time.
+
+Build one with :meth:`ASRModel.from_wav2letter`, :func:`build_model`, the adapters
+``wrap_torchaudio_wav2letter`` / ``wrap_conv_model``, :mod:`~asr_introspect.models.huggingface`,
+:mod:`~asr_introspect.models.conformer` or :mod:`~asr_introspect.models.quartznet`.
 """
 
 from __future__ import annotations
@@ -48,7 +67,7 @@ class ASRModel:
     def __init__(
         self,
         module: nn.Module,
-        alphabet: Alphabet,
+        alphabet: Alphabet | None,
         feature_config: FeatureConfig,
         frame_map: FrameMap,
         layer_names: Sequence[str] | None = None,
@@ -77,17 +96,27 @@ class ASRModel:
         if self.output_layer not in self.layer_names:
             raise ValueError(f"output layer {self.output_layer!r} is not one of {self.layer_names}")
         convs = [m for m in module.modules() if isinstance(m, nn.Conv1d)]
+        if (n_features is None or (n_classes is None and alphabet is not None)) and not convs:
+            raise ValueError("pass n_features and n_classes: the module has no Conv1d to read them from")
         self.n_features = int(n_features if n_features is not None else convs[0].in_channels)
+        if alphabet is None:
+            n_classes = 0
         self.n_classes = int(n_classes if n_classes is not None else convs[-1].out_channels)
         self.model_config = dict(model_config) if model_config is not None else {"architecture": "custom"}
-        if len(alphabet) != self.n_classes:
+        #: the module is called as ``module(features, lengths)`` and masks padding itself
+        self.takes_lengths = bool(getattr(module, "takes_lengths", False))
+        #: False: a padded batch is not exact (the stream runs one utterance at a time)
+        self.exact_batch = bool(getattr(module, "exact_batch", True))
+        if alphabet is not None and len(alphabet) != self.n_classes:
             raise ValueError(
                 f"the model has {self.n_classes} output classes but the alphabet has {len(alphabet)} symbols"
             )
-        n_mels = getattr(feature_config, "n_mels", None)
-        if n_mels is not None and n_mels != self.n_features:
+        channels = getattr(feature_config, "n_channels", None)
+        if channels is not None and channels != self.n_features:
             raise ValueError(
-                f"the model takes {self.n_features} features per frame but the feature config has n_mels={n_mels}"
+                f"the model takes {self.n_features} features per frame but its front end "
+                f"({feature_config.kind}) gives {channels}"
+                + (f" (n_mels={channels})" if hasattr(feature_config, "n_mels") else "")
             )
 
     # -- construction ---------------------------------------------------------------
@@ -126,11 +155,26 @@ class ASRModel:
         """Frames of layer ``name`` for ``length`` input frames."""
         return self.frame_map.output_length(name, length)
 
+    @property
+    def has_ctc_head(self) -> bool:
+        """True when the model outputs CTC logits over :attr:`alphabet` (False: an encoder only)."""
+        return self.alphabet is not None
+
+    def require_ctc(self, what: str) -> None:
+        """InputError unless the model has a CTC head; ``what`` names the analysis that needs it."""
+        if not self.has_ctc_head:
+            raise InputError(
+                f"{what} needs CTC outputs, but this {self.model_config.get('architecture', 'model')} is an encoder "
+                f"without a CTC head: use an analysis of its layers (NAPs by phoneme, patterns, feature "
+                f"visualization), with letters from another model's alignment"
+            )
+
     def logits(self, features: torch.Tensor, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, F, T_in) [, lengths (B,)] -> (logits (B, C, T_out), out_lengths (B,) int64).
 
         With ``lengths`` a padded batch is exact (see :meth:`exact_padding`). Gradients flow (wrap in
-        ``torch.no_grad()`` for inference); features are moved to the model's device.
+        ``torch.no_grad()`` for inference); features are moved to the model's device. For an encoder
+        without a CTC head (``alphabet=None``) the "logits" are its output layer ``(B, channels, T_out)``.
         """
         if not isinstance(features, torch.Tensor) or features.dim() != 3 or features.shape[1] != self.n_features:
             shape = tuple(features.shape) if hasattr(features, "shape") else type(features).__name__
@@ -141,13 +185,19 @@ class ASRModel:
         device = self.device
         if features.device != device:
             features = features.to(device)
-        with self.exact_padding(lengths if lengths is not None and features.shape[0] > 1 else None):
-            out = self.module(features)
+        padded = lengths is not None and features.shape[0] > 1 and not self.takes_lengths
+        with self.exact_padding(lengths if padded else None):
+            if self.takes_lengths:
+                lengths_in = torch.as_tensor(lengths, dtype=torch.long) if lengths is not None else None
+                out = self.module(features, lengths_in)
+            else:
+                out = self.module(features)
         expected = self.frame_map.output_length(self.output_layer, T)
-        if out.dim() != 3 or out.shape[-1] != expected or out.shape[1] != self.n_classes:
+        classes_ok = out.dim() == 3 and (out.shape[1] == self.n_classes or not self.has_ctc_head)
+        if out.dim() != 3 or out.shape[-1] != expected or not classes_ok:
             raise RuntimeError(
                 f"the module returned {tuple(out.shape)}, the frame map expects "
-                f"(B, {self.n_classes}, {expected}) for {T} input frames"
+                f"(B, {self.n_classes or 'channels'}, {expected}) for {T} input frames"
             )
         if lengths is None:
             out_lengths = torch.full((out.shape[0],), expected, dtype=torch.long, device=out.device)
@@ -208,7 +258,8 @@ class ASRModel:
 
     @property
     def receptive_field(self) -> int:
-        """Input frames seen by one output frame."""
+        """Input frames seen by one output frame (for a global model: the local part, see
+        :meth:`FrameMap.is_global`)."""
         return self.frame_map.layer(self.output_layer).receptive_field
 
     def layer_module(self, name: str) -> nn.Module:
@@ -230,10 +281,14 @@ class ASRModel:
         return self
 
     def __repr__(self) -> str:
+        output = f"{self.n_classes} classes" if self.has_ctc_head else "no CTC head"
+        field = (
+            "the whole utterance" if self.frame_map.is_global(self.output_layer) else f"{self.receptive_field} frames"
+        )
         return (
-            f"ASRModel({self.model_config.get('architecture')}, {self.n_features} features -> "
-            f"{self.n_classes} classes, layers {self.layer_names[0]}..{self.layer_names[-1]}, "
-            f"receptive field {self.receptive_field} frames)"
+            f"ASRModel({self.model_config.get('architecture')}, {self.feature_config.kind} input "
+            f"({self.n_features} channels) -> {output}, layers {self.layer_names[0]}..{self.layer_names[-1]}, "
+            f"receptive field {field})"
         )
 
 

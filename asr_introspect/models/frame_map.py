@@ -20,6 +20,14 @@ support of a frame also depends on the length of every intermediate layer.
 range is clipped to the valid frames of every layer on the way down); without
 ``T_in`` it returns the unclipped closed form above.
 
+Self-attention (and anything else that mixes the whole utterance) is a
+:class:`ConvSpec` with ``context="utterance"`` (:meth:`ConvSpec.utterance`):
+it keeps the frame rate, and from that layer on every frame depends on every
+valid input frame. Such layers are *global*: :meth:`FrameMap.is_global` says so,
+``input_range`` with ``T_in`` returns the whole input, and the geometry keeps
+the *local* stride, receptive field and offset (the frame's own position: what
+``center`` and ``layer_frame_of_input`` use to put labels on its time axis).
+
 Assumptions: a sequential stack (layer ``l`` consumes exactly the output of
 layer ``l-1``; element-wise operations such as ReLU, BatchNorm or dropout in
 between do not matter). A range is the convex hull of the contributing frames;
@@ -38,24 +46,46 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ConvSpec", "LayerGeometry", "FrameMap"]
+__all__ = ["CONTEXTS", "ConvSpec", "LayerGeometry", "FrameMap"]
+
+#: what a layer mixes beyond its kernel: nothing, or the whole utterance (self-attention)
+CONTEXTS = ("local", "utterance")
 
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """One Conv1d: kernel, stride, dilation and the zero padding on each side (frames)."""
+    """One Conv1d: kernel, stride, dilation and the zero padding on each side (frames).
+
+    ``context="utterance"`` marks a layer that also mixes every frame of the utterance
+    (self-attention); its kernel, stride and padding describe the frame's own position.
+    """
 
     kernel: int
     stride: int = 1
     dilation: int = 1
     pad_left: int = 0
     pad_right: int = 0
+    context: str = "local"
 
     def __post_init__(self) -> None:
         if self.kernel < 1 or self.stride < 1 or self.dilation < 1:
             raise ValueError(f"kernel, stride and dilation must be >= 1: {self}")
         if self.pad_left < 0 or self.pad_right < 0:
             raise ValueError(f"padding must be >= 0: {self}")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}: {self}")
+
+    @classmethod
+    def utterance(cls) -> ConvSpec:
+        """A layer that keeps the frame rate and mixes the whole utterance (self-attention)."""
+        return cls(1, context="utterance")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields; ``context`` only when it is not "local" (so conv stacks serialize as before)."""
+        d = asdict(self)
+        if self.context == "local":
+            del d["context"]
+        return d
 
     @property
     def effective_kernel(self) -> int:
@@ -99,12 +129,15 @@ class LayerGeometry:
     ``[offset + t*stride, offset + t*stride + receptive_field)`` (clipped to the
     input). ``start_padding = max(0, -offset)``: how many virtual (padded) input
     frames the receptive field of layer frame 0 reaches before input frame 0.
+    ``global_context``: the layer (or one below it) mixes the whole utterance, so
+    its frames depend on every input frame; the other fields give the local part.
     """
 
     stride: int
     receptive_field: int
     offset: int
     start_padding: int
+    global_context: bool = False
 
 
 class FrameMap:
@@ -130,12 +163,13 @@ class FrameMap:
         self._index = {n: i for i, n in enumerate(names)}
         self._geometry: list[LayerGeometry] = []
         self._length_cache: dict[int, tuple[int, ...]] = {}
-        stride, rf, offset = 1, 1, 0
+        stride, rf, offset, mixed = 1, 1, 0, False
         for spec in specs:
             offset = offset - spec.pad_left * stride
             rf = rf + (spec.effective_kernel - 1) * stride
             stride = stride * spec.stride
-            self._geometry.append(LayerGeometry(stride, rf, offset, max(0, -offset)))
+            mixed = mixed or spec.context == "utterance"
+            self._geometry.append(LayerGeometry(stride, rf, offset, max(0, -offset), mixed))
 
     # -- construction -----------------------------------------------------------------
 
@@ -169,13 +203,16 @@ class FrameMap:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (the specs; the geometry is derived)."""
-        return {"layers": [{"name": n, **asdict(s)} for n, s in zip(self.names, self.specs)]}
+        return {"layers": [{"name": n, **s.to_dict()} for n, s in zip(self.names, self.specs)]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FrameMap:
         layers = d["layers"]
         names = [layer["name"] for layer in layers]
-        specs = [ConvSpec(**{k: int(v) for k, v in layer.items() if k != "name"}) for layer in layers]
+        specs = [
+            ConvSpec(**{k: (str(v) if k == "context" else int(v)) for k, v in layer.items() if k != "name"})
+            for layer in layers
+        ]
         return cls(specs, names)
 
     # -- queries ----------------------------------------------------------------------
@@ -191,9 +228,9 @@ class FrameMap:
 
     def __repr__(self) -> str:
         last = self._geometry[-1]
+        field = "the whole utterance" if last.global_context else str(last.receptive_field)
         return (
-            f"FrameMap({len(self)} layers, output stride {last.stride}, "
-            f"receptive field {last.receptive_field}, offset {last.offset})"
+            f"FrameMap({len(self)} layers, output stride {last.stride}, receptive field {field}, offset {last.offset})"
         )
 
     def _i(self, name: str) -> int:
@@ -207,6 +244,15 @@ class FrameMap:
         if name == "input":
             return LayerGeometry(1, 1, 0, 0)
         return self._geometry[self._i(name)]
+
+    def is_global(self, name: str) -> bool:
+        """True when frames of ``name`` depend on the whole utterance (self-attention at or below it)."""
+        return self.layer(name).global_context
+
+    @property
+    def first_global(self) -> str | None:
+        """The first layer that mixes the whole utterance, or None for a local (convolutional) stack."""
+        return next((n for n, g in zip(self.names, self._geometry) if g.global_context), None)
 
     def spec(self, name: str) -> ConvSpec:
         """The convolution of layer ``name`` alone."""
@@ -258,7 +304,8 @@ class FrameMap:
 
         Without ``T_in``: the closed form ``offset + t*stride`` ... ``+ receptive_field``
         (may reach below 0). With ``T_in``: exact for an input of ``T_in`` frames
-        (clipped to the valid frames of every layer; empty -> ``(s, s)``).
+        (clipped to the valid frames of every layer; empty -> ``(s, s)``); a global layer
+        (:meth:`is_global`) gives ``(0, T_in)`` for every frame it has.
         """
         if name == "input":
             lo, hi = int(t), int(t) + 1
@@ -269,6 +316,9 @@ class FrameMap:
             g = self._geometry[i]
             start = g.offset + t * g.stride
             return start, start + g.receptive_field
+        if self._geometry[i].global_context:
+            n = self._int_lengths(int(T_in))[i]
+            return (0, int(T_in)) if 0 <= t < n else (0, 0)
         lens = [int(T_in), *self._int_lengths(int(T_in))[:i]]
         lo, hi = t, t + 1  # frames of layer i
         for j in range(i, -1, -1):
