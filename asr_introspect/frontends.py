@@ -103,9 +103,10 @@ class WhisperFeatureConfig:
     """Whisper's log-mel: 25 ms Hann windows every 10 ms, Slaney mels, log10 with an 8-decade floor.
 
     ``log_mel = (max(log10(mel), M - 8) + 4) / 4`` with ``M`` the utterance's maximum, computed on
-    the waveform padded with zeros (as Whisper pads to 30 s), so the last frames see what they see
-    there. ``frames(n) = n // hop_length``. The Whisper adapter pads the features to
-    ``window_frames`` (30 s) with the utterance's silence value (``max - 2``, what zeros give).
+    the waveform padded with zeros (as Whisper pads to 30 s). ``frames(n) = ceil((n + n_fft / 2) /
+    hop)``: every frame whose window touches the audio; the frames after them see only zeros,
+    and the Whisper adapter fills the rest of the 30 s window (``window_frames``) with that
+    silence value (``M - 8`` after scaling, i.e. the maximum minus 2).
     """
 
     sample_rate: int = 16000
@@ -124,13 +125,13 @@ class WhisperFeatureConfig:
         return self.hop_length / self.sample_rate
 
     def frames(self, n_samples: int) -> int:
-        return int(n_samples) // self.hop_length
+        return -(-(int(n_samples) + self.n_fft // 2) // self.hop_length)
 
     def samples_for(self, n_frames: int) -> int:
-        return int(n_frames) * self.hop_length
+        return max((int(n_frames) - 1) * self.hop_length - self.n_fft // 2 + 1, 1)
 
     def compute(self, audio, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio (B, n) [, lengths (B,)] -> (log-mel (B, n_mels, n // hop), frame lengths (B,)); 0 beyond."""
+        """audio (B, n) [, lengths (B,)] -> (log-mel (B, n_mels, frames(n)), frame lengths (B,)); 0 beyond."""
         x, lengths = _check_batch(audio, lengths)
         x = torch.nn.functional.pad(x, (0, self.n_fft))  # zeros after the end, as in the 30 s window
         spec = torch.stft(
@@ -144,7 +145,7 @@ class WhisperFeatureConfig:
         )
         power = spec.real.square() + spec.imag.square()
         mel = _whisper_mel_basis(self.sample_rate, self.n_fft, self.n_mels).to(x.device) @ power
-        frame_lengths = lengths // self.hop_length
+        frame_lengths = torch.tensor([self.frames(n) for n in lengths.tolist()], dtype=torch.int64)
         T = int(frame_lengths.max())
         log_mel = torch.log10(mel[..., :T].clamp_min(1e-10))
         valid = (torch.arange(T)[None, :] < frame_lengths[:, None]).to(x.device)[:, None, :]

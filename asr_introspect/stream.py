@@ -175,6 +175,7 @@ class StreamBatch:
     # -- letters ---------------------------------------------------------------------------
 
     def _need_logits(self, what: str) -> None:
+        self.model.require_ctc(what)
         if self.logits is None:
             raise ValueError(f"{what} need the model's logits: stream with forward=True")
 
@@ -371,7 +372,8 @@ def stream_corpus(
     layers: layers whose activations to record (the model's ``layer_names``); weighting: None,
     "gradient" (``w_t = ||dy/da_t||``) or "saliency" (``w_t = sum_c |dy/da_t[c] a_t[c]|``), with
     ``y`` the sum over valid output frames of the predicted logit (one backward pass per batch);
-    bucket: batch utterances of similar length (padding is exact, so only speed changes);
+    bucket: batch utterances of similar length (padding is exact, so only speed changes); a model
+    that cannot be batched exactly (``model.exact_batch`` False) runs one utterance at a time;
     forward: False streams features only (no model run). Memory: one batch. Not sharded: see
     :func:`shard` / :func:`fit_estimators`.
     """
@@ -383,6 +385,8 @@ def stream_corpus(
     utterances = list(utterances)
     if not utterances:
         return
+    if not model.exact_batch:
+        batch_size = 1
     batches = iterate_batches(utterances, model.feature_config, model.alphabet, batch_size=batch_size, bucket=bucket)
     bar = tqdm(total=len(utterances), desc=desc, unit="utt", disable=not progress)
     recorder = ActivationRecorder(model, layers, detach=weighting is None)

@@ -93,6 +93,10 @@ def _outside_message(utterance_id: str | None, chars: Sequence[str], text: str) 
     return f"{where} has characters outside the alphabet: {listed} (normalize or extend the alphabet)"
 
 
+#: Unicode private-use area: symbols for a foreign CTC vocabulary's special tokens
+_PRIVATE_USE = (0xE000, 0xF8FF)
+
+
 @dataclass(frozen=True)
 class Alphabet:
     """CTC output vocabulary: ``symbols[blank]`` is the blank, every other symbol one character.
@@ -168,14 +172,16 @@ class Alphabet:
     def decode(self, ids: Iterable[Any]) -> str:
         """Join the symbols of ``ids`` (list, array or 1-D tensor); blanks are skipped.
 
-        No CTC collapse: use ``decode(ctc_collapse(ids))`` for frame-wise output.
+        No CTC collapse: use ``decode(ctc_collapse(ids))`` for frame-wise output. Private-use
+        characters (U+E000-U+F8FF) stand for a foreign vocabulary's special tokens (``<s>``,
+        ``<unk>``: see ``models.huggingface.ctc_alphabet``) and are left out too.
         """
         n = len(self.symbols)
         out = []
         for i in _ids_to_ints(ids):
             if not 0 <= i < n:
                 raise InputError(f"alphabet: index {i} outside 0..{n - 1}")
-            if i != self.blank:
+            if i != self.blank and not _PRIVATE_USE[0] <= ord(self.symbols[i][0]) <= _PRIVATE_USE[1]:
                 out.append(self.symbols[i])
         return "".join(out)
 

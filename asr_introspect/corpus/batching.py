@@ -136,7 +136,8 @@ def iterate_batches(
 
     Audio is read with ``audio.load_audio`` at ``feature_config.sample_rate``;
     features come from :func:`features.featurize`; targets from ``alphabet.encode`` (``TranscriptError``
-    names the utterance). ``epoch`` changes the shuffle for the same ``seed``.
+    names the utterance; no targets with ``alphabet=None``, an encoder without a CTC head).
+    ``epoch`` changes the shuffle for the same ``seed``.
     """
     utterances = list(utterances)
     durations = utterance_durations(utterances)
@@ -147,7 +148,7 @@ def iterate_batches(
     ):
         utts = tuple(utterances[i] for i in index_batch)
         features, feature_lengths = featurize([load_audio(u.audio_path, sample_rate=sr) for u in utts], feature_config)
-        encoded = [alphabet.encode(u.text, utterance_id=u.id) for u in utts]
+        encoded = [alphabet.encode(u.text, utterance_id=u.id) if alphabet is not None else [] for u in utts]
         target_lengths = torch.tensor([len(e) for e in encoded], dtype=torch.int64)
         targets = torch.zeros(len(encoded), max(1, int(target_lengths.max())), dtype=torch.int64)
         for row, ids in enumerate(encoded):

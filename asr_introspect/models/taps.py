@@ -28,12 +28,12 @@ class LayerTap(nn.Identity):
     """The hookable stand-in of one named layer: forward is the identity on ``(B, C, T)``."""
 
 
-def _pick(output, index: int | None) -> torch.Tensor:
-    return output if index is None else output[index]
+def _pick(output, index: int):
+    return output[index] if isinstance(output, (tuple, list)) else output
 
 
-def _put(output, index: int | None, value: torch.Tensor):
-    if index is None:
+def _put(output, index: int, value: torch.Tensor):
+    if not isinstance(output, (tuple, list)):
         return value
     items = list(output)
     items[index] = value
@@ -44,11 +44,11 @@ def tap_output(
     module: nn.Module,
     tap: LayerTap,
     *,
-    index: int | None = None,
+    index: int = 0,
     time_major: bool = True,
     frames: Callable[[], int | None] | None = None,
 ) -> torch.utils.hooks.RemovableHandle:
-    """Route ``module``'s output (or ``output[index]`` of a tuple) through ``tap``.
+    """Route ``module``'s output (``output[index]`` when it returns a tuple) through ``tap``.
 
     ``time_major``: the tensor is ``(B, T, C)`` (transformers); else already ``(B, C, T)``.
     ``frames``: a callable giving how many leading time steps belong to the utterance

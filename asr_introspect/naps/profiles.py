@@ -349,6 +349,7 @@ class NAPEstimator(StreamEstimator):
         """Layers, groups, the label -> group map and empty state for ``model``."""
         self.layers_ = self.stream_layers(model)
         if self.by == "letter":
+            model.require_ctc("letter NAPs")
             alphabet = model.alphabet
             self.groups_ = self.groups if self.groups is not None else letter_groups(alphabet)
             self._map = np.full(len(alphabet), len(self.groups_), dtype=np.int64)

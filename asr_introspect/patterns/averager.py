@@ -145,6 +145,13 @@ class PatternAverager(StreamEstimator):
             if isinstance(model, FrameMap):
                 self.frame_map_, self.output_layer_ = model, model.output_layer
             else:
+                if model.feature_config.kind == "waveform":
+                    raise InputError(
+                        "patterns average the model's input spectrogram around each label, but this model takes "
+                        "the raw waveform: average its layers instead (NAPs), or study a log-mel model"
+                    )
+                if self.by == "letter":
+                    model.require_ctc("letter patterns")
                 self.frame_map_, self.output_layer_ = model.frame_map, model.output_layer
                 self.feature_config_ = model.feature_config
                 self.alphabet_ = model.alphabet
@@ -161,6 +168,11 @@ class PatternAverager(StreamEstimator):
         if window is None:
             if self.frame_map_ is None:
                 raise InputError("window=None means the receptive field: pass model= or set window")
+            if self.frame_map_.is_global(self.output_layer_):
+                raise InputError(
+                    "window=None means the receptive field, but this model's output sees the whole utterance "
+                    "(self-attention): set window (input frames), e.g. --window 64"
+                )
             window = self.frame_map_.layer(self.output_layer_).receptive_field
         if self.by == "letter":
             self.alphabet_ = self.alphabet_ or Alphabet.default()
