@@ -320,7 +320,8 @@ def shard(utterances: Sequence, distributed: bool | None = None) -> tuple[list, 
 def layer_channels(model, layers: Sequence[str]) -> dict[str, int]:
     """Channels of each layer, from one forward pass on zeros (eval mode, no grad)."""
     n_in = max(int(model.min_input_frames), 8)
-    features = torch.zeros(1, model.n_features, n_in, device=model.device)
+    dtype = next(model.module.parameters()).dtype
+    features = torch.zeros(1, model.n_features, n_in, device=model.device, dtype=dtype)
     with eval_mode(model), torch.no_grad(), ActivationRecorder(model, layers) as recorder:
         recorder.run(features)
         return {name: int(recorder.activations[name].shape[1]) for name in layers}

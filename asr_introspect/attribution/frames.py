@@ -30,6 +30,7 @@ import torch
 
 from asr_introspect.alignment import forced_align
 from asr_introspect.attribution.crops import CropGeometry, check_chunk_size, propagate
+from asr_introspect.attribution.dense import dense_relevance, needs_dense
 from asr_introspect.attribution.gradients import (
     default_cam_layer,
     grad_cam_crops,
@@ -475,9 +476,13 @@ def attribute(
     model's). Options go to the method (``epsilon``, ``gamma``, ``low``/``high``,
     ``n_samples``/``noise_level``/``seed``, ``steps``/``baseline``). The model is not modified.
     Dense maps of all frames are big (N * F * T_in values: 200 MB for 10 s at 64 mels in
-    float32); prefer ``crop=True`` (N * F * RF) for long utterances.
+    float32); prefer ``crop=True`` (N * F * RF) for long utterances. Models with self-attention or
+    residual blocks run through :mod:`.dense` (the gradient family; dense maps, every frame's
+    receptive field is the whole utterance; ``crop`` does not apply).
     """
     x = features_tensor(model, features)
+    if needs_dense(model):
+        return _attribute_dense(model, x, method, frames, target, transcript, chunk_size, dtype, **options)
     stack = conv_stack(model, dtype=dtype)
     x = x.to(device=stack.device, dtype=stack.dtype)
     cache = stack.forward_cache(x)
@@ -512,3 +517,27 @@ def attribute(
             False,
         )
     return result
+
+
+def _attribute_dense(model, x, method, frames, target, transcript, chunk_size, dtype, **options) -> Attribution:
+    """:func:`attribute` for models the conv-stack engine cannot run (see :mod:`.dense`): dense maps."""
+    model.require_ctc("attribution of output frames")
+    name = method_name(method)
+    x = x.to(device=model.device, dtype=dtype or next(model.module.parameters()).dtype)
+    with torch.no_grad():
+        logits = model.logits(x[None])[0][0]
+    frames_arr = select_frames(frames, logits.shape[1])
+    targets = select_targets(logits, frames_arr, target, transcript, model.alphabet)
+    _, relevance = dense_relevance(model, x, frames_arr, targets, name, chunk_size=chunk_size, **options)
+    n_in = int(x.shape[1])
+    return Attribution(
+        name,
+        relevance,
+        frames_arr,
+        targets,
+        np.zeros(len(frames_arr), dtype=np.int64),
+        logits.cpu().numpy(),
+        n_in,
+        n_in,
+        False,
+    )
