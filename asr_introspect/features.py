@@ -310,7 +310,8 @@ def invert_features(
     magnitude spectrogram (``librosa.feature.inverse.mel_to_stft``, NNLS) and
     runs Griffin-Lim (``n_iter`` iterations, seeded). Returns
     ``audio: ((T - 1) * hop_length,)`` float32 scaled to a peak of 0.9
-    (silence stays zero).
+    (silence stays zero). Whisper's log-mel (:class:`~asr_introspect.frontends.WhisperFeatureConfig`)
+    is read on its own scale, ``dB = 40 * (features - 1)``.
     """
     if isinstance(features, torch.Tensor):
         features = features.detach().cpu().numpy()
@@ -319,7 +320,9 @@ def invert_features(
         raise ValueError(f"features must have shape ({config.n_mels}, T), got {feats.shape}")
     if not np.isfinite(feats).all():
         raise ValueError("features contain NaN/inf values")
-    if config.normalization == "utterance":
+    if config.kind == "whisper-log-mel":
+        db = 40.0 * (feats - 1.0)  # features = (log10(power) + 4) / 4
+    elif config.normalization == "utterance":
         db = feats * float(db_std) + float(db_mean)
     else:
         db = feats
@@ -340,9 +343,9 @@ def invert_features(
         magnitude,
         n_iter=n_iter,
         hop_length=config.hop_length,
-        win_length=config.win_length,
+        win_length=getattr(config, "win_length", config.n_fft),
         n_fft=config.n_fft,
-        window=config.window,
+        window=getattr(config, "window", "hann"),
         center=True,
         pad_mode="constant",
         length=length,

@@ -121,6 +121,16 @@ class WhisperFeatureConfig:
         return self.n_mels
 
     @property
+    def fmin(self) -> float:
+        """Lowest mel edge (Hz): 0, as Whisper's filterbank."""
+        return 0.0
+
+    @property
+    def fmax_hz(self) -> float:
+        """Highest mel edge (Hz): the Nyquist frequency, as Whisper's filterbank."""
+        return self.sample_rate / 2
+
+    @property
     def frame_seconds(self) -> float:
         return self.hop_length / self.sample_rate
 

@@ -335,3 +335,32 @@ def test_cli_runs_on_a_transformers_directory(tmp_path, tiny_corpus, capsys):
     assert main(["eval", "--model", str(tmp_path), "--data", str(tiny_corpus.root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no config.json" in err[0]
+
+
+# ---------------------------------------------------------------------------
+# spectrogram methods: Whisper's log-mel takes them, raw waveforms refuse them
+
+
+def test_feature_visualization_and_patterns_on_whisper(tiny_corpus):
+    from asr_introspect.featvis import render
+    from asr_introspect.patterns import PatternAverager
+
+    model = wrap_whisper_encoder(tiny_whisper_encoder().get_encoder())
+    result = render(model, "block2:3", steps=6, width=40)
+    assert result.features.shape[-2:] == (16, 40) and np.isfinite(result.trace).all()
+    patterns = PatternAverager("phoneme", window=8).fit(model, load_corpus(tiny_corpus.root)).result()
+    assert patterns.sums.shape[-2:] == (16, 8) and patterns.counts.sum() > 0
+
+
+def test_waveform_models_refuse_spectrogram_methods(tmp_path, tiny_corpus, capsys):
+    from asr_introspect.cli import main
+    from asr_introspect.patterns import PatternAverager
+
+    model = wrap_hf_ctc(tiny_ctc(), VOCAB)
+    with pytest.raises(InputError, match="raw waveform"):
+        PatternAverager("letter").fit(model, load_corpus(tiny_corpus.root))
+    _save_ctc(tmp_path / "w2v")
+    out = tmp_path / "v"
+    code = main(["visualize", "--model", str(tmp_path / "w2v"), "--objective", "block1:0", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "raw waveform" in err[-1] and not out.exists()

@@ -90,10 +90,31 @@ def _resolve(model: ASRModel, layer: str) -> str:
     return model.output_layer if layer == OUTPUT else layer
 
 
+def check_spectrogram_input(model: ASRModel) -> None:
+    """InputError unless the model takes a spectrogram: feature visualization optimizes one."""
+    if model.feature_config.kind == "waveform":
+        raise InputError(
+            "feature visualization optimizes a spectrogram window and its regularizers are spectral, but this "
+            "model takes the raw waveform: study its layers with NAPs or attribution"
+        )
+
+
+#: default window (seconds) for a layer that sees the whole utterance (self-attention)
+GLOBAL_WINDOW_SECONDS = 1.0
+
+
 def window_frames(model: ASRModel, objective: Objective) -> int:
     """Input frames W so that every frame the objective reads has its whole receptive field
-    inside the window (for the centre frame: the smallest such W >= the receptive field)."""
+    inside the window (for the centre frame: the smallest such W >= the receptive field).
+    A layer that sees the whole utterance has no such bound: its window is
+    :data:`GLOBAL_WINDOW_SECONDS` long (or its local receptive field, if longer)."""
     width = int(model.min_input_frames)
+    if any(
+        model.frame_map.is_global(_resolve(model, t.layer))
+        for t in objective.targets or ()
+        if _resolve(model, t.layer) in model.layer_names
+    ):
+        width = max(width, round(GLOBAL_WINDOW_SECONDS / model.feature_config.frame_seconds))
     for target in objective.targets or ():
         name = _resolve(model, target.layer)
         if name not in model.layer_names:
@@ -240,6 +261,7 @@ def letter_response(model: ASRModel, features) -> np.ndarray:
     with _Frozen(model):
         logits, _ = model.logits(x.to(model.device))
     t = centre_frame(model, model.output_layer, x.shape[-1])
+    model.require_ctc("the letter response")
     probs = torch.softmax(logits[:, :, t], dim=1).cpu().numpy()
     return probs[0] if single else probs
 
@@ -309,6 +331,7 @@ def render(
 
     Returns a :class:`Result`. The model is left as it was (mode, weights, gradients).
     """
+    check_spectrogram_input(model)
     if isinstance(objective, str):
         objective = parse_objective(objective, model)
     param = make_param(param, prior)
@@ -393,7 +416,11 @@ def render(
         if not (math.isfinite(float(final_value)) and bool(torch.isfinite(final).all())):
             raise _diverged(steps - 1, steps, float(final_value), lr)
     t = centre_frame(model, model.output_layer, width)
-    probs = torch.softmax(logits[:, :, t], dim=1).cpu().numpy()
+    if model.has_ctc_head:
+        probs = torch.softmax(logits[:, :, t], dim=1).cpu().numpy()
+        letters = tuple(model.alphabet.symbols)
+    else:  # an encoder: no letter posteriors at the centre frame
+        probs, letters = np.zeros((logits.shape[0], 0), dtype=np.float32), ()
     target_frame = (width - 1) / 2.0
     if objective.targets:
         first = objective.targets[0]
@@ -422,7 +449,7 @@ def render(
         trace,
         float(final_value),
         probs[0] if batch == 1 else probs,
-        tuple(model.alphabet.symbols),
+        letters,
         settings,
     )
 

@@ -334,6 +334,7 @@ def load_transformers(directory: str | Path) -> ASRModel:
             "model.save_pretrained(DIR) and its processor.save_pretrained(DIR))"
         )
     transformers = require_transformers()
+    transformers.utils.logging.disable_progress_bar()  # one line per command, no loading bars
     preprocessor = _read_json(directory / "preprocessor_config.json") or {}
     model_type = config_json.get("model_type")
     try:

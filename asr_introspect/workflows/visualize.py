@@ -52,6 +52,7 @@ from asr_introspect.featvis import (
     render,
     window_frames,
 )
+from asr_introspect.featvis.optimize import check_spectrogram_input
 from asr_introspect.io import save_json, save_npz
 from asr_introspect.plotting.common import save_figure
 from asr_introspect.plotting.featvis import plot_optimal_inputs, plot_result
@@ -115,6 +116,7 @@ def check_objective(model, objective: str, width: int | None = None) -> tuple[Ob
     """Parse ``objective`` and the window it gets: ``(objective, width)``; InputError naming
     ``--objective`` / ``--width`` when the window would exceed :data:`MAX_WIDTH`, a frame lies
     outside the given ``width``, or the objective needs a batch."""
+    check_spectrogram_input(model)
     parsed = parse_objective(objective, model, name="--objective")
     if parsed.needs_batch:
         raise InputError(
