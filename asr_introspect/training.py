@@ -1,4 +1,4 @@
-"""CTC training of Wav2Letter-style models on 2 CPU cores or many processes.
+"""CTC training of the toolkit's presets (Wav2Letter, Conformer, QuartzNet) on 2 CPU cores or many processes.
 
 The loop is deterministic by construction: the batch order of an epoch and the
 augmentation of every utterance are functions of ``(seed, epoch, utterance)``,
@@ -80,7 +80,19 @@ from asr_introspect.io import (
     signals_deferred,
     utc_timestamp,
 )
-from asr_introspect.models import NF4, ASRModel, build_model, load_checkpoint, rounded_weights, save_checkpoint
+from asr_introspect.models import (
+    CONFORMER_PRESETS,
+    NF4,
+    PRESETS,
+    QUARTZNET_PRESETS,
+    ASRModel,
+    build_conformer,
+    build_model,
+    build_quartznet,
+    load_checkpoint,
+    rounded_weights,
+    save_checkpoint,
+)
 from asr_introspect.stream import stream_corpus
 from asr_introspect.text import Alphabet
 
@@ -89,7 +101,7 @@ from asr_introspect.text import Alphabet
 class TrainConfig:
     """Everything that defines a training run (stored in ``RUN/config.json``)."""
 
-    preset: str = "small"
+    preset: str = "small"  # a preset of any architecture (ARCHITECTURES): its name says which
     batch_norm: bool | None = None  # None: the preset's choice
     batch_size: int = 16  # global batch (split across processes)
     max_steps: int = 20000
@@ -459,6 +471,47 @@ def _env_rank() -> int:
 
 
 # ---------------------------------------------------------------------------
+# Architectures and their presets
+
+#: architecture -> its presets, the first being the default (``train --architecture``); preset names are unique
+ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "wav2letter": ("small", *(name for name in PRESETS if name != "small")),
+    "conformer": ("conformer-small", *(name for name in CONFORMER_PRESETS if name != "conformer-small")),
+    "quartznet": ("quartznet-5x1", *(name for name in QUARTZNET_PRESETS if name != "quartznet-5x1")),
+}
+
+
+def architecture_of(preset_name: str) -> str:
+    """The architecture whose preset ``preset_name`` is; InputError for an unknown preset."""
+    for architecture, presets in ARCHITECTURES.items():
+        if preset_name in presets:
+            return architecture
+    known = ", ".join(name for presets in ARCHITECTURES.values() for name in presets)
+    raise InputError(f"--preset {preset_name!r} is unknown; choose one of {known}")
+
+
+def resolve_preset(architecture: str | None, preset_name: str | None) -> str:
+    """The preset that ``--architecture`` and ``--preset`` ask for (either may be None).
+
+    No preset: the architecture's default (``small`` without either flag). A preset of
+    another architecture than the one given is an InputError.
+    """
+    if architecture is not None and architecture not in ARCHITECTURES:
+        raise InputError(f"--architecture {architecture!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
+    if preset_name is None:
+        return ARCHITECTURES[architecture or "wav2letter"][0]
+    if architecture is not None and preset_name not in ARCHITECTURES[architecture]:
+        if any(preset_name in presets for presets in ARCHITECTURES.values()):
+            raise InputError(
+                f"--preset {preset_name!r} is a {architecture_of(preset_name)} preset, not a {architecture} one; "
+                f"choose one of {', '.join(ARCHITECTURES[architecture])}"
+            )
+        raise InputError(f"--preset {preset_name!r} is unknown; choose one of {', '.join(ARCHITECTURES[architecture])}")
+    architecture_of(preset_name)
+    return preset_name
+
+
+# ---------------------------------------------------------------------------
 # The loop
 
 
@@ -469,12 +522,25 @@ def new_model(
     seed: int = 0,
     batch_norm: bool | None = None,
 ) -> ASRModel:
-    """A freshly initialized preset (initialization drawn from ``seed``).
+    """A freshly initialized preset of any architecture (initialization drawn from ``seed``).
 
     BatchNorm statistics are per process under DistributedDataParallel, so a
-    multi-process run equals a single-process one exactly only without it.
+    multi-process run equals a single-process one exactly only without it
+    (``batch_norm=False``; the Conformer's convolution modules always normalize).
     """
+    architecture = architecture_of(preset_name)
     torch.manual_seed(seed)
+    if architecture == "conformer":
+        if batch_norm is False:
+            raise InputError(
+                f"--no-batch-norm: preset {preset_name!r} cannot drop its BatchNorm (the Conformer's "
+                "convolution modules need it); train it with BatchNorm"
+            )
+        return build_conformer(preset_name, alphabet, feature_config)
+    if architecture == "quartznet":
+        return build_quartznet(
+            preset_name, alphabet, feature_config, **({} if batch_norm is None else {"batch_norm": batch_norm})
+        )
     return build_model(preset_name, alphabet, feature_config, batch_norm=batch_norm)
 
 
@@ -672,8 +738,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self.rounded_weights():  # gradients at the rounded weights update the float ones
             # exact padding: each utterance is trained as if alone, whatever its batch
-            with self.model.exact_padding(frame_lengths):
-                logits = self.network(features)
+            if self.model.takes_lengths:  # the module masks its own padding (attention masks)
+                logits = self.network(features, frame_lengths)
+            else:
+                with self.model.exact_padding(frame_lengths):
+                    logits = self.network(features)
             out_lengths = self.model.output_lengths(frame_lengths)
             losses = ctc_loss(logits, out_lengths, targets, target_lengths, blank=self.model.alphabet.blank)
             # DDP averages gradients over processes: scale so the result is the global batch mean.
@@ -886,7 +955,10 @@ def train(
 
 
 __all__ = [
+    "ARCHITECTURES",
     "RUN_FILES",
+    "architecture_of",
+    "resolve_preset",
     "EncodedCorpus",
     "TrainConfig",
     "Trainer",

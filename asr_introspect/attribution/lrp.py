@@ -26,6 +26,12 @@ Composites assign rules by layer position: ``first`` (the first conv),
 ``middle`` (the other convs with kernel > 1), ``dense`` (kernel-1 convs, the
 analogue of fully connected layers) and ``output`` (the last conv), plus
 per-layer overrides by name.
+
+Where the rules are not right, LRP is refused rather than giving a wrong map
+(:func:`require_lrp_support`): models with self-attention (Conformers,
+transformers: their softmax and products of activations need attention-aware
+rules) and residual conv models (QuartzNet: the backward here has no rule for
+the sum of two branches). Gradient methods apply to every model.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import torch.nn.functional as F
 
 from asr_introspect.attribution.crops import CropGeometry
 from asr_introspect.attribution.stack import ConvLayer, ConvStack, ForwardCache
+from asr_introspect.errors import InputError
+from asr_introspect.models.quartznet import ResidualBlock
 
 __all__ = [
     "Rule",
@@ -60,6 +68,7 @@ __all__ = [
     "COMPOSITES",
     "PreparedRule",
     "LRPBackend",
+    "require_lrp_support",
 ]
 
 
@@ -67,6 +76,28 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + epsilon * sign(z)`` with sign(0) = +1 (zennit's stabilizer)."""
     sign = (z == 0).to(z) + z.sign()
     return z + sign * epsilon
+
+
+def require_lrp_support(model) -> None:
+    """One-line :class:`~asr_introspect.errors.InputError` when LRP's rules do not hold for ``model``.
+
+    Refused: a model with a layer that mixes the whole utterance (self-attention:
+    ``model.frame_map.first_global``) and a model with residual blocks
+    (:class:`~asr_introspect.models.quartznet.ResidualBlock`). Other models go on to
+    :func:`~.stack.conv_stack`, which checks that they are sequential Conv1d stacks.
+    """
+    architecture = model.model_config.get("architecture", "custom")
+    if model.frame_map.first_global is not None:
+        raise InputError(
+            f"LRP is not available for this {architecture} model: its layer {model.frame_map.first_global} "
+            "and those after it mix the whole utterance (self-attention: use a gradient method, e.g. "
+            "integrated-gradients or smoothgrad)"
+        )
+    if any(isinstance(module, ResidualBlock) for module in model.module.modules()):
+        raise InputError(
+            f"LRP is not available for this {architecture} model: the toolkit's LRP rules cover sequential "
+            "Conv1d stacks, not its residual additions (use a gradient method, e.g. integrated-gradients or smoothgrad)"
+        )
 
 
 # ---------------------------------------------------------------------------

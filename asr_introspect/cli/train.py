@@ -16,6 +16,9 @@ from asr_introspect.cli._common import add_common, progress_enabled, set_runner
 from asr_introspect.cli._flags import add_parser, finite_float, nonnegative_int, positive_int
 from asr_introspect.errors import InputError
 
+#: ``training.ARCHITECTURES`` (a copy: training imports torch; tests/test_conformer.py keeps them equal)
+ARCHITECTURES = ("wav2letter", "conformer", "quartznet")
+
 #: TrainConfig's defaults, shown by --help (a copy: TrainConfig imports torch; a test keeps them equal)
 CONFIG_DEFAULTS = {
     "max_steps": 20000,
@@ -33,7 +36,7 @@ def _default(name: str, what: str) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = add_parser(subparsers, "train", help="train a Wav2Letter preset with CTC")
+    parser = add_parser(subparsers, "train", help="train a preset (Wav2Letter, Conformer, QuartzNet) with CTC")
     add_common(parser, out="required")
     parser.add_argument("--data", type=Path, required=True, help="training corpus (LibriSpeech layout or manifest)")
     parser.add_argument(
@@ -45,7 +48,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATTERNS",
         help="train and validate only on these speakers: comma-separated globs, e.g. 'flite_*' (default: all)",
     )
-    parser.add_argument("--preset", default="small", help="small | speechless | tiny (default: small)")
+    parser.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        default=None,
+        help="model family; its presets: wav2letter: small | speechless | tiny, conformer: conformer-small | "
+        "conformer-tiny, quartznet: quartznet-5x1 | quartznet-tiny (default: the --preset's family, else wav2letter)",
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="a preset of --architecture (default: its first: small, conformer-small or quartznet-5x1)",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out (its stored settings win over these flags)"
     )
@@ -125,16 +139,26 @@ def run(args: argparse.Namespace) -> dict:
     check_args(args)
     # imported here, not at the top: `asr-introspect --help` stays free of torch
     from asr_introspect.corpus import filter_speakers, load_corpus, split_by_text
-    from asr_introspect.models import PRESETS
-    from asr_introspect.training import TrainConfig, check_resumable, check_run_dir, train
+    from asr_introspect.training import (
+        TrainConfig,
+        architecture_of,
+        check_resumable,
+        check_run_dir,
+        resolve_preset,
+        train,
+    )
 
-    if args.preset not in PRESETS:
-        raise InputError(f"--preset {args.preset!r} is unknown; choose one of {', '.join(sorted(PRESETS))}")
+    preset = resolve_preset(args.architecture, args.preset)
+    if args.no_batch_norm and architecture_of(preset) == "conformer":
+        raise InputError(
+            f"--no-batch-norm: preset {preset!r} cannot drop its BatchNorm (the Conformer's convolution "
+            "modules need it); leave the flag out"
+        )
     # the run directory before the corpus is loaded
     check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     if args.resume:
         check_resumable(args.out)
-    config = TrainConfig(preset=args.preset)
+    config = TrainConfig(preset=preset)
     overrides = {
         "max_steps": args.max_steps,
         "batch_size": args.batch_size,

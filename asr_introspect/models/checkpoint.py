@@ -5,7 +5,8 @@ File layout: a plain safetensors file holding the module's ``state_dict``
 float16, int8 or nf4, whose header metadata has one key, ``"asr_introspect"``, a JSON string::
 
     {"format": "asr-introspect-checkpoint", "format_version": 1,
-     "model": {"architecture": "wav2letter", "config": {...}},   # how to rebuild the module
+     "model": {"architecture": "wav2letter", "config": {...}},   # how to rebuild the module; also
+                                                                 # "conformer", "quartznet" (their configs)
      "feature_config": {...}, "alphabet": {...}, "frame_map": {...},
      "layer_names": [...], "output_layer": "conv11", "n_features": 64, "n_classes": 29,
      "dtype": "float16", "tensor_sha256": "<hex>", "library_version": "0.1.0",
@@ -104,7 +105,9 @@ from asr_introspect.features import FeatureConfig
 from asr_introspect.io import to_json, write_bytes_atomic
 from asr_introspect.models.adapters import wrap_conv_model, wrap_torchaudio_wav2letter
 from asr_introspect.models.asr_model import ASRModel
+from asr_introspect.models.conformer import ConformerConfig, ConformerCTC, conformer_model
 from asr_introspect.models.frame_map import FrameMap
+from asr_introspect.models.quartznet import QuartzNetConfig, QuartzNetCTC, quartznet_model
 from asr_introspect.models.wav2letter import PRESETS, Wav2Letter, Wav2LetterConfig
 from asr_introspect.text import Alphabet
 
@@ -553,6 +556,12 @@ def _build(path: Path, config: dict[str, Any], module: nn.Module | None) -> ASRM
                 num_features=int(model_config["num_features"]),
             )
             return wrap_torchaudio_wav2letter(ta, alphabet, feature_config)
+        if arch == "conformer":
+            module = ConformerCTC(ConformerConfig.from_dict(model_config["config"]))
+            return conformer_model(module, alphabet, feature_config)
+        if arch == "quartznet":
+            module = QuartzNetCTC(QuartzNetConfig.from_dict(model_config["config"]))
+            return quartznet_model(module, alphabet, feature_config)
         if arch == "custom":
             if module is None:
                 raise CheckpointError(
