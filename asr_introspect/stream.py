@@ -59,8 +59,10 @@ from asr_introspect.alignment import (
     token_spans,
     transfer_index,
 )
+from asr_introspect.audio import load_audio
 from asr_introspect.corpus.batching import iterate_batches
 from asr_introspect.errors import AlignmentError, InputError
+from asr_introspect.features import featurize
 from asr_introspect.hooks import ActivationRecorder
 
 __all__ = [
@@ -175,8 +177,8 @@ class StreamBatch:
     # -- letters ---------------------------------------------------------------------------
 
     def _need_logits(self, what: str) -> None:
-        self.model.require_ctc(what)
-        if self.logits is None:
+        self.model.require_letters(what)
+        if self.logits is None and self.model.has_ctc_head:
             raise ValueError(f"{what} need the model's logits: stream with forward=True")
 
     def output_paths(self, source: str = DEFAULT_SOURCE) -> list[np.ndarray | None]:
@@ -187,12 +189,14 @@ class StreamBatch:
             self._need_logits("letter labels")
             paths: list[np.ndarray | None] = []
             reasons = self._cache.setdefault(("skipped", source), [])
-            alphabet = self.model.alphabet
-            log_probs = F.log_softmax(self.logits.float(), dim=1) if source == "forced" else None
+            labeller = self.model if self.model.has_ctc_head else self.model.aligner
+            alphabet = labeller.alphabet
+            logits, out_lengths = self._labeller_logits()
+            log_probs = F.log_softmax(logits.float(), dim=1) if source == "forced" else None
             for b, utt in enumerate(self.utterances):
-                n_out = int(self.out_lengths[b])
+                n_out = int(out_lengths[b])
                 if source == "predicted":
-                    paths.append(greedy_path(self.logits[b, :, :n_out]))
+                    paths.append(greedy_path(logits[b, :, :n_out]))
                     continue
                 lp = log_probs[b, :, :n_out].T.contiguous()
                 try:
@@ -204,10 +208,24 @@ class StreamBatch:
             self._cache[key] = paths
         return self._cache[key]
 
+    def _labeller_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, out_lengths) of the model, or of its aligner (run here, on the same audio) when it
+        has no CTC head."""
+        if self.model.has_ctc_head:
+            return self.logits, self.out_lengths
+        if "aligner" not in self._cache:
+            aligner = self.model.aligner
+            sr = aligner.feature_config.sample_rate
+            waves = [load_audio(u.audio_path, sample_rate=sr) for u in self.utterances]
+            features, lengths = featurize(waves, aligner.feature_config)
+            with eval_mode(aligner), torch.no_grad():
+                self._cache["aligner"] = aligner.logits(features, lengths)
+        return self._cache["aligner"]
+
     def forced_scores(self) -> np.ndarray:
         """(B,) log-probability of each forced path (NaN where none)."""
         paths = self.output_paths("forced")
-        log_probs = F.log_softmax(self.logits.float(), dim=1)
+        log_probs = F.log_softmax(self._labeller_logits()[0].float(), dim=1)
         return np.array(
             [
                 np.nan if p is None else float(log_probs[b, torch.as_tensor(p), torch.arange(len(p))].sum())
@@ -233,8 +251,9 @@ class StreamBatch:
         if key in self._cache:
             return self._cache[key]
         model = self.model
-        blank = model.alphabet.blank
         paths = self.output_paths(source)
+        labeller = model if model.has_ctc_head else model.aligner
+        blank = labeller.alphabet.blank
         width = self.width(layer)
         labels = np.full((len(paths), width), -1, dtype=np.int64)
         rows = [b for b, p in enumerate(paths) if p is not None]
@@ -245,7 +264,9 @@ class StreamBatch:
             padded = np.full((len(rows), max(len(p) for p in kept) or 1), blank, dtype=np.int64)
             for i, p in enumerate(kept):
                 padded[i, : len(p)] = p
-            if layer == model.output_layer:
+            if labeller is not model:  # another model's output frames: carried over by time
+                index = aligned_index(model, labeller, layer, width)
+            elif layer == model.output_layer:
                 index = np.arange(width)
             else:
                 index = transfer_index(model.frame_map, model.output_layer, layer, width)
@@ -286,6 +307,14 @@ class StreamBatch:
             return [(u.id, "no phone segments") for u, ok in zip(self.utterances, self.phone_rows()) if not ok]
         self.output_paths(source)
         return list(self._cache.get(("skipped", source), []))
+
+
+def aligned_index(model, aligner, layer: str, width: int) -> np.ndarray:
+    """For frames ``0 .. width-1`` of ``model``'s ``layer``, the ``aligner`` output frame nearest in time
+    (receptive-field centres, in seconds): (width,) int64, >= 0, not clipped above."""
+    seconds = frame_times(model.frame_map, layer, width, model.feature_config)
+    aligner_frames = seconds / aligner.feature_config.frame_seconds
+    return np.asarray(aligner.frame_map.layer_frame_of_input(aligner.output_layer, aligner_frames), dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------

@@ -364,3 +364,25 @@ def test_waveform_models_refuse_spectrogram_methods(tmp_path, tiny_corpus, capsy
     code = main(["visualize", "--model", str(tmp_path / "w2v"), "--objective", "block1:0", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "raw waveform" in err[-1] and not out.exists()
+
+
+def test_letter_naps_of_an_encoder_come_from_an_aligner_by_time(tiny_corpus):
+    from asr_introspect.models import build_model
+
+    model = wrap_whisper_encoder(tiny_whisper_encoder().get_encoder())
+    utterances = [u for u in load_corpus(tiny_corpus.root) if u.duration is None or u.duration < 1.9]
+    aligner = build_model("tiny").eval()
+    model.aligner = aligner
+    naps = NAPEstimator("letter", ["block1"], batch_size=2).fit(model, utterances).result()
+    assert naps.groups[:26] == list("abcdefghijklmnopqrstuvwxyz") and naps.counts("block1").sum() > 0
+    # the labels are the aligner's forced path, carried over by time
+    batch = next(stream_corpus(model, utterances[:1], ["block1"]))
+    labels = batch.letter_labels("block1")[0]
+    aligner_batch = next(stream_corpus(aligner, utterances[:1], []))
+    path = aligner_batch.letter_labels(aligner.output_layer)[0]
+    n = int(batch.lengths["block1"][0])
+    seconds = frame_times(model.frame_map, "block1", n, model.feature_config)
+    nearest = aligner.frame_map.layer_frame_of_input(
+        aligner.output_layer, seconds / aligner.feature_config.frame_seconds
+    )
+    np.testing.assert_array_equal(labels[:n], path[np.minimum(nearest, len(path) - 1)])

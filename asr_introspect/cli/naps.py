@@ -78,6 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-count", type=positive_int, default=1, help="leave out groups with fewer frames from clustering"
     )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="utterances per forward pass")
+    parser.add_argument(
+        "--aligner",
+        default=None,
+        metavar="MODEL",
+        help="for an encoder without a CTC head (e.g. Whisper's): the CTC model whose forced alignment gives "
+        "the letters, carried over by time (default: the shipped model)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="write the .npz and .json only")
     set_runner(parser, run)
 
@@ -108,7 +115,14 @@ def run(args: argparse.Namespace) -> dict:
     created, dist = _init_distributed()
     try:
         model, utterances, model_path, data_path = load_inputs(args)
-        return naps(
+        aligner_path = None
+        if args.by != "phoneme" and not model.has_ctc_head:
+            from asr_introspect.loading import load_model
+
+            model.aligner, aligner_path = load_model(args.aligner)
+        elif args.aligner is not None:
+            raise InputError(f"--aligner {args.aligner}: the model has its own CTC head, which gives the letters")
+        summary = naps(
             model,
             utterances,
             args.out,
@@ -129,6 +143,9 @@ def run(args: argparse.Namespace) -> dict:
             data_path=data_path,
             progress=progress_enabled(args),
         ).summary
+        if aligner_path is not None:
+            summary["aligner"] = str(aligner_path)
+        return summary
     finally:
         if created:
             dist.destroy_process_group()

@@ -103,6 +103,9 @@ class ASRModel:
             n_classes = 0
         self.n_classes = int(n_classes if n_classes is not None else convs[-1].out_channels)
         self.model_config = dict(model_config) if model_config is not None else {"architecture": "custom"}
+        #: a CTC model whose forced alignment labels this model's frames with letters, by time
+        #: (for an encoder without a CTC head; see :meth:`require_letters`)
+        self.aligner: ASRModel | None = None
         #: the module is called as ``module(features, lengths)`` and masks padding itself
         self.takes_lengths = bool(getattr(module, "takes_lengths", False))
         #: False: a padded batch is not exact (the stream runs one utterance at a time)
@@ -167,6 +170,21 @@ class ASRModel:
                 f"{what} needs CTC outputs, but this {self.model_config.get('architecture', 'model')} is an encoder "
                 f"without a CTC head: use an analysis of its layers (NAPs by phoneme, patterns, feature "
                 f"visualization), with letters from another model's alignment"
+            )
+
+    @property
+    def letter_alphabet(self) -> Alphabet | None:
+        """The alphabet of this model's letter labels: its own, or its :attr:`aligner`'s."""
+        if self.has_ctc_head:
+            return self.alphabet
+        return self.aligner.alphabet if self.aligner is not None else None
+
+    def require_letters(self, what: str) -> None:
+        """InputError unless frames can be labelled with letters (a CTC head, or an :attr:`aligner`)."""
+        if not self.has_ctc_head and self.aligner is None:
+            raise InputError(
+                f"{what} need letters, but this {self.model_config.get('architecture', 'model')} is an encoder "
+                "without a CTC head: pass a CTC model to align the transcripts (--aligner MODEL), or use phonemes"
             )
 
     def logits(self, features: torch.Tensor, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -349,8 +349,8 @@ class NAPEstimator(StreamEstimator):
         """Layers, groups, the label -> group map and empty state for ``model``."""
         self.layers_ = self.stream_layers(model)
         if self.by == "letter":
-            model.require_ctc("letter NAPs")
-            alphabet = model.alphabet
+            model.require_letters("letter NAPs")
+            alphabet = model.letter_alphabet
             self.groups_ = self.groups if self.groups is not None else letter_groups(alphabet)
             self._map = np.full(len(alphabet), len(self.groups_), dtype=np.int64)
             for g, name in enumerate(self.groups_):

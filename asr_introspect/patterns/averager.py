@@ -151,7 +151,7 @@ class PatternAverager(StreamEstimator):
                         "the raw waveform: average its layers instead (NAPs), or study a log-mel model"
                     )
                 if self.by == "letter":
-                    model.require_ctc("letter patterns")
+                    model.require_ctc("letter patterns (labels on the output axis)")
                 self.frame_map_, self.output_layer_ = model.frame_map, model.output_layer
                 self.feature_config_ = model.feature_config
                 self.alphabet_ = model.alphabet

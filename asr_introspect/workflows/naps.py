@@ -93,7 +93,7 @@ def check_clusters(model, clusters: int | None, kinds: Sequence[str]) -> None:
     """InputError unless ``clusters`` (None: the default) lies in 1..the number of groups of each kind."""
     check_count("--clusters", clusters)
     for kind in kinds:
-        groups = len(letter_groups(model.alphabet) if kind == "letter" else phoneme_groups())
+        groups = len(letter_groups(model.letter_alphabet) if kind == "letter" else phoneme_groups())
         if clusters is not None and clusters > groups:
             raise InputError(f"--clusters {clusters}: more than the {groups} {kind} groups; choose 1..{groups}")
 
