@@ -6,9 +6,9 @@ the model runs once, and the input gradient of every frame is assembled from two
 split at ``L``, the last layer before the first one that mixes the whole utterance
 (:attr:`FrameMap.first_global`):
 
-1. **global part**: ``G[n] = d logit[target_n, frame_n] / d a_L``, ``(N, C_L, T_L)``, with the
-   activation ``a_L`` replaced by a leaf tensor; one backward pass per frame through the
-   (small) part above ``L``, batched when the operators allow it;
+1. **global part**: ``G[n] = d logit[target_n, frame_n] / d a_L``, ``(N, C_L, T_L)``: the part
+   above ``L`` runs on a batch of copies of ``a_L``, one per frame, and one backward pass of that
+   batch gives every frame's row;
 2. **local part**: ``J[j] = d a_L[:, j] / d x``, ``(C_L, F, RF)`` for every frame ``j`` of ``L``,
    on its receptive field. Frames ``m = ceil(RF / stride)`` apart see disjoint inputs, so
    ``C_L * m`` backward passes give all of them;
@@ -193,7 +193,7 @@ def frame_gradients(
             rf = model.frame_map.layer(layer).receptive_field
             if T_L * C * x.shape[1] * rf <= MAX_JACOBIAN_VALUES:
                 J, starts = _local_jacobian(model, x, a, layer)
-                G = torch.cat([_batched_grad(logits, leaf, onehots(i))[:, 0] for i in chunks]) if len(frames) else None
+                G = _replicated_grads(model, x.detach(), layer, a.detach(), frames, targets) if len(frames) else None
                 return logits.detach(), _assemble(G, J, starts, x.shape[1], x.shape[2], len(frames))
         # no bounded local prefix: one backward pass per frame, from the input
         if leaf is not None:
@@ -201,6 +201,34 @@ def frame_gradients(
         grads = [_batched_grad(logits, x, onehots(i))[:, 0] for i in chunks]
     empty = torch.zeros(0, x.shape[1], x.shape[2], dtype=x.dtype)
     return logits.detach(), torch.cat(grads) if grads else empty
+
+
+#: values of one copy's (T_L x T_L) attention map times copies per pass: bounds the memory of a pass
+REPLICA_BUDGET = 8 << 20
+
+
+def _replicated_grads(model, x: torch.Tensor, layer: str, value: torch.Tensor, frames, targets) -> torch.Tensor:
+    """(N, C_L, T_L): d logit[target_n, frame_n] / d a_L, the part above ``L`` run on copies of ``a_L``.
+
+    A forward hook puts ``n`` copies of the activation (1, C_L, T_L) in place of the layer's output,
+    so the global part runs as one batch of ``n`` (batched matrix products, no per-frame Python
+    loop) and copy ``i`` receives the gradient of frame ``i`` alone. x: (1, F, T_in), detached.
+    """
+    T_L = value.shape[-1]
+    per_pass = max(1, REPLICA_BUDGET // max(T_L * T_L, 1))
+    grads = []
+    for i in range(0, len(frames), per_pass):
+        f = torch.as_tensor(frames[i : i + per_pass])
+        t = torch.as_tensor(targets[i : i + per_pass])
+        copies = value.expand(len(f), -1, -1).clone().requires_grad_(True)
+        handle = model.layer_module(layer).register_forward_hook(lambda module, inputs, output, c=copies: c)
+        try:
+            logits, _ = model.logits(x)  # (n, C, T_out): the local part runs once, on x
+        finally:
+            handle.remove()
+        (g,) = torch.autograd.grad(logits[torch.arange(len(f)), t, f].sum(), copies)
+        grads.append(g)
+    return torch.cat(grads)
 
 
 def _assemble(G, J: torch.Tensor, starts: np.ndarray, F: int, T_in: int, n: int) -> torch.Tensor:

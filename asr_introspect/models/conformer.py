@@ -46,6 +46,8 @@ Presets (:data:`CONFORMER_PRESETS`; parameter counts with 29 classes):
 
 - ``conformer-tiny``: for tests, 64 mels, d 32, 2 heads, FFN 64, 2 blocks, depthwise kernel 7:
   43,069 parameters.
+- ``conformer-cpu``: sized to train within a session on 2 CPU cores: 64 mels, d 96, 4 heads,
+  FFN 384, 6 blocks, depthwise kernel 15, dropout 0.1: 1,346,813 parameters.
 - ``conformer-small``: 80 mels, d 144, 4 heads, FFN 576, 8 blocks, depthwise kernel 15,
   dropout 0.1: 3,968,525 parameters (+ 2,304 BatchNorm running statistics). Output frames
   every 4 input frames (32 ms with the toolkit's 8 ms hop).
@@ -163,6 +165,15 @@ CONFORMER_PRESETS: dict[str, dict[str, Any]] = {
         "ffn_dim": 64,
         "n_layers": 2,
         "conv_kernel": 7,
+    },
+    "conformer-cpu": {
+        "n_features": 64,
+        "d_model": 96,
+        "n_heads": 4,
+        "ffn_dim": 384,
+        "n_layers": 6,
+        "conv_kernel": 15,
+        "dropout": 0.1,
     },
     "conformer-small": {
         "n_features": 80,
