@@ -1,0 +1,46 @@
+"""experiments/compare_architectures.py: the NAP layer trend of two architectures side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from asr_introspect.corpus import load_corpus
+from asr_introspect.models import build_model, save_checkpoint
+from asr_introspect.models.conformer import build_conformer
+from asr_introspect.naps import NAPEstimator, layer_quality
+from asr_introspect.workflows.compare import compare_architectures
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "compare_architectures.py"
+
+
+def test_compare_two_architectures(tmp_path, tiny_corpus):
+    utterances = load_corpus(tiny_corpus.root)
+    models = {"conv": build_model("tiny").eval(), "conformer": build_conformer("conformer-tiny").eval()}
+    report = compare_architectures(models, utterances, tmp_path, window=16, min_count=1)
+    assert set(report["models"]) == {"conv", "conformer"}
+    conformer = report["models"]["conformer"]
+    assert [r["layer"] for r in conformer["phoneme"]] == [n for n in models["conformer"].layer_names if n != "ctc"]
+    assert conformer["phoneme"][0]["depth"] == 0.0 and conformer["phoneme"][-1]["depth"] == 1.0
+    # the trend is layer_quality of the NAPs, not a re-implementation
+    naps = NAPEstimator("phoneme", ["block1"]).fit(models["conformer"], utterances).result()
+    row = next(r for r in conformer["phoneme"] if r["layer"] == "block1")
+    np.testing.assert_allclose(row["specificity"], layer_quality(naps, "block1").specificity)
+    assert (tmp_path / "layer_trend.png").stat().st_size > 0 and (tmp_path / "patterns_conformer.npz").exists()
+
+
+def test_the_script_writes_all_or_nothing(tmp_path, tiny_corpus, capsys):
+    spec = importlib.util.spec_from_file_location("compare_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    save_checkpoint(tmp_path / "conv.safetensors", build_model("tiny"))
+    out = tmp_path / "out"
+    argv = ["--model", f"conv={tmp_path / 'conv.safetensors'}", "--data", str(tiny_corpus.root), "--out", str(out)]
+    assert script.main([*argv, "--window", "16", "--min-count", "1", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.strip()) == {"conv": "wav2letter"}
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert script.main(["--model", "conv", "--out", str(tmp_path / "bad")]) == 2
+    assert "NAME=PATH" in capsys.readouterr().err and not (tmp_path / "bad").exists()
