@@ -32,7 +32,6 @@ with the reason.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -73,24 +72,18 @@ def _refusal(method: str, model) -> InputError:
     return InputError(f"method {method!r} on this {arch}: {why}; use one of {choices}")
 
 
-def _forward_split(model, x: torch.Tensor, layer: str | None):
-    """One forward pass on ``x (1, F, T)``: (logits (C, T_out), a_L with graph to x, leaf standing in for a_L)."""
+def _forward(model, x: torch.Tensor, layer: str | None):
+    """One forward pass on ``x (1, F, T)``: (logits (C, T_out), the activation of ``layer`` or None)."""
     captured: dict[str, torch.Tensor] = {}
     handle = None
     if layer is not None:
-
-        def hook(module, inputs, output):
-            captured["a"] = output
-            captured["leaf"] = output.detach().requires_grad_(True)
-            return captured["leaf"]
-
-        handle = model.layer_module(layer).register_forward_hook(hook)
+        handle = model.layer_module(layer).register_forward_hook(lambda m, i, output: captured.update(a=output))
     try:
         logits, _ = model.logits(x)
     finally:
         if handle is not None:
             handle.remove()
-    return logits[0], captured.get("a"), captured.get("leaf")
+    return logits[0], captured.get("a")
 
 
 def _onehots(shape, frames: np.ndarray, targets: np.ndarray, dtype, device) -> torch.Tensor:
@@ -100,37 +93,22 @@ def _onehots(shape, frames: np.ndarray, targets: np.ndarray, dtype, device) -> t
     return out
 
 
-def _batched_grad(output: torch.Tensor, inputs: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
-    """(N, *inputs.shape): vector-Jacobian products of N cotangents, batched where torch can, else a loop."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", UserWarning)  # a batching-rule fallback is slower than the loop
-            (grads,) = torch.autograd.grad(output, inputs, cotangents, retain_graph=True, is_grads_batched=True)
-        return grads
-    except (RuntimeError, UserWarning):
-        rows = [torch.autograd.grad(output, inputs, c, retain_graph=True)[0] for c in cotangents]
-        return torch.stack(rows)
+def _vjps(output: torch.Tensor, inputs: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
+    """(N, *inputs.shape): one vector-Jacobian product per cotangent (a plain loop: on the CPU it beats
+    ``is_grads_batched``, whose vmapped convolution and attention backward passes are slower)."""
+    return torch.stack([torch.autograd.grad(output, inputs, c, retain_graph=True)[0] for c in cotangents])
 
 
 def layer_gradients(
-    model, x: torch.Tensor, layer: str, frames: np.ndarray, targets: np.ndarray, chunk_size: int = 64
+    model, x: torch.Tensor, layer: str, frames: np.ndarray, targets: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits (C, T_out), A (C_L, T_L), dA (N, C_L, T_L)): the layer's activation and the gradient of each
-    target logit with respect to it, from one forward pass. x: (F, T_in)."""
-    with torch.enable_grad():
-        logits, _, leaf = _forward_split(model, x[None], layer)
-        grads = [
-            _batched_grad(
-                logits,
-                leaf,
-                _onehots(
-                    logits.shape, frames[i : i + chunk_size], targets[i : i + chunk_size], logits.dtype, logits.device
-                ),
-            )[:, 0]
-            for i in range(0, len(frames), chunk_size)
-        ]
-    empty = torch.zeros(0, *leaf.shape[1:], dtype=leaf.dtype)
-    return logits.detach(), leaf.detach()[0], torch.cat(grads) if grads else empty
+    target logit with respect to it (the part above the layer run on copies of A). x: (F, T_in)."""
+    with torch.no_grad():
+        logits, A = _forward(model, x[None], layer)
+    A = A.detach()
+    dA = _replicated_grads(model, x[None].detach(), layer, A, frames, targets) if len(frames) else A[:0]
+    return logits.detach(), A[0], dA
 
 
 def _local_split(model) -> tuple[str, int] | None:
@@ -162,7 +140,7 @@ def _local_jacobian(model, x: torch.Tensor, a: torch.Tensor, layer: str) -> tupl
     cot = torch.zeros(m, C, C, T_L, dtype=a.dtype, device=a.device)
     for r in range(m):
         cot[r, torch.arange(C), torch.arange(C), r::m] = 1
-    grads = _batched_grad(a[0], x, cot.reshape(m * C, C, T_L)).reshape(m, C, F, T_in)
+    grads = _vjps(a[0], x, cot.reshape(m * C, C, T_L)).reshape(m, C, F, T_in)
     starts = geometry.offset + np.arange(T_L) * stride
     J = torch.zeros(T_L, C, F, rf, dtype=a.dtype, device=a.device)
     for j in range(T_L):
@@ -180,25 +158,25 @@ def frame_gradients(
     layer = split[0] if split is not None and split[1] < len(frames) else None
     x = x.detach()[None].requires_grad_(True)
     with torch.enable_grad():
-        logits, a, leaf = _forward_split(model, x, layer)
-        chunks = range(0, len(frames), chunk_size)
-
-        def onehots(i: int) -> torch.Tensor:
-            return _onehots(
-                logits.shape, frames[i : i + chunk_size], targets[i : i + chunk_size], logits.dtype, logits.device
-            )
-
+        logits, a = _forward(model, x, layer)
         if layer is not None:
             C, T_L = a.shape[1], a.shape[2]
             rf = model.frame_map.layer(layer).receptive_field
             if T_L * C * x.shape[1] * rf <= MAX_JACOBIAN_VALUES:
                 J, starts = _local_jacobian(model, x, a, layer)
-                G = _replicated_grads(model, x.detach(), layer, a.detach(), frames, targets) if len(frames) else None
+                G = _replicated_grads(model, x.detach(), layer, a.detach(), frames, targets)
                 return logits.detach(), _assemble(G, J, starts, x.shape[1], x.shape[2], len(frames))
         # no bounded local prefix: one backward pass per frame, from the input
-        if leaf is not None:
-            logits, _, _ = _forward_split(model, x, None)
-        grads = [_batched_grad(logits, x, onehots(i))[:, 0] for i in chunks]
+        grads = [
+            _vjps(
+                logits,
+                x,
+                _onehots(
+                    logits.shape, frames[i : i + chunk_size], targets[i : i + chunk_size], logits.dtype, logits.device
+                ),
+            )[:, 0]
+            for i in range(0, len(frames), chunk_size)
+        ]
     empty = torch.zeros(0, x.shape[1], x.shape[2], dtype=x.dtype)
     return logits.detach(), torch.cat(grads) if grads else empty
 
@@ -234,8 +212,6 @@ def _replicated_grads(model, x: torch.Tensor, layer: str, value: torch.Tensor, f
 def _assemble(G, J: torch.Tensor, starts: np.ndarray, F: int, T_in: int, n: int) -> torch.Tensor:
     """sum_j G[n, :, j] . J[j] on each receptive field, overlap-added: (N, F, T_in)."""
     out = torch.zeros(n, F, T_in, dtype=J.dtype, device=J.device)
-    if G is None:
-        return out
     rf = J.shape[-1]
     per_frame = torch.einsum("ncj,jcfr->njfr", G, J)  # (N, T_L, F, RF)
     pad_left = max(0, -int(starts.min()))
@@ -250,7 +226,7 @@ def _assemble(G, J: torch.Tensor, starts: np.ndarray, F: int, T_in: int, n: int)
 def _grad_cam(model, x, frames, targets, layer: str | None, chunk_size: int):
     layer = layer or _default_cam_layer(model)
     model.layer_module(layer)  # KeyError naming the layers
-    logits, A, dA = layer_gradients(model, x, layer, frames, targets, chunk_size)
+    logits, A, dA = layer_gradients(model, x, layer, frames, targets)
     alpha = dA.mean(dim=2)  # (N, C_L)
     cam = torch.relu(torch.einsum("nc,ct->nt", alpha, A))  # (N, T_L)
     T_in = x.shape[1]
