@@ -10,6 +10,10 @@
 - :mod:`.gradients`: ReLU backward rules, Grad-CAM, SmoothGrad, integrated gradients,
   ``relu_backward`` (the rules for plain autograd).
 - :mod:`.evaluation`: cascading randomization and deletion/insertion curves.
+- :mod:`.dense`: the gradient family for models with self-attention or residual blocks
+  (every frame from one forward pass, the input gradient split at the last local layer).
+- :mod:`.wavelets`: wavelet attribution (WAM) of the waveform, listenable explanations;
+  :mod:`.wam_faithfulness`: insertion/deletion in the wavelet and log-mel domains.
 """
 
 from asr_introspect.attribution.crops import CropGeometry, crop_logits
@@ -23,13 +27,13 @@ from asr_introspect.attribution.evaluation import (
 )
 from asr_introspect.attribution.frames import (
     LRP_METHODS,
-    METHODS,
     Attribution,
     attribute,
     compute_crops,
     select_frames,
     select_targets,
 )
+from asr_introspect.attribution.frames import METHODS as FEATURE_METHODS
 from asr_introspect.attribution.gradients import RELU_RULES, relu_backward
 from asr_introspect.attribution.lrp import (
     COMPOSITES,
@@ -50,6 +54,16 @@ from asr_introspect.attribution.lrp import (
     ZPlus,
 )
 from asr_introspect.attribution.stack import ConvLayer, ConvStack, conv_stack, fold_batchnorm
+from asr_introspect.attribution.wavelets import (
+    WAVELET_METHODS,
+    WaveletAttribution,
+    WaveletMap,
+    explain_targets,
+    wavelet_attribution,
+)
+
+#: every method name: the feature-domain methods of :func:`attribute` and the wavelet methods
+METHODS = FEATURE_METHODS + WAVELET_METHODS
 
 __all__ = [
     "AlphaBeta",
@@ -81,6 +95,12 @@ __all__ = [
     "Gamma",
     "LRP_METHODS",
     "METHODS",
+    "FEATURE_METHODS",
+    "WAVELET_METHODS",
+    "WaveletAttribution",
+    "WaveletMap",
+    "explain_targets",
+    "wavelet_attribution",
     "relu_backward",
     "RELU_RULES",
     "Rule",

@@ -2,9 +2,11 @@
 
 Writes ``DIR/relevance.npz``, a figure per requested frame (the first
 ``--figures``), ``overview.png`` and ``attribution.json``: see
-:mod:`asr_introspect.workflows.attribute`. Long audio streams in blocks (bounded
-memory); a selection whose relevance would exceed ``--max-output-gib`` is refused
-before computing, with the estimate and a ``--frames`` range that fits.
+:mod:`asr_introspect.workflows.attribute`. ``--method wam-*`` explains the frames in the
+wavelet domain of the waveform (``--wavelet``, ``--levels``; ``docs/wavelets.md``). Long
+audio streams in blocks (bounded memory); a selection whose relevance would exceed
+``--max-output-gib`` is refused before computing, with the estimate and a ``--frames``
+range that fits.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from asr_introspect.cli._flags import add_parser, finite_float, int_range
 DEFAULT_MAX_OUTPUT_GIB = 2.0
 MAX_FIGURES = 500
 MAX_CHUNK_SIZE = 4096
+#: copies of attribution.wavelets' defaults (the paper's Haar with three levels)
+DEFAULT_WAVELET = "haar"
+DEFAULT_LEVELS = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_parser(
         subparsers,
         "attribute",
-        help="per-frame relevance maps (LRP, sensitivity, ...) for an audio file",
+        help="per-frame relevance maps (LRP, sensitivity, WAM, ...) for an audio file",
         description="Relevance of the input features for output frames of one audio file. Memory stays "
         "bounded for any length (frames are explained in blocks and streamed into relevance.npz); "
         "a selection whose relevance exceeds --max-output-gib is refused before computing.",
@@ -79,6 +84,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="refuse selections whose relevance (frames x mels x receptive field, float32, uncompressed) "
         "exceeds this many GiB; the message gives the estimate and a --frames range that fits",
     )
+    parser.add_argument(
+        "--wavelet",
+        default=DEFAULT_WAVELET,
+        help="wam-* methods: an orthogonal PyWavelets wavelet (haar, db2..db38, sym2..sym20, coif1..coif17; "
+        "sym4 is a smoother choice)",
+    )
+    parser.add_argument(
+        "--levels",
+        type=int_range(1, 16),
+        default=DEFAULT_LEVELS,
+        help="wam-* methods: wavelet decomposition levels (bands a_J, d_J, ..., d_1)",
+    )
     set_runner(parser, run)
 
 
@@ -98,6 +115,8 @@ def run(args: argparse.Namespace) -> dict:
         max_output_gib=args.max_output_gib,
         target=args.target,
         transcript=args.transcript,
+        wavelet=args.wavelet,
+        levels=args.levels,
     )
     model, model_path = load_model(args.model)
     return attribute_audio(
@@ -114,4 +133,6 @@ def run(args: argparse.Namespace) -> dict:
         max_output_gib=args.max_output_gib,
         model_path=model_path,
         progress=progress_enabled(args),
+        wavelet=args.wavelet,
+        levels=args.levels,
     ).summary
