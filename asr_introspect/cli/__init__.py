@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from asr_introspect.cli import align, attribute, demo, naps, patterns, synth, train, transcribe, visualize
+from asr_introspect.cli import align, attribute, concepts, demo, naps, patterns, synth, train, transcribe, visualize
 from asr_introspect.cli import eval as evaluate
 from asr_introspect.cli._common import OneLineArgumentParser, add_debug, run_command
 
@@ -36,6 +36,7 @@ COMMANDS = {
     "visualize": visualize,
     "patterns": patterns,
     "naps": naps,
+    "concepts": concepts,
     "demo": demo,
 }
 SUBCOMMANDS = tuple(COMMANDS)

@@ -26,6 +26,9 @@ ATTRIBUTION_METHODS = (
     "integrated-gradients",
     "grad-cam:LAYER",
     "guided-grad-cam:LAYER",
+    "wam-grad",
+    "wam-smoothgrad",
+    "wam-ig",
 )
 #: the figure family letters of ``workflows.figures.FAMILIES``
-FIGURE_FAMILIES = "abcde"
+FIGURE_FAMILIES = "abcdegh"

@@ -25,6 +25,11 @@ Resources (checked before any backward pass):
   over long audio, so that its image stays under :data:`OVERVIEW_MAX_CELLS` cells);
   ``figures`` is at most :data:`MAX_FIGURES`.
 
+Wavelet attribution (``--method wam-grad|wam-smoothgrad|wam-ig``, ``--wavelet``, ``--levels``;
+:func:`attribute_wavelets`) writes the same files: ``relevance.npz`` then holds each frame's wavelet
+band crops (N, n_columns) with their layout, the figures are per-scale maps under the spectrogram
+and the letter spikes. See ``docs/wavelets.md``.
+
 Frame selections (:func:`parse_frames`): ``all``, ``N``, ``N,M,...``, ``A:B`` (frames
 ``A..B-1``) and mixtures (``0,10:20``); output frames count from 0; negative numbers,
 empty items, repeats and frames beyond the audio are errors naming ``--frames`` and the
@@ -47,13 +52,29 @@ from tqdm.auto import tqdm
 
 from asr_introspect.attribution import METHODS, Attribution, conv_stack
 from asr_introspect.attribution.crops import MAX_CHUNK_SIZE, CropGeometry
-from asr_introspect.attribution.frames import features_tensor, iter_crops, method_name, select_targets
+from asr_introspect.attribution.dense import needs_dense
+from asr_introspect.attribution.frames import attribute, features_tensor, iter_crops, method_name, select_targets
+from asr_introspect.attribution.wavelets import (
+    DEFAULT_LEVELS,
+    DEFAULT_WAVELET,
+    WAVELET_METHODS,
+    WaveletAttribution,
+    band_frequencies,
+    band_geometry,
+    band_names,
+    check_levels,
+    check_wavelet,
+    iter_wavelet_crops,
+    model_features,
+)
+from asr_introspect.audio import load_audio
 from asr_introspect.decoding import greedy_decode
 from asr_introspect.errors import InputError
 from asr_introspect.features import featurize_file
-from asr_introspect.io import atomic_path, save_json
+from asr_introspect.io import atomic_path, save_json, save_npz
 from asr_introspect.plotting.attribution import plot_frame_attribution, plot_relevance_overview
 from asr_introspect.plotting.common import save_figure
+from asr_introspect.plotting.wavelets import band_labels, plot_scale_maps, plot_wavelet_overview
 from asr_introspect.workflows.common import path_str
 
 #: default limit on the uncompressed relevance written (``--max-output-gib``)
@@ -163,10 +184,14 @@ def parse_frames(frames: str | int | Sequence[int] | FrameSpec = "all") -> Frame
     return FrameSpec(text, tuple(ranges))
 
 
+#: every ``--method``: the log-mel methods and the wavelet (WAM) methods
+ALL_METHODS = tuple(METHODS) + tuple(m for m in WAVELET_METHODS if m not in METHODS)
+
+
 def _method_list() -> str:
     """The method names, folded (``lrp-{epsilon,...}``, ``[guided-]grad-cam:LAYER``): a message stays one line."""
-    lrp = [m[len("lrp-") :] for m in METHODS if m.startswith("lrp-")]
-    rest = [m for m in METHODS if not m.startswith("lrp-") and m != "guided-grad-cam:LAYER"]
+    lrp = [m[len("lrp-") :] for m in ALL_METHODS if m.startswith("lrp-")]
+    rest = [m for m in ALL_METHODS if not m.startswith("lrp-") and m != "guided-grad-cam:LAYER"]
     text = ", ".join([f"lrp-{{{','.join(lrp)}}}"] + rest)
     return text.replace("grad-cam:LAYER", "[guided-]grad-cam:LAYER").replace(
         "sensitivity, sensitivity-squared", "sensitivity[-squared]"
@@ -177,7 +202,7 @@ def check_method(name: str, layers: Sequence[str] | None = None, flag: str = "--
     """InputError unless ``name`` is an attribution method; with ``layers`` (the model's), a
     ``grad-cam:LAYER`` must name one of them (the message lists them)."""
     base, _, layer = name.partition(":")
-    if name not in METHODS and base not in ("grad-cam", "guided-grad-cam"):
+    if name not in ALL_METHODS and base not in ("grad-cam", "guided-grad-cam"):
         raise InputError(f"{flag} {_shown(name, 16)}: unknown; methods: {_method_list()}")
     if base in ("grad-cam", "guided-grad-cam") and layers is not None and layer and layer not in layers:
         raise InputError(
@@ -186,10 +211,13 @@ def check_method(name: str, layers: Sequence[str] | None = None, flag: str = "--
 
 
 def compare_method(method: str, compare: str) -> str | None:
-    """The method drawn beside ``method``: ``compare``, or for "auto" sensitivity (LRP) / LRP epsilon-plus."""
+    """The method drawn beside ``method``: ``compare``, or for "auto" sensitivity (LRP) / LRP epsilon-plus
+    (for a ``wam-*`` method: none; its comparison is another ``wam-*`` method, drawn as a second map)."""
     if compare == "none":
         return None
     if compare == "auto":
+        if method in WAVELET_METHODS:
+            return None
         compare = "sensitivity" if method.startswith("lrp") else "lrp-epsilon-plus"
     return None if compare == method else compare
 
@@ -204,18 +232,29 @@ def check_settings(
     max_output_gib: float = DEFAULT_MAX_OUTPUT_GIB,
     target: str = "predicted",
     transcript: str | None = None,
+    wavelet: str = DEFAULT_WAVELET,
+    levels: int = DEFAULT_LEVELS,
 ) -> FrameSpec:
     """Every check that needs neither the model nor the audio; returns the parsed frames.
 
     InputError (naming the flag and the valid range) for: an unknown method or comparison,
     a bad frame selection, ``figures`` outside 0..:data:`MAX_FIGURES`, ``chunk_size``
     outside 1..``MAX_CHUNK_SIZE``, ``max_output_gib`` not finite and > 0, ``target="forced"``
-    without a transcript.
+    without a transcript; for ``wam-*`` methods a wavelet that is not orthogonal, ``levels`` < 1
+    or a comparison that is not another ``wam-*`` method.
     """
     check_method(method)
     other = compare_method(method, compare)
     if other is not None:
         check_method(other, flag="--compare")
+    if method in WAVELET_METHODS:
+        check_wavelet(wavelet)
+        check_levels(levels)
+        if other is not None and other not in WAVELET_METHODS:
+            raise InputError(
+                f"--compare {_shown(other, 24)}: a wam-* method is compared with another wam-* method "
+                f"({', '.join(WAVELET_METHODS)}) or 'none'"
+            )
     spec = parse_frames(frames)
     if isinstance(figures, bool) or not isinstance(figures, (int, np.integer)) or not 0 <= figures <= MAX_FIGURES:
         raise InputError(f"--figures {figures!r}: must be an integer in 0..{MAX_FIGURES}")
@@ -288,12 +327,15 @@ def attribute_audio(
     max_output_gib: float = DEFAULT_MAX_OUTPUT_GIB,
     model_path: str | Path | None = None,
     progress: bool = False,
+    wavelet: str = DEFAULT_WAVELET,
+    levels: int = DEFAULT_LEVELS,
 ) -> AttributeRun:
     """Explain the output ``frames`` of one audio file and write the files under ``out``.
 
     ``frames``: "all", a spec string (:func:`parse_frames`) or indices. Memory stays bounded for
     any length of audio; the relevance written is limited to ``max_output_gib`` (refused before
-    computing otherwise): see the module docstring.
+    computing otherwise): see the module docstring. ``wam-*`` methods (``wavelet``, ``levels``)
+    write wavelet band crops instead (:func:`attribute_wavelets`).
     """
     spec = check_settings(
         method=method,
@@ -304,7 +346,41 @@ def attribute_audio(
         max_output_gib=max_output_gib,
         target=target,
         transcript=transcript,
+        wavelet=wavelet,
+        levels=levels,
     )
+    if method in WAVELET_METHODS:
+        return attribute_wavelets(
+            model,
+            audio_path,
+            out,
+            method=method,
+            frames=spec,
+            target=target,
+            transcript=transcript,
+            compare=compare,
+            figures=figures,
+            chunk_size=chunk_size,
+            max_output_gib=max_output_gib,
+            model_path=model_path,
+            progress=progress,
+            wavelet=wavelet,
+            levels=levels,
+        )
+    if needs_dense(model):
+        return attribute_dense(
+            model,
+            audio_path,
+            out,
+            method=method,
+            frames=spec,
+            target=target,
+            transcript=transcript,
+            figures=figures,
+            chunk_size=chunk_size,
+            max_output_gib=max_output_gib,
+            model_path=model_path,
+        )
     other_method = compare_method(method, compare)
     started = time.perf_counter()
     stack = conv_stack(model)
@@ -420,6 +496,273 @@ def attribute_audio(
         "overview_frames": int(n_overview) if n > 1 and n_figures else 0,
         "figures": written,
         "seconds": round(time.perf_counter() - started, 3),
+    }
+    save_json(out / "attribution.json", summary)
+    summary["json"] = str(out / "attribution.json")
+    return AttributeRun(summary, result)
+
+
+# ---------------------------------------------------------------------------
+# models with self-attention or residual blocks (attribution.dense)
+
+
+def attribute_dense(
+    model,
+    audio_path: str | Path,
+    out: str | Path,
+    *,
+    method: str,
+    frames: FrameSpec,
+    target: str = "predicted",
+    transcript: str | None = None,
+    figures: int = 12,
+    chunk_size: int | None = None,
+    max_output_gib: float = DEFAULT_MAX_OUTPUT_GIB,
+    model_path: str | Path | None = None,
+) -> AttributeRun:
+    """:func:`attribute_audio` for transformers, Conformers and residual models: the gradient family,
+    dense maps ``(N, F, T_in)`` (every frame's receptive field is the whole utterance), written to
+    ``relevance.npz``; per-frame figures for spectrogram inputs (a waveform model's maps are in the npz)."""
+    started = time.perf_counter()
+    model.require_ctc("attribution of output frames")
+    features = featurize_file(audio_path, model.feature_config, min_input_frames=model.min_input_frames)
+    x = features_tensor(model, features)
+    with torch.no_grad():
+        logits = model.logits(x[None])[0][0]
+    frames_arr = frames.resolve(logits.shape[1], str(audio_path))
+    size = check_output_size(frames, len(frames_arr), x.shape[0] * x.shape[1] * 4, max_output_gib)
+    result = attribute(model, x, method, frames=frames_arr, target=target, transcript=transcript, chunk_size=chunk_size)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    npz = out / "relevance.npz"
+    symbols = np.array([model.alphabet.symbols[int(t)] for t in result.targets], dtype=np.str_)
+    save_npz(npz, **result.to_arrays(), features=features.numpy(), target_symbols=symbols)
+    written: list[str] = []
+    if model.feature_config.kind != "waveform":
+        for frame in result.frames[: min(figures, len(result))]:
+            fig = plot_frame_attribution(features.numpy(), result, int(frame), model.feature_config, model.alphabet)
+            written += [str(p) for p in save_figure(fig, out / f"frame_{int(frame):05d}.png", svg=False)]
+    summary = {
+        "audio": str(audio_path),
+        "model": path_str(model_path),
+        "method": result.method,
+        "compare": None,
+        "target": target,
+        "frames": len(result),
+        "n_output_frames": int(logits.shape[1]),
+        "n_input_frames": int(x.shape[1]),
+        "receptive_field": "utterance",
+        "transcript": greedy_decode(logits[None], None, model.alphabet)[0],
+        "npz": str(npz),
+        "relevance_bytes": int(size),
+        "blocks": 1,
+        "overview_frames": 0,
+        "figures": written,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    save_json(out / "attribution.json", summary)
+    summary["json"] = str(out / "attribution.json")
+    return AttributeRun(summary, result)
+
+
+# ---------------------------------------------------------------------------
+# wavelet attribution (wam-*)
+
+
+def _wavelet_frame_figure(
+    features: np.ndarray,
+    maps: dict[str, np.ndarray],
+    frame: int,
+    target: int,
+    model,
+    logits: np.ndarray,
+    geometry,
+    context: int = 40,
+):
+    """The per-scale map(s) of one output frame around its receptive field (``context`` input frames
+    of margin), under the spectrogram and the letter spikes."""
+    config, alphabet = model.feature_config, model.alphabet
+    layer = model.frame_map.layer(model.output_layer)
+    lo = layer.offset + frame * layer.stride
+    hi = lo + layer.receptive_field
+    a, b = max(0, lo - context), min(features.shape[1], hi + context)
+    times = model.frame_map.center(model.output_layer, np.arange(logits.shape[1])) * config.frame_seconds * 1000.0
+    labels = band_labels(band_names(geometry.levels), band_frequencies(geometry.levels, config.sample_rate))
+    symbol = alphabet.symbols[target] if target != alphabet.blank else "<blank>"
+    return plot_scale_maps(
+        features[:, a:b],
+        {name: values[:, a:b] for name, values in maps.items()},
+        labels,
+        config,
+        alphabet,
+        logits.argmax(0),
+        times,
+        highlight=[frame],
+        field=(max(lo, 0), min(hi, features.shape[1])),
+        title=f"frame {frame}: '{symbol}' (logit {logits[target, frame]:.2f}); {geometry.wavelet}, "
+        f"{geometry.levels} levels; receptive field between the cyan lines",
+        start=a,
+    )
+
+
+def attribute_wavelets(
+    model,
+    audio_path: str | Path,
+    out: str | Path,
+    *,
+    method: str = "wam-grad",
+    frames: str | Sequence[int] | FrameSpec = "all",
+    target: str = "predicted",
+    transcript: str | None = None,
+    compare: str = "auto",
+    figures: int = 12,
+    chunk_size: int | None = None,
+    max_output_gib: float = DEFAULT_MAX_OUTPUT_GIB,
+    model_path: str | Path | None = None,
+    progress: bool = False,
+    wavelet: str = DEFAULT_WAVELET,
+    levels: int = DEFAULT_LEVELS,
+) -> AttributeRun:
+    """``attribute --method wam-*``: WAM relevance of the output ``frames`` of one audio file, written
+    under ``out`` with the same files and summary as the other methods.
+
+    ``relevance.npz``: ``relevance`` (N, n_columns) each frame's wavelet band crops, concatenated in
+    band order (:class:`~asr_introspect.attribution.wavelets.BandGeometry`), with ``band_offsets``
+    (N, n_bands) (first coefficient of each crop), ``band_widths``, ``band_lengths``, ``band_names``,
+    ``frames``, ``targets``, ``target_symbols``, ``offsets`` (first input frame of each receptive
+    field), ``logits``, ``features``, ``wavelet``, ``levels``, ``n_samples``, ``sample_rate``. Figures:
+    ``frame_NNNNN.png`` (the per-scale map under the spectrogram and the letter spikes; ``compare``:
+    another ``wam-*`` method drawn below) and ``overview.png`` (|relevance| summed over the bands per
+    input frame, one row per frame). The crops are streamed into the npz block by block.
+    """
+    spec = check_settings(
+        method=method,
+        compare=compare,
+        frames=frames,
+        figures=figures,
+        chunk_size=chunk_size,
+        max_output_gib=max_output_gib,
+        target=target,
+        transcript=transcript,
+        wavelet=wavelet,
+        levels=levels,
+    )
+    other_method = compare_method(method, compare)
+    wavelet = check_wavelet(wavelet)
+    started = time.perf_counter()
+    config = model.feature_config
+    features = featurize_file(audio_path, config, min_input_frames=model.min_input_frames)
+    wave = load_audio(audio_path, sample_rate=config.sample_rate)
+    levels = check_levels(levels, len(wave), wavelet)
+    with torch.no_grad():
+        logits = model.logits(model_features(model, torch.as_tensor(wave)[None]))[0][0]
+    logits_np = logits.cpu().numpy()
+    frames_arr = spec.resolve(logits.shape[1], str(audio_path))
+    geometry = band_geometry(model, len(wave), wavelet, levels)
+    size = check_output_size(spec, len(frames_arr), geometry.n_columns * 4, max_output_gib)
+    targets = select_targets(logits, frames_arr, target, transcript, model.alphabet)
+    layer = model.frame_map.layer(model.output_layer)
+    hop = int(round(config.frame_seconds * config.sample_rate))
+    n_input = int(features.shape[1])
+
+    def attribution(relevance: np.ndarray, rows: slice, name: str = method) -> WaveletAttribution:
+        return WaveletAttribution(
+            name, relevance, frames_arr[rows], targets[rows], logits_np, geometry, int(config.sample_rate)
+        )
+
+    n = len(frames_arr)
+    n_figures = min(figures, n)
+    n_overview = min(n, OVERVIEW_MAX_ROWS, max(1, OVERVIEW_MAX_CELLS // max(n_input, 1)))
+    shown = np.zeros((n_figures, geometry.n_columns), dtype=np.float32)
+    overview = np.zeros((n_overview, 1, n_input), dtype=np.float32)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    npz = out / "relevance.npz"
+    symbols = np.array([model.alphabet.symbols[int(t)] for t in targets], dtype=np.str_)
+    bar = tqdm(total=n, desc=f"attribute ({method})", unit="frame", disable=not progress)
+    blocks = 0
+    with atomic_path(npz) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        small = attribution(np.zeros((0,)), slice(None)).to_arrays()
+        small.pop("relevance")
+        extra = {
+            "features": features.numpy(),
+            "target_symbols": symbols,
+            "offsets": layer.offset + frames_arr * layer.stride,
+            "n_input_frames": np.int64(n_input),
+            "receptive_field": np.int64(layer.receptive_field),
+        }
+        for key, value in {**small, **extra}.items():
+            _write_member(archive, key, value)
+        with archive.open("relevance.npy", "w", force_zip64=True) as member:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(member, {**header, "shape": (n, geometry.n_columns)})
+            for i0, i1, crops in iter_wavelet_crops(
+                model, wave, frames_arr, targets, method, wavelet, levels, chunk_size=chunk_size
+            ):
+                crops = crops.astype(np.float32, copy=False)
+                _write_rows(member, crops)
+                if i0 < n_figures:
+                    shown[i0 : min(i1, n_figures)] = crops[: n_figures - i0]
+                block = attribution(crops, slice(i0, i1))
+                for i in range(i0, min(i1, n_overview)):
+                    overview[i, 0] = block.scalogram(i - i0, hop, n_input).sum(0)
+                blocks += 1
+                bar.update(i1 - i0)
+    bar.close()
+
+    result = attribution(shown, slice(0, n_figures))
+    written: list[str] = []
+    if n_figures:
+        other = None
+        if other_method is not None:
+            pieces = [
+                c
+                for _, _, c in iter_wavelet_crops(
+                    model, wave, result.frames, result.targets, other_method, wavelet, levels, chunk_size=chunk_size
+                )
+            ]
+            other = attribution(np.concatenate(pieces), slice(0, n_figures), other_method)
+        for i, frame in enumerate(result.frames):
+            maps = {method: result.scalogram(i, hop, n_input)}
+            if other is not None:
+                maps[other_method] = other.scalogram(i, hop, n_input)
+            fig = _wavelet_frame_figure(
+                features.numpy(), maps, int(frame), int(result.targets[i]), model, logits_np, geometry
+            )
+            written += [str(p) for p in save_figure(fig, out / f"frame_{int(frame):05d}.png", svg=False)]
+        if n > 1:
+            fig = plot_wavelet_overview(
+                overview[:, 0],
+                frames_arr[:n_overview],
+                targets[:n_overview],
+                config,
+                model.alphabet,
+                f"{method} ({wavelet}, {levels} levels): |relevance| of every input frame for each output frame",
+            )
+            written += [str(p) for p in save_figure(fig, out / "overview.png", svg=False)]
+
+    text = greedy_decode(logits[None], None, model.alphabet)[0]
+    summary = {
+        "audio": str(audio_path),
+        "model": path_str(model_path),
+        "method": method,
+        "compare": other_method,
+        "target": target,
+        "frames": int(n),
+        "n_output_frames": int(logits_np.shape[1]),
+        "n_input_frames": n_input,
+        "receptive_field": int(layer.receptive_field),
+        "transcript": text,
+        "npz": str(npz),
+        "relevance_bytes": int(size),
+        "blocks": blocks,
+        "overview_frames": int(n_overview) if n > 1 and n_figures else 0,
+        "figures": written,
+        "seconds": round(time.perf_counter() - started, 3),
+        "wavelet": wavelet,
+        "levels": int(levels),
+        "bands": band_names(levels),
+        "n_samples": int(len(wave)),
     }
     save_json(out / "attribution.json", summary)
     summary["json"] = str(out / "attribution.json")

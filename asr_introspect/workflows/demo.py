@@ -24,7 +24,15 @@ from asr_introspect.workflows.eval import evaluate_corpus
 from asr_introspect.workflows.figures import FAMILIES
 
 #: figure family letter -> folder under the demo's output directory
-FOLDERS = {"a": "a_attribution", "b": "b_optimal_inputs", "c": "c_ctc_alignment", "d": "d_patterns", "e": "e_naps"}
+FOLDERS = {
+    "a": "a_attribution",
+    "b": "b_optimal_inputs",
+    "c": "c_ctc_alignment",
+    "d": "d_patterns",
+    "e": "e_naps",
+    "g": "g_wavelets",
+    "h": "h_concepts",
+}
 
 TITLE = "asr-introspect: looking inside a convolutional speech recognizer"
 

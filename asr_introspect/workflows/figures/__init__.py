@@ -10,20 +10,25 @@ numbers under ``out`` and returns the report :class:`~.section.Section`.
 
 from asr_introspect.workflows.figures import (
     attribution_maps,
+    concept_dictionaries,
     ctc_alignment,
     letter_patterns,
     nap_clustering,
     optimal_inputs,
+    wavelet_attribution,
 )
 from asr_introspect.workflows.figures.section import Section
 
-#: figure family letter -> module, in the order of the original work
+#: figure family letter -> module: (a)-(e) in the order of the original work, then the methods of the
+#: later papers: (g) wavelet attribution (WAM), (h) concept dictionaries
 FAMILIES = {
     "a": attribution_maps,
     "b": optimal_inputs,
     "c": ctc_alignment,
     "d": letter_patterns,
     "e": nap_clustering,
+    "g": wavelet_attribution,
+    "h": concept_dictionaries,
 }
 
 __all__ = ["FAMILIES", "Section"]
