@@ -3,6 +3,8 @@ per-frame autograd loop; LRP and the ReLU rules are refused with the reason."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,22 @@ def test_encoder_without_ctc_head_is_refused():
     model = wrap_whisper_encoder(tiny_whisper_encoder().get_encoder())
     with pytest.raises(InputError, match="without a CTC head"):
         attribute(model, torch.zeros(16, 50), "sensitivity", frames=[0])
+
+
+def test_attribute_command_on_a_transformers_directory(tmp_path, capsys):
+    from test_huggingface import _save_ctc
+
+    from asr_introspect.cli import main
+    from asr_introspect.defaults import default_corpus_path
+
+    _save_ctc(tmp_path / "w2v")
+    audio = str(sorted(default_corpus_path().rglob("*.flac"))[0])
+    out = tmp_path / "attr"
+    argv = ["attribute", audio, "--model", str(tmp_path / "w2v"), "--method", "sensitivity", "--frames", "0:4"]
+    assert main([*argv, "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == 4 and summary["receptive_field"] == "utterance"
+    relevance = np.load(out / "relevance.npz")["relevance"]
+    assert relevance.shape == (4, 1, summary["n_input_frames"]) and np.abs(relevance).sum() > 0
+    assert main([*argv[:-4], "--method", "lrp-epsilon", "--out", str(tmp_path / "lrp")]) == 2
+    assert "self-attention" in capsys.readouterr().err and not (tmp_path / "lrp").exists()
