@@ -21,7 +21,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from asr_introspect.cli import align, attribute, concepts, demo, naps, patterns, synth, train, transcribe, visualize
+from asr_introspect.cli import (
+    align,
+    attribute,
+    concepts,
+    demo,
+    dissect,
+    naps,
+    patterns,
+    synth,
+    train,
+    transcribe,
+    visualize,
+)
 from asr_introspect.cli import eval as evaluate
 from asr_introspect.cli._common import OneLineArgumentParser, add_debug, run_command
 
@@ -36,6 +48,7 @@ COMMANDS = {
     "visualize": visualize,
     "patterns": patterns,
     "naps": naps,
+    "dissect": dissect,
     "concepts": concepts,
     "demo": demo,
 }

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--only",
         type=letters_from(FIGURE_FAMILIES, "figure family"),
         default=FIGURE_FAMILIES,
-        help="figure families to run: a attribution, b optimal inputs, c CTC alignment, d patterns, e NAPs",
+        help="figure families to run: a attribution, b optimal inputs, c CTC alignment, d patterns, e NAPs, "
+        "f network dissection, g wavelet attribution, h concept dictionaries",
     )
     parser.add_argument(
         "--examples", type=nonnegative_int, default=4, help="example utterances with audio players in the report"

@@ -30,6 +30,7 @@ FOLDERS = {
     "c": "c_ctc_alignment",
     "d": "d_patterns",
     "e": "e_naps",
+    "f": "f_dissection",
     "g": "g_wavelets",
     "h": "h_concepts",
 }

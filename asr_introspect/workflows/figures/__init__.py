@@ -14,19 +14,21 @@ from asr_introspect.workflows.figures import (
     ctc_alignment,
     letter_patterns,
     nap_clustering,
+    network_dissection,
     optimal_inputs,
     wavelet_attribution,
 )
 from asr_introspect.workflows.figures.section import Section
 
 #: figure family letter -> module: (a)-(e) in the order of the original work, then the methods of the
-#: later papers: (g) wavelet attribution (WAM), (h) concept dictionaries
+#: later papers: (f) audio network dissection, (g) wavelet attribution (WAM), (h) concept dictionaries
 FAMILIES = {
     "a": attribution_maps,
     "b": optimal_inputs,
     "c": ctc_alignment,
     "d": letter_patterns,
     "e": nap_clustering,
+    "f": network_dissection,
     "g": wavelet_attribution,
     "h": concept_dictionaries,
 }
