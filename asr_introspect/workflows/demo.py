@@ -65,7 +65,8 @@ def demo(
     fast: bool = False,
     progress: bool = False,
 ) -> DemoRun:
-    """Evaluate once, run the families in ``only`` (``fast``: their ``FAST`` settings) and write the report.
+    """Evaluate once, run the families in ``only`` (their ``DEMO`` settings where they have them, else their
+    defaults; ``fast``: their ``FAST`` settings) and write the report.
 
     ``model_path`` (its metadata gives the model card) and ``data_path`` name what was loaded.
     ``only``, ``examples`` (>= 0) and a non-empty corpus are checked first; ``progress``: a bar over
@@ -96,7 +97,7 @@ def demo(
             model,
             utterances,
             out / FOLDERS[family],
-            settings=module.FAST if fast else None,
+            settings=module.FAST if fast else getattr(module, "DEMO", None),
             progress=progress,
             model_path=model_path,
             data_path=data_path,

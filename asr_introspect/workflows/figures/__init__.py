@@ -1,7 +1,8 @@
 """The figure families of the original work, one module each; ``experiments/`` scripts and the demo run them.
 
 Each module has a ``Settings`` dataclass (every setting in one place, fixed
-seed), ``FAST`` (small settings for ``asr-introspect demo --fast``) and
+seed), ``FAST`` (small settings for ``asr-introspect demo --fast``), optionally ``DEMO`` (the
+settings the demo uses when they differ from the experiment script's defaults) and
 ``run(model, utterances, out, settings=None, *, progress=False, model_path=None,
 data_path=None) -> Section``: it calls the subcommand workflows with the loaded
 model and utterances, writes PNG (+ SVG), ``.npz`` data and a JSON of the key

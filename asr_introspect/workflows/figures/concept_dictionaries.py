@@ -44,6 +44,17 @@ FAST = Settings(
     limit=16,
 )
 
+#: the demo's settings: fewer passes and cases than the experiment, enough for grounded concepts
+DEMO = Settings(
+    nmf_passes=10,
+    sae_passes=10,
+    faithfulness_utterances=8,
+    ablate=3,
+    l2i_passes=10,
+    l2i_epochs=10,
+    l2i_cases=8,
+)
+
 
 def run(
     model,

@@ -43,6 +43,10 @@ FAST = Settings(
 )
 
 
+#: the demo's settings: the whole corpus and every concept family, fewer ablations and seeds
+DEMO = Settings(ablate=("manner:fricative", "phone:s"), seeds=3, clips=2, audio_neurons=2)
+
+
 def _fmt(value, digits: int = 3):
     return None if value is None else round(float(value), digits)
 

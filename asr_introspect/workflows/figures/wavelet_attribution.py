@@ -79,6 +79,10 @@ FAST = Settings(
 )
 
 
+#: the demo's settings: the paper's wavelet and methods on fewer frames and draws
+DEMO = Settings(n_samples=8, ig_steps=16, table_utterances=4, frames_per_utterance=4, n_steps=12, n_random=1)
+
+
 def _check(settings: Settings) -> None:
     if settings.listen_method not in WAVELET_METHODS:
         raise InputError(f"--listen-method {settings.listen_method!r}: use one of {', '.join(WAVELET_METHODS)}")
