@@ -29,7 +29,7 @@ import soundfile as sf
 import torch
 from planted import planted_model
 
-from asr_introspect.attribution import METHODS, attribute, conv_stack
+from asr_introspect.attribution import FEATURE_METHODS, attribute, conv_stack
 from asr_introspect.attribution.frames import iter_crops, select_frames
 from asr_introspect.cli import main
 from asr_introspect.errors import InputError
@@ -339,7 +339,7 @@ def test_frames_all_over_the_output_limit_is_refused_before_computing(places, tm
 # the block engine
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if ":" not in m] + ["grad-cam:conv7", "guided-grad-cam"])
+@pytest.mark.parametrize("method", [m for m in FEATURE_METHODS if ":" not in m] + ["grad-cam:conv7", "guided-grad-cam"])
 def test_blocks_equal_the_whole_utterance(method, one_thread):
     """Frames in any order, split into blocks that each run on their own input span (borders included),
     give the whole utterance's maps; SmoothGrad draws the same noise, gamma-box takes the same bounds."""

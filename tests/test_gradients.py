@@ -10,7 +10,7 @@ import pytest
 import torch
 from planted import planted_model as _planted
 
-from asr_introspect.attribution import METHODS, attribute, relu_backward
+from asr_introspect.attribution import FEATURE_METHODS, attribute, relu_backward
 
 captum_attr = pytest.importorskip("captum.attr")
 pytestmark = [
@@ -188,7 +188,7 @@ def test_every_method_leaves_the_model_unchanged():
     model.module.train()
     state = copy.deepcopy(model.module.state_dict())
     x = features()
-    for method in METHODS:
+    for method in FEATURE_METHODS:
         method = method.replace(":LAYER", ":conv4")
         options = {"smoothgrad": {"n_samples": 2}, "integrated-gradients": {"steps": 2}}.get(method, {})
         result = attribute(model, x, method, frames=[0, 30], dtype=torch.float64, **options)
