@@ -46,12 +46,12 @@ FAST = Settings(
 
 #: the demo's settings: fewer passes and cases than the experiment, enough for grounded concepts
 DEMO = Settings(
-    nmf_passes=10,
-    sae_passes=10,
+    nmf_passes=6,
+    sae_passes=6,
     faithfulness_utterances=8,
     ablate=3,
-    l2i_passes=10,
-    l2i_epochs=10,
+    l2i_passes=6,
+    l2i_epochs=6,
     l2i_cases=8,
 )
 

@@ -80,7 +80,7 @@ FAST = Settings(
 
 
 #: the demo's settings: the paper's wavelet and methods on fewer frames and draws
-DEMO = Settings(n_samples=8, ig_steps=16, table_utterances=4, frames_per_utterance=4, n_steps=12, n_random=1)
+DEMO = Settings(n_samples=4, ig_steps=8, table_utterances=3, frames_per_utterance=3, n_steps=10, n_random=1)
 
 
 def _check(settings: Settings) -> None:
