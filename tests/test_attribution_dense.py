@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 from test_huggingface import VOCAB, tiny_ctc, tiny_whisper_encoder  # noqa: E402
 
 from asr_introspect.attribution import attribute  # noqa: E402
-from asr_introspect.attribution.dense import _local_split  # noqa: E402
+from asr_introspect.attribution.dense import _forward, _local_split  # noqa: E402
 from asr_introspect.errors import InputError  # noqa: E402
 from asr_introspect.models.huggingface import wrap_hf_ctc, wrap_whisper_encoder  # noqa: E402
 
@@ -53,6 +53,22 @@ def test_split_is_chosen_and_all_frames_equal_the_per_frame_loop(w2v, x):
     # few frames: the per-frame path (no split) gives the same maps
     few = attribute(w2v, x, "sensitivity", frames=[int(f) for f in some])
     np.testing.assert_allclose(few.relevance, ref, atol=1e-10)
+
+
+def test_each_frame_is_marked_where_its_local_receptive_field_is_centred(w2v, x):
+    """Above self-attention every frame sees the whole utterance; the figure marks the frame at the
+    centre of what its feature-encoder part sees (autograd support), not at the utterance's centre."""
+    frames = np.array([0, 10, 40])
+    result = attribute(w2v, x, "sensitivity", frames=frames)
+    names = w2v.frame_map.names
+    local = names[names.index(w2v.frame_map.first_global) - 1]
+    xi = x.clone().requires_grad_(True)
+    _, a = _forward(w2v, xi[None], local)
+    for i, t in enumerate(frames):
+        (grad,) = torch.autograd.grad(a[0, :, t].sum(), xi, retain_graph=True)
+        support = np.flatnonzero(grad[0].numpy() != 0)
+        assert result.centers[i] == pytest.approx((support[0] + support[-1]) / 2.0, abs=1.0)
+    assert result.centers[-1] - result.centers[0] > 0.5 * x.shape[1]
 
 
 def test_variants_smoothgrad_and_integrated_gradients(w2v, x):

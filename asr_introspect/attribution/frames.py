@@ -153,7 +153,9 @@ class Attribution:
 
     relevance: (N, F, RF) crops when ``cropped`` (column j is input frame
     ``offsets[i] + j``; frames outside the utterance are 0) else (N, F, T_in);
-    frames, targets, offsets: (N,) int64; logits: (C, T_out) of the utterance.
+    frames, targets, offsets: (N,) int64; logits: (C, T_out) of the utterance;
+    centers: (N,) float input-frame position of each frame (its receptive field's centre),
+    given where the receptive field is the whole utterance (self-attention), else derived.
     """
 
     method: str
@@ -165,6 +167,11 @@ class Attribution:
     n_input_frames: int
     receptive_field: int
     cropped: bool
+    centers: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.centers is None:
+            self.centers = np.asarray(self.offsets, dtype=np.float64) + (self.receptive_field - 1) / 2.0
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -227,6 +234,7 @@ class Attribution:
             self.n_input_frames,
             self.receptive_field,
             True,
+            self.centers[i : i + 1],
         )
         return one.dense()[0]
 
@@ -242,6 +250,7 @@ class Attribution:
             "n_input_frames": np.int64(self.n_input_frames),
             "receptive_field": np.int64(self.receptive_field),
             "cropped": np.bool_(self.cropped),
+            "centers": self.centers,
             "method": np.str_(self.method),
         }
 
@@ -540,4 +549,6 @@ def _attribute_dense(model, x, method, frames, target, transcript, chunk_size, d
         n_in,
         n_in,
         False,
+        # the receptive field is the whole utterance; mark each frame where its local part is centred
+        np.asarray(model.frame_map.center(model.frame_map.output_layer, frames_arr), dtype=np.float64).reshape(-1),
     )

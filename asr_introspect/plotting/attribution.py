@@ -57,7 +57,7 @@ def plot_frame_attribution(
     ax.axvspan(start * step_ms, stop * step_ms, color="cyan", alpha=0.18, lw=0)
     for edge in (lo, hi):
         ax.axvline(edge * step_ms - step_ms / 2, color="cyan", lw=1.0)
-    center = (start + (attribution.receptive_field - 1) / 2.0) * step_ms
+    center = float(attribution.centers[i]) * step_ms
     ax.axvline(center, color="white", lw=1.0, ls="--")
     ax.set_xlim(-step_ms / 2, (features.shape[1] - 0.5) * step_ms)
     text = f"frame {frame}: predicted '{symbol_label(alphabet, predicted)}'"
