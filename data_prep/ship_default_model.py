@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Package a trained run as the shipped default model, with its model card.
+"""Package a trained run as a shipped model (the default one, or another architecture), with its model card.
 
 Evaluates the run's checkpoint, rounded as it will ship, on the held-out-text
 split (and on each voice family in it), the held-out-speaker split and the
@@ -12,6 +12,13 @@ Example (the command that made ``asr_introspect/data/default_model.safetensors``
     python data_prep/ship_default_model.py --run runs/small6q --checkpoint best \
         --test-text data/synth/test_text --test-speaker data/synth/test_speaker \
         --eval-corpus asr_introspect/data/eval_corpus --out asr_introspect/data --dtype nf4
+
+and the one that made the second architecture, ``asr_introspect/data/conformer_cpu.safetensors``::
+
+    python data_prep/ship_default_model.py --run runs/conformer-cpu --checkpoint best \
+        --test-text data/synth3000/test_text --test-speaker data/synth3000/test_speaker \
+        --eval-corpus asr_introspect/data/eval_corpus --out asr_introspect/data --dtype float16 \
+        --name conformer_cpu
 """
 
 from __future__ import annotations
@@ -127,6 +134,25 @@ def voice_family(speaker: str) -> str:
     return speaker.split("_")[0]
 
 
+def architecture_line(card: dict) -> str:
+    """The card's architecture bullet, from the checkpoint's model config."""
+    arch = card.get("architecture", "wav2letter")
+    c = card.get("model_config", {})
+    if arch == "conformer":
+        return (
+            f"Conformer CTC (torchaudio Conformer blocks), preset `{card['preset']}`: two stride-2 "
+            f"convolutions (x4 subsampling in time), {c.get('n_layers', '?')} blocks of width {c.get('d_model', '?')} "
+            f"with {c.get('n_heads', '?')} attention heads and convolution kernel {c.get('conv_kernel', '?')}, "
+            "a linear CTC head"
+        )
+    if arch == "quartznet":
+        return f"QuartzNet-style residual time-channel separable ConvNet, preset `{card['preset']}`"
+    return (
+        f"Wav2Letter-style 1D ConvNet, preset `{card['preset']}` (11 Conv1d layers conv1..conv11,\n"
+        "  BatchNorm after each hidden convolution, ReLU)"
+    )
+
+
 def card_markdown(card: dict) -> str:
     t = card["training"]
     rows = "\n".join(
@@ -142,15 +168,17 @@ def card_markdown(card: dict) -> str:
         training = f"- Training: {_stage_line(t)}."
     hop_ms = 1000 * card["features"]["hop_length"] / card["features"]["sample_rate"]
     rounded = " (of the rounded weights, in quantization-aware stages)" if t["config"].get("quantize_aware") else ""
-    return f"""# Model card: the shipped default model
+    receptive = f"{card['receptive_field']} input frames"
+    if card.get("global_context"):
+        receptive = "the whole utterance (self-attention)"
+    return f"""# Model card: {card.get("title", "the shipped default model")}
 
-- Architecture: Wav2Letter-style 1D ConvNet, preset `{card["preset"]}` (11 Conv1d layers conv1..conv11,
-  BatchNorm after each hidden convolution, ReLU), {card["parameters"]:,} parameters, stored in
+- Architecture: {architecture_line(card)}, {card["parameters"]:,} parameters, stored in
   {_STORAGE[card.get("dtype", "float16")]}.
 - Input: {card["features"]["n_mels"]} log-mel bands, {card["features"]["sample_rate"]} Hz audio,
   hop {card["features"]["hop_length"]} samples ({hop_ms:.0f} ms), z-normalized per utterance.
 - Output: 29 classes (CTC blank, space, apostrophe, a-z), one frame every
-  {card["output_frame_ms"]:.0f} ms; receptive field {card["receptive_field"]} input frames.
+  {card["output_frame_ms"]:.0f} ms; receptive field {receptive}.
 - Training data: synthesized speech (flite voices kal, kal16, awb, rms, slt and espeak-ng voices
   with speed/pitch variants; sentences from the Debian fortunes); each stage below names the
   speakers it used and its augmentation.
@@ -195,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", default="", help="the training command, for the card")
     parser.add_argument(
+        "--name",
+        default="default_model",
+        help="file stem under --out: NAME.safetensors and its card (MODEL_CARD.md for the default model, else NAME.md)",
+    )
+    parser.add_argument("--title", default=None, help="the card's title (default: derived from --name)")
+    parser.add_argument(
         "--dtype",
         default="nf4",
         choices=("nf4", "int8", "float16"),
@@ -232,8 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         if not stage["data"].get("train_hours") and (hours := train_hours(stage["data"])):
             stage["data"]["train_hours"] = hours
     fm = model.frame_map
+    model_config = model.model_config.get("config", {})
+    default = args.name == "default_model"
     card = {
-        "preset": model.model_config.get("config", {}).get("preset", "small"),
+        "title": args.title or ("the shipped default model" if default else f"the shipped model `{args.name}`"),
+        "architecture": model.model_config.get("architecture", "wav2letter"),
+        "model_config": model_config,
+        "global_context": fm.first_global is not None,
+        "preset": model_config.get("preset", "small"),
         "parameters": count_parameters(model.module),
         "dtype": args.dtype,
         "features": model.feature_config.to_dict(),
@@ -252,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             "wer": evaluation["shipped evaluation corpus"]["wer"],
         },
     }
-    save_checkpoint(args.out / "default_model.safetensors", model, metadata=metadata, dtype=dtype)
-    write_text_atomic(args.out / "MODEL_CARD.md", card_markdown(card))
-    print(json.dumps({"evaluation": evaluation, "path": str(args.out / "default_model.safetensors")}))
+    path = args.out / f"{args.name}.safetensors"
+    save_checkpoint(path, model, metadata=metadata, dtype=dtype)
+    write_text_atomic(args.out / ("MODEL_CARD.md" if default else f"{args.name}.md"), card_markdown(card))
+    print(json.dumps({"evaluation": evaluation, "path": str(path)}))
     return 0
 
 

@@ -143,3 +143,28 @@ def test_train_hours_only_for_the_corpus_the_stage_used(ship, tiny_corpus):
     )
     assert ship.train_hours({"train": root, "train_utterances": 3960}) is None  # path reused for another corpus
     assert ship.train_hours({"train": root + "/missing", "train_utterances": 7}) is None
+
+
+def test_another_architecture_ships_under_its_own_name_with_its_own_card(ship, tiny_corpus, tmp_path):
+    """A Conformer run ships beside the default model: NAME.safetensors and NAME.md, the card naming
+    its architecture and a receptive field of the whole utterance; the default model is untouched."""
+    from asr_introspect.models.conformer import build_conformer
+
+    torch.manual_seed(0)
+    model = build_conformer("conformer-tiny")
+    training = stage(7, {"train": str(tiny_corpus.root), "train_utterances": 7})
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "best.safetensors", model, metadata={"training": training, "metrics": {}})
+    out = tmp_path / "out"
+    out.mkdir()
+    root = str(tiny_corpus.root)
+    args = ["--run", str(run), "--test-text", root, "--test-speaker", root, "--eval-corpus", root, "--out", str(out)]
+    assert ship.main([*args, "--dtype", "float16", "--name", "conformer_tiny"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["conformer_tiny.md", "conformer_tiny.safetensors"]
+    shipped, meta = load_checkpoint(out / "conformer_tiny.safetensors")
+    assert meta["model_card"]["architecture"] == "conformer" and shipped.frame_map.first_global is not None
+    text = (out / "conformer_tiny.md").read_text()
+    assert text.startswith("# Model card: the shipped model `conformer_tiny`")
+    assert "Conformer CTC (torchaudio Conformer blocks), preset `conformer-tiny`" in text
+    assert "receptive field the whole utterance (self-attention)" in text
