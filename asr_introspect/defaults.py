@@ -20,6 +20,11 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL
 
 
+def shipped_models() -> dict[str, Path]:
+    """The checkpoints that ship with the package, by name (file stem): ``default_model``, ``conformer_cpu``, ..."""
+    return {p.stem: p for p in sorted(DATA_DIR.glob("*.safetensors"))}
+
+
 def default_corpus_path() -> Path:
     """The shipped evaluation corpus (LibriSpeech layout with TextGrids)."""
     if not DEFAULT_CORPUS.is_dir():

@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 
 from asr_introspect.corpus import load_corpus
-from asr_introspect.defaults import default_corpus_path, default_model_path
+from asr_introspect.defaults import default_corpus_path, default_model_path, shipped_models
 from asr_introspect.errors import InputError
 from asr_introspect.models import ASRModel, load_checkpoint
 
@@ -20,7 +20,9 @@ def load_model(path: str | Path | None = None):
 
     ``path``: a toolkit checkpoint (``.safetensors``), a local Hugging Face ``save_pretrained``
     directory (:func:`models.huggingface.load_transformers`; never downloads), or
-    ``package.module:function``, a function of no arguments that returns an :class:`ASRModel`.
+    ``package.module:function``, a function of no arguments that returns an :class:`ASRModel`,
+    or the name of a checkpoint that ships with the package (:func:`defaults.shipped_models`,
+    e.g. ``conformer_cpu``) where no such path exists.
     """
     if path is None:
         path = default_model_path()
@@ -28,6 +30,14 @@ def load_model(path: str | Path | None = None):
     if _is_factory(text):
         return _from_factory(text), Path(text)
     path = Path(path)
+    if not path.exists():
+        shipped = shipped_models()
+        if text not in shipped:
+            raise InputError(
+                f"--model {text}: no such checkpoint, transformers directory or shipped model "
+                f"(shipped: {', '.join(shipped)}; or package.module:function)"
+            )
+        path = shipped[text]
     if path.is_dir():
         from asr_introspect.models.huggingface import load_transformers
 

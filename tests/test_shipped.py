@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from asr_introspect.corpus import load_corpus
-from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL
+from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL, shipped_models
+from asr_introspect.errors import InputError
+from asr_introspect.loading import load_model
 from asr_introspect.models import load_checkpoint, read_checkpoint_info
 
 
@@ -25,10 +27,11 @@ def test_shipped_corpus_has_phone_segments_and_held_out_text():
     assert card["evaluation"]["shipped evaluation corpus"]["utterances"] == len(utterances)
 
 
-def test_shipped_model_reaches_its_stated_error_rate():
+@pytest.mark.parametrize("name", sorted(shipped_models()))
+def test_shipped_model_reaches_its_stated_error_rate(name):
     from asr_introspect.training import evaluate
 
-    model, metadata = load_checkpoint(DEFAULT_MODEL)
+    model, metadata = load_checkpoint(shipped_models()[name])
     stated = metadata["metrics"]
     result = evaluate(model, load_corpus(DEFAULT_CORPUS), batch_size=32)
     # measured at packaging time on the weights as stored, on the same corpus: equal up to
@@ -36,3 +39,12 @@ def test_shipped_model_reaches_its_stated_error_rate():
     assert result["cer"] == pytest.approx(stated["cer"], abs=0.005)
     assert result["wer"] == pytest.approx(stated["wer"], abs=0.01)
     assert result["cer"] < 0.6, "a trained model, far from the all-blank plateau"
+
+
+def test_shipped_models_load_by_name_and_an_unknown_name_lists_them(tmp_path, monkeypatch):
+    assert "default_model" in shipped_models()
+    model, path = load_model("default_model")
+    assert path == DEFAULT_MODEL and model.layer_names[-1] == "conv11"
+    monkeypatch.chdir(tmp_path)  # a file of that name in the working directory wins over the shipped one
+    with pytest.raises(InputError, match="no-such-model: no such checkpoint.*shipped: .*default_model"):
+        load_model("no-such-model")
