@@ -251,30 +251,40 @@ class StreamBatch:
         if key in self._cache:
             return self._cache[key]
         model = self.model
-        paths = self.output_paths(source)
         labeller = model if model.has_ctc_head else model.aligner
-        blank = labeller.alphabet.blank
         width = self.width(layer)
-        labels = np.full((len(paths), width), -1, dtype=np.int64)
-        rows = [b for b, p in enumerate(paths) if p is not None]
+        rows, padded, last = self._output_letters(source, letter_mode, int(shift))
+        labels = np.full((len(self.utterances), width), -1, dtype=np.int64)
         if rows:
-            kept = [letter_labels(paths[b], letter_mode, blank=blank) for b in rows]
-            if shift:
-                kept = [shift_labels(p, int(shift), fill=blank) for p in kept]
-            padded = np.full((len(rows), max(len(p) for p in kept) or 1), blank, dtype=np.int64)
-            for i, p in enumerate(kept):
-                padded[i, : len(p)] = p
             if labeller is not model:  # another model's output frames: carried over by time
                 index = aligned_index(model, labeller, layer, width)
             elif layer == model.output_layer:
                 index = np.arange(width)
             else:
                 index = transfer_index(model.frame_map, model.output_layer, layer, width)
-            last = np.array([max(len(p) - 1, 0) for p in kept], dtype=np.int64)[:, None]
             carried = np.take_along_axis(padded, np.minimum(index[None, :], last), axis=1)
             labels[rows] = np.where(self.mask(layer)[rows], carried, -1)
         self._cache[key] = labels
         return labels
+
+    def _output_letters(self, source: str, letter_mode: str, shift: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Output-axis letter labels shared by every layer: (rows with a path, (R, T_out) labels padded
+        with blank, (R, 1) last valid output frame of each)."""
+        key = ("output letters", source, letter_mode, shift)
+        if key not in self._cache:
+            paths = self.output_paths(source)
+            labeller = self.model if self.model.has_ctc_head else self.model.aligner
+            blank = labeller.alphabet.blank
+            rows = [b for b, p in enumerate(paths) if p is not None]
+            kept = [letter_labels(paths[b], letter_mode, blank=blank) for b in rows]
+            if shift:
+                kept = [shift_labels(p, shift, fill=blank) for p in kept]
+            padded = np.full((len(rows), max((len(p) for p in kept), default=1) or 1), blank, dtype=np.int64)
+            for i, p in enumerate(kept):
+                padded[i, : len(p)] = p
+            last = np.array([max(len(p) - 1, 0) for p in kept], dtype=np.int64)[:, None]
+            self._cache[key] = (rows, padded, last)
+        return self._cache[key]
 
     # -- phones ----------------------------------------------------------------------------
 
@@ -293,8 +303,11 @@ class StreamBatch:
         rows = np.flatnonzero(self.phone_rows())
         if rows.size:
             times = frame_times(self.model.frame_map, layer, width, self.model.feature_config)
+            timelines = self._cache.setdefault("phone timelines", {})
             for b in rows:
-                labels[b] = PhoneTimeline.from_segments(self.utterances[b].phones).labels(times)
+                if b not in timelines:  # parsed once per utterance, shared by every layer
+                    timelines[b] = PhoneTimeline.from_segments(self.utterances[b].phones)
+                labels[b] = timelines[b].labels(times)
             labels = np.where(self.mask(layer), labels, -1)
         self._cache[key] = labels
         return labels

@@ -184,7 +184,10 @@ def test_partial_fit_over_stream_batches_equals_fit(tiny, utts, name):
         expected, got = _state(fitted), _state(other)
         assert expected.keys() == got.keys()
         for key in expected:
-            np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}")
+            # batches of 2 against fit's own batching: float32 convolutions of other padded widths round
+            # differently (seen: 1.9e-5 relative on one sum of 812 under a loaded machine); a wrong label
+            # or a lost batch moves sums by whole frames' activations, far beyond this
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, atol=1e-5, err_msg=f"{name}: {key}")
 
 
 @requires_shipped
