@@ -13,7 +13,7 @@ TORCH  := torch==2.14.1 torchaudio==2.11.0
 DEBS   := flite espeak-ng fortunes fortunes-min chromium
 OUT    ?= out/demo
 
-.PHONY: setup system-packages demo lint test bench clean
+.PHONY: setup system-packages demo lint test bench docs clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,hf]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,hf,docs]'
 	touch $(STAMP)
 
 # Debian packages: only as root and only the missing ones.
@@ -48,5 +48,9 @@ test: lint
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
+# the documentation site into site/ (warnings are errors; the tutorials execute on the shipped model)
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out site .pytest_cache
