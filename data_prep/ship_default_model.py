@@ -37,7 +37,7 @@ from asr_introspect.training import evaluate, grouped_error_rates
 
 _STORAGE = {
     "float16": "float16",
-    "int8": "int8 with one float32 scale per output channel (biases and BatchNorm in float16); "
+    "int8": "int8 with one float32 scale per output channel (biases and normalization parameters in float16); "
     "the error rates below are those of these rounded weights",
     "nf4": "4-bit NormalFloat codes with one float16 scale per 64 weights of an output channel "
     "(the output layer in int8 with one float32 scale per class; biases and BatchNorm in "
@@ -171,6 +171,9 @@ def card_markdown(card: dict) -> str:
     receptive = f"{card['receptive_field']} input frames"
     if card.get("global_context"):
         receptive = "the whole utterance (self-attention)"
+    nf4_note = ""
+    if card.get("dtype") == "nf4":
+        nf4_note = " (it did measure the cost of nf4 rounding, layer by layer, when the\noutput layer was kept in int8)"
     return f"""# Model card: {card.get("title", "the shipped default model")}
 
 - Architecture: {architecture_line(card)}, {card["parameters"]:,} parameters, stored in
@@ -194,8 +197,7 @@ Checkpoint selection: in every stage, the weights with the lowest greedy CER on 
 held-out-text utterances of its speakers{rounded},
 evaluated every {t["config"]["eval_every"]} steps in the last stage; the held-out-text rows are therefore
 slightly optimistic. The held-out-speaker set was never used for any choice; the shipped evaluation
-corpus never chose a checkpoint (it did measure the cost of nf4 rounding, layer by layer, when the
-output layer was kept in int8).
+corpus never chose a checkpoint{nf4_note}.
 
 `held-out text`: sentences never seen in training, by the training speakers;
 `held-out speaker`: a flite voice/speed/pitch configuration never seen in training;
