@@ -1,16 +1,18 @@
 # The README's two commands are `make demo` and `make test`; both set up first.
 # Everything the project needs on a fresh Debian machine with Python 3.11 is
 # installed here: the virtualenv, torch/torchaudio (versions that resolve from
-# this workplace's local wheels), the package with its dev extra, and, when
-# running as root, the Debian packages flite, espeak-ng, fortunes and chromium
-# (the report's browser test).
+# this workplace's local wheels), the package with its dev, hf and docs extras, and, when
+# running as root, the Debian packages flite, espeak-ng, festival with three voices, alsa-utils (its
+# voice prompts are part of the real-speech development set), fortunes and chromium (the report's
+# and the docs site's browser tests). data_prep/real_dev_set.py also reads tuxpaint-stamps-default
+# and klettres-data, which only it needs: install them by hand to build that set.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchaudio==2.11.0
-DEBS   := flite espeak-ng fortunes fortunes-min chromium
+DEBS   := flite espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts alsa-utils fortunes fortunes-min chromium
 OUT    ?= out/demo
 
 .PHONY: setup system-packages demo lint test bench docs clean

@@ -63,6 +63,8 @@ import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
 from asr_introspect.audio import load_audio
+from asr_introspect.augment import PROFILES, draw_effects, get_profile, simulate_rirs
+from asr_introspect.augment.profiles import apply_channel, apply_room, apply_voice
 from asr_introspect.corpus import Utterance, batch_plan
 from asr_introspect.decoding import error_rates, greedy_decode
 from asr_introspect.errors import InputError
@@ -111,7 +113,9 @@ class TrainConfig:
     weight_decay: float = 1e-2
     grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0
-    # augmentation
+    # augmentation: a profile of asr_introspect.augment.PROFILES (none, light, channels, full);
+    # light (speed, white noise, SpecAugment below) is in every profile but none
+    augment: str = "light"
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
     noise_probability: float = 0.5
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
@@ -145,6 +149,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.quantize_aware not in (None, "nf4", "int8"):
             raise InputError(f"quantize_aware must be None, 'nf4' or 'int8', got {self.quantize_aware!r}")
+        if self.augment not in PROFILES:
+            raise InputError(f"unknown augmentation profile {self.augment!r}: use one of {', '.join(PROFILES)}")
 
 
 # ---------------------------------------------------------------------------
@@ -201,12 +207,28 @@ def spec_augment(features: torch.Tensor, length: int, config: TrainConfig, gener
 
 @dataclass
 class EncodedCorpus:
-    """A corpus held in memory for training: int16 audio and encoded targets."""
+    """A corpus held in memory for training: int16 audio and encoded targets.
+
+    ``rirs``: the run's bank of simulated room impulse responses, made on the
+    first batch that needs one (seeded by ``config.seed``), then reused.
+    """
 
     ids: list[str]
     audio: list[np.ndarray]  # int16 (n_samples,) each
     targets: list[list[int]]
     frames: list[int]  # feature frames of the unaugmented audio
+    rirs: dict[tuple[int, int, int], list[np.ndarray]] = dataclasses.field(default_factory=dict, repr=False)
+
+    def room_bank(self, seed: int, size: int, sample_rate: int) -> list[np.ndarray]:
+        """The RIR bank of a run (``size`` rooms, float32 (L,) each), simulated once per (seed, size, rate)."""
+        key = (seed, size, sample_rate)
+        if key not in self.rirs:
+            self.rirs[key] = simulate_rirs(size, sample_rate, np.random.default_rng(_seed_for("rooms", seed)))
+        return self.rirs[key]
+
+    def float_audio(self, i: int) -> np.ndarray:
+        """Utterance ``i``'s audio as float32 in [-1, 1]."""
+        return self.audio[i].astype(np.float32) / 32767.0
 
     @classmethod
     def load(
@@ -224,20 +246,42 @@ class EncodedCorpus:
     def batch(
         self, indices: Sequence[int], feature_config: FeatureConfig, config: TrainConfig, epoch: int, augment: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features (B, F, T), frame lengths (B,), targets (sum S,), target lengths (B,)."""
+        """Features (B, F, T), frame lengths (B,), targets (sum S,), target lengths (B,).
+
+        With ``augment``, ``config.augment`` names the profile (see
+        :mod:`asr_introspect.augment.profiles`): light's speed, white noise and
+        SpecAugment draw from a torch generator seeded by (seed, epoch,
+        utterance), as before profiles existed; the profile's other effects
+        draw from a numpy generator seeded the same way (with another tag).
+        """
+        profile = get_profile(config.augment)
+        augment = augment and profile.base
+        rate = feature_config.sample_rate
+        rirs = (
+            self.room_bank(config.seed, profile.rir_bank_size, rate) if augment and profile.reverb_probability else []
+        )
         waves = []
         generators = []
         for i in indices:
-            wave = torch.from_numpy(self.audio[i].astype(np.float32) / 32767.0)
+            wave = torch.from_numpy(self.float_audio(i))
             gen = torch.Generator().manual_seed(_seed_for("augment", config.seed, epoch, self.ids[i]))
             generators.append(gen)
             if augment:
+                plan = None
+                if profile.extra:
+                    rng = np.random.default_rng(_seed_for("augment-profile", config.seed, epoch, self.ids[i]))
+                    plan = draw_effects(profile, rng, n_rirs=len(rirs), n_sources=len(self.audio))
+                    wave = torch.from_numpy(apply_voice(wave.numpy(), plan, rate))
                 factor = config.speed_factors[int(torch.randint(len(config.speed_factors), (1,), generator=gen))]
-                wave = speed_perturb(wave, factor, feature_config.sample_rate)
+                wave = speed_perturb(wave, factor, rate)
+                if plan is not None:
+                    wave = torch.from_numpy(apply_room(wave.numpy(), plan, rirs))
                 if float(torch.rand(1, generator=gen)) < config.noise_probability:
                     low, high = config.noise_snr_db
                     snr = low + (high - low) * float(torch.rand(1, generator=gen))
                     wave = add_noise(wave, snr, gen)
+                if plan is not None:
+                    wave = torch.from_numpy(apply_channel(wave.numpy(), plan, rate, self.float_audio, exclude=i))
             waves.append(wave)
         features, frame_lengths = featurize(waves, feature_config)
         if augment:

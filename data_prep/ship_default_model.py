@@ -47,6 +47,8 @@ _STORAGE = {
 
 def _augmentation(c: dict) -> str:
     """A training config's augmentation in words."""
+    if c.get("augment") == "none":
+        return "no augmentation"
     parts = []
     if [f for f in c.get("speed_factors", [1.0]) if f != 1.0]:
         parts.append("speed perturbation x" + "/".join(f"{f:g}" for f in c["speed_factors"]))
@@ -58,6 +60,12 @@ def _augmentation(c: dict) -> str:
             f"SpecAugment-style masking ({c['freq_masks']} frequency masks of at most "
             f"{c['freq_mask_width']} bands, {c['time_masks_per_second']:g} time masks per second "
             f"of at most {c['time_mask_width']} frames)"
+        )
+    if c.get("augment") in ("channels", "full"):
+        extra = ", VTLP, pitch shifts" if c["augment"] == "full" else ""
+        parts.append(
+            f"profile `{c['augment']}` (simulated rooms, coloured/babble noise 0-30 dB, gain, clipping, "
+            f"8 kHz/mu-law/GSM-like channels{extra})"
         )
     return ", ".join(parts) if parts else "no augmentation"
 

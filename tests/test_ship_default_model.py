@@ -168,3 +168,12 @@ def test_another_architecture_ships_under_its_own_name_with_its_own_card(ship, t
     assert text.startswith("# Model card: the shipped model `conformer_tiny`")
     assert "Conformer CTC (torchaudio Conformer blocks), preset `conformer-tiny`" in text
     assert "receptive field the whole utterance (self-attention)" in text
+
+
+def test_card_names_the_augmentation_profile(ship):
+    light = stage(1, {})["config"]
+    assert "profile" not in ship._augmentation(light) and "speed perturbation" in ship._augmentation(light)
+    full = ship._augmentation({**light, "augment": "full"})
+    assert "profile `full` (simulated rooms" in full and "VTLP" in full
+    assert "VTLP" not in ship._augmentation({**light, "augment": "channels"})
+    assert ship._augmentation({**light, "augment": "none"}) == "no augmentation"

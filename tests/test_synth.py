@@ -14,7 +14,22 @@ import pytest
 import soundfile as sf
 
 from asr_introspect.corpus import load_corpus, parse_flite_segments, read_librispeech, read_textgrid
-from asr_introspect.corpus.synth import default_speakers, plan_corpus, select_speakers, synthesize_corpus
+from asr_introspect.corpus.festival import (
+    FESTIVAL_PACKAGES,
+    FESTIVAL_VOICES,
+    festival_script,
+    festival_voice_installed,
+    parse_festival_segments,
+)
+from asr_introspect.corpus.synth import (
+    FAMILIES,
+    SpeakerConfig,
+    default_speakers,
+    plan_corpus,
+    select_speakers,
+    speaker_family,
+    synthesize_corpus,
+)
 from asr_introspect.errors import InputError
 from asr_introspect.g2p import word_pronunciations
 from asr_introspect.text import normalize_transcript, phone_from_cmudict
@@ -40,16 +55,89 @@ ONE_PER_VOICE = [
 # ---------------------------------------------------------------- the plan (no synthesizer)
 
 
+FESTIVAL_READY = shutil.which("festival") is not None and all(festival_voice_installed(v) for v in FESTIVAL_VOICES)
+needs_festival = pytest.mark.skipif(
+    not FESTIVAL_READY,
+    reason="festival or its voices are not installed (apt-get install festival "
+    + " ".join(FESTIVAL_PACKAGES.values())
+    + ")",
+)
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)"
+)
+
+
 def test_speaker_ids_are_unique_and_librispeech_safe():
     speakers = default_speakers()
     ids = [s.id for s in speakers]
-    assert len(ids) == len(set(ids)) == 51
+    assert len(ids) == len(set(ids)) == 138
     assert all("-" not in i and i.replace("_", "").isalnum() for i in ids)
     assert {s.voice for s in speakers if s.engine == "flite"} == {"kal", "kal16", "awb", "rms", "slt"}
-    assert select_speakers(["slt"]) == [s for s in speakers if s.voice == "slt"]
+    # the speakers of the shipped model's corpus keep their ids and order
+    assert ids[:3] == ["flite_kal_d085", "flite_kal_d085_p120", "flite_kal_d100"]
+    assert ids[33:36] == ["espeak_en_us_s145_p40", "espeak_en_us_s185_p60", "espeak_en_us_m3_s145_p40"]
+    assert len([i for i in ids[:51] if i.startswith(("flite_", "espeak_"))]) == 51
+    assert select_speakers(["slt"]) == [s for s in speakers if s.voice == "slt" and s.engine == "flite"]
     assert [s.id for s in select_speakers(["flite_awb_d085_p95", "flite_awb_d085_p95"])] == ["flite_awb_d085_p95"]
     with pytest.raises(InputError, match="unknown voice 'klingon'"):
         select_speakers(["klingon"])
+
+
+def test_families_name_every_speaker_and_select_by_family():
+    speakers = default_speakers()
+    counts = {family: sum(s.family == family for s in speakers) for family in FAMILIES}
+    assert counts == {"flite": 33, "festival": 33, "espeak": 36, "espeak-klatt": 36}
+    assert all(speaker_family(s.id) == s.family for s in speakers)
+    assert speaker_family("84") == "other"
+    assert all(s.id.startswith("festival_") and s.has_phones for s in select_speakers(["festival"]))
+    assert {s.family for s in select_speakers(["espeak-klatt"])} == {"espeak-klatt"}
+    assert {s.family for s in select_speakers(["espeak"])} == {"espeak"}
+    assert not any(s.has_phones for s in select_speakers(["espeak", "espeak-klatt"]))
+    assert len(select_speakers(["flite", "festival", "espeak", "espeak-klatt"])) == 138
+    slt = select_speakers(["festival:slt"])
+    assert len(slt) == 9 and all(s.engine == "festival" and s.voice == "slt" for s in slt)
+    assert [s.id for s in slt][:2] == ["festival_slt_d080", "festival_slt_d080_p140"]
+    with pytest.raises(InputError, match="unknown festival voice 'awb'"):
+        select_speakers(["festival:awb"])
+    # prosody is wide: rate, pitch and pitch range all vary within each family
+    for family in FAMILIES:
+        members = [s for s in speakers if s.family == family]
+        assert len({s.speed for s in members}) >= 2 and len({s.pitch for s in members}) >= 3, family
+        if family != "flite":
+            assert len({s.pitch_range for s in members}) >= 3, family
+
+
+def test_commands_escape_text_for_ssml_and_scheme(tmp_path):
+    espeak = SpeakerConfig("espeak", "en-us+klatt2", 165, 50, "x-high")
+    argv, stdin = espeak.command('Tom & "Jerry" <3', tmp_path / "x.wav")
+    assert "-m" in argv and argv[-1] == "--stdin"
+    assert stdin == '<speak><prosody range="x-high">Tom &amp; "Jerry" &lt;3</prosody></speak>'
+    plain = SpeakerConfig("espeak", "en-us+m3", 145, 40)
+    assert plain.command("Hi.", tmp_path / "x.wav") == (
+        ["espeak-ng", "-v", "en-us+m3", "-s", "145", "-p", "40", "-w", str(tmp_path / "x.wav"), "--stdin"],
+        "Hi.",
+    )
+    argv, script = SpeakerConfig("festival", "ked", 1.25, 130.0, 28.0).command('Say "hi" \\ now.', "/t/x.wav")
+    assert argv == ["festival", "--pipe"]
+    assert '(Utterance Text "Say \\"hi\\" \\\\ now.")' in script
+    assert "(target_f0_mean 130) (target_f0_std 28)" in script and "Duration_Stretch 1.25" in script
+    hts = festival_script("Hi.", "slt", "/t/x.wav", stretch=1.0, pitch=340.0)
+    assert '"-r" 0.500000' in hts  # twice the pitch by resampling: half the rate keeps the duration
+
+
+def test_parse_festival_segments_maps_phones_and_scales_times():
+    stdout = "festival banner\n" + "".join(
+        f"SEG {name} {end:f}\n"
+        for name, end in [("pau", 0.2), ("hh", 0.25), ("ax", 0.3), ("l", 0.4), ("er", 0.45), ("r", 0.5), ("pau", 0.6)]
+    )
+    segments = parse_festival_segments(stdout, time_scale=0.5)
+    assert [s.phone for s in segments] == ["sil", "hh", "ah", "l", "er", "sil"]  # festival's "er r" is one er
+    assert [s.end for s in segments] == pytest.approx([0.1, 0.125, 0.15, 0.2, 0.25, 0.3])
+    assert segments[0].start == 0.0 and all(a.end == b.start for a, b in zip(segments, segments[1:]))
+    with pytest.raises(InputError, match="before its start"):
+        parse_festival_segments("SEG pau 0.3\nSEG m 0.2\n")
+    with pytest.raises(InputError, match="no segments"):
+        parse_festival_segments("nothing here")
 
 
 def test_plan_is_deterministic_and_splits_do_not_leak():
@@ -293,3 +381,59 @@ def test_cli_writes_splits_and_ends_with_a_json_line(tmp_path):
         timeout=300,
     )
     assert bad.returncode == 2 and "unknown voice 'nonsense'" in bad.stderr
+
+
+# ---------------------------------------------------------------- festival and espeak-ng klatt runs
+
+
+def speech_onset(audio: np.ndarray, rate: int) -> float:
+    hop = int(0.005 * rate)
+    energy = np.array([np.sqrt(np.mean(audio[i : i + hop] ** 2)) for i in range(0, len(audio) - hop, hop)])
+    return np.nonzero(energy > 0.05 * energy.max())[0][0] * 0.005
+
+
+@needs_festival
+@pytest.mark.filterwarnings("ignore:NLTK's averaged_perceptron_tagger")
+def test_festival_segments_are_contiguous_cmudict_phones_aligned_with_the_audio(tmp_path):
+    """Every festival voice, one with a resampling pitch shift: TextGrids tile the audio, the
+    first /m/ starts where speech starts, and the phones are CMUdict's (with flite's reductions)."""
+    text = tmp_path / "s.txt"
+    text.write_text("Mama made more money.\nNever put off until tomorrow what you can do today.\n")
+    voices = ["festival_kal_d100", "festival_ked_d080_p130_r28", "festival_slt_d100", "festival_slt_d125_p215"]
+    summary = synthesize_corpus(
+        tmp_path / "c", n_utterances=8, voices=voices, seed=0, workers=2, text_file=text,
+        test_text_fraction=0.0, test_speaker_fraction=0.0,
+    )  # fmt: skip
+    assert summary["failed"] == 0 and summary["utterances"] == 8
+    utts = load_corpus(tmp_path / "c")
+    assert {u.speaker for u in utts} == set(voices)
+    for utt in utts:
+        audio, rate = sf.read(str(utt.audio_path))
+        phones = read_textgrid(utt.audio_path.with_suffix(".TextGrid"))
+        assert tuple(phones) == utt.phones and phones[0].phone == "sil" and phones[-1].phone == "sil"
+        assert phones[-1].end == pytest.approx(len(audio) / rate, abs=1e-6)
+        assert all(a.end == b.start for a, b in zip(phones, phones[1:]))
+        spoken = [p.phone for p in phones if p.phone != "sil"]
+        assert matches_cmudict(spoken, utt.text.split(), "festival"), (utt.id, spoken)
+        if utt.text.startswith("mama"):
+            assert phones[1].phone == "m"
+            assert abs(speech_onset(audio, rate) - phones[0].end) < 0.03, utt.id
+    by_speaker = {u.speaker: u for u in utts if u.text.startswith("never")}
+    own, shifted = by_speaker["festival_slt_d100"], by_speaker["festival_slt_d125_p215"]
+    assert shifted.duration / own.duration == pytest.approx(1.25, rel=0.1)  # the rate undoes the resampling
+
+
+@needs_espeak
+def test_espeak_klatt_variants_and_pitch_ranges_synthesize_without_phones(tmp_path):
+    voices = ["espeak_en_us_klatt2_s165_rhigh", "espeak_en_gb_scotland_f4_s215_p75_rxhigh"]
+    text = tmp_path / "s.txt"
+    text.write_text("Everybody knows the war is over.\n")
+    summary = synthesize_corpus(
+        tmp_path / "c", n_utterances=2, voices=voices, workers=1, text_file=text,
+        test_text_fraction=0.0, test_speaker_fraction=0.0,
+    )  # fmt: skip
+    assert summary["failed"] == 0
+    utts = load_corpus(tmp_path / "c")
+    assert {u.speaker for u in utts} == set(voices) and all(u.phones is None for u in utts)
+    assert all(1.0 < u.duration < 4.0 for u in utts)
+    assert not any((tmp_path / "c").rglob("*.TextGrid"))

@@ -1,4 +1,4 @@
-"""``asr-introspect synth``: synthesize an English corpus (LibriSpeech layout) with flite/espeak-ng."""
+"""``asr-introspect synth``: synthesize an English corpus (LibriSpeech layout) with flite, festival and espeak-ng."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = add_parser(
         subparsers,
         "synth",
-        help="synthesize a corpus with phone timings (flite) and more voices (espeak-ng)",
+        help="synthesize a corpus with phone timings (flite, festival) and more voices (espeak-ng)",
         description="Synthesize English sentences (Debian fortunes or --text FILE) with flite voices "
-        "(kal, kal16, awb, rms, slt) x speed/pitch variants and espeak-ng voices, into "
+        "(kal, kal16, awb, rms, slt), festival voices (kal, ked diphones; slt HTS) and espeak-ng voices "
+        "(klatt variants included), each with speed, pitch and pitch-range variants, into "
         "OUT/train, OUT/test_text (held-out sentences) and OUT/test_speaker (held-out "
-        "speaker) in the LibriSpeech layout, with TextGrid phone segments for flite. "
+        "speaker) in the LibriSpeech layout, with TextGrid phone segments for flite and festival "
+        "(espeak-ng gives no timings). Speaker ids start with the family. "
         "Rerunning the same command resumes.",
     )
     _common.add_common(parser, out="required")
@@ -32,8 +34,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="VOICE",
-        help="all (default), flite, espeak, flite voices (kal kal16 awb rms slt), "
-        "espeak-ng voices (en-us, en-gb-x-rp+m3, ...) or speaker ids",
+        help="all (default: every family mixed), a family (flite, festival, espeak, espeak-klatt), "
+        "flite voices (kal kal16 awb rms slt), festival voices (festival:kal festival:ked festival:slt), "
+        "espeak-ng voices (en-us, en-gb-x-rp+m3, en-us+klatt2, ...) or speaker ids",
     )
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the sentence and speaker choice")
     parser.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=2, help="parallel synthesizer processes")

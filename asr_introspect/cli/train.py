@@ -19,6 +19,9 @@ from asr_introspect.errors import InputError
 #: ``training.ARCHITECTURES`` (a copy: training imports torch; tests/test_conformer.py keeps them equal)
 ARCHITECTURES = ("wav2letter", "conformer", "quartznet")
 
+#: ``augment.PROFILES`` (a copy: the package imports scipy; tests/test_augment.py keeps them equal)
+AUGMENT_PROFILES = ("none", "light", "channels", "full")
+
 #: TrainConfig's defaults, shown by --help (a copy: TrainConfig imports torch; a test keeps them equal)
 CONFIG_DEFAULTS = {
     "max_steps": 20000,
@@ -110,7 +113,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="drop the preset's BatchNorm (needed for exact multi-process equivalence)",
     )
-    parser.add_argument("--no-augment", action="store_true", help="no speed, noise or masking")
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENT_PROFILES,
+        default=None,
+        metavar="PROFILE",
+        help="augmentation profile: none, light (speed, white noise, SpecAugment: the default), "
+        "channels (light + simulated rooms, coloured/babble noise, gain, clipping, 8 kHz/mu-law/GSM-like "
+        "channels), full (channels + VTLP and pitch shifts); see docs/training.md",
+    )
+    parser.add_argument("--no-augment", action="store_true", help="no speed, noise or masking (--augment none)")
     parser.add_argument(
         "--quantize-aware",
         choices=("nf4", "int8"),
@@ -133,6 +145,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError("--resume continues the run in --out and --overwrite replaces it: give only one of them")
     if args.resume and args.init is not None:
         raise InputError("--init starts a new run and --resume continues one: give only one of them")
+    if args.no_augment and args.augment not in (None, "none"):
+        raise InputError(f"--no-augment and --augment {args.augment} contradict each other: give only one of them")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -168,6 +182,7 @@ def run(args: argparse.Namespace) -> dict:
         "checkpoint_every": args.checkpoint_every,
         "seed": args.seed,
         "quantize_aware": args.quantize_aware,
+        "augment": args.augment,
     }
     for key, value in overrides.items():
         if value is not None:
@@ -175,6 +190,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.no_batch_norm:
         config.batch_norm = False
     if args.no_augment:
+        config.augment = "none"
         config.speed_factors, config.noise_probability = (1.0,), 0.0
         config.freq_masks, config.time_masks_per_second = 0, 0.0
     utterances = load_corpus(args.data, progress=progress_enabled(args))

@@ -1,6 +1,8 @@
-"""Synthesize an English corpus in the LibriSpeech layout with flite and espeak-ng.
+"""Synthesize an English corpus in the LibriSpeech layout with flite, festival and espeak-ng.
 
-Speakers are synthesizer configurations, each with its own speaker id:
+Speakers are synthesizer configurations, each with its own speaker id. The id
+starts with the family (:func:`speaker_family`: ``flite``, ``festival``,
+``espeak``, ``espeak-klatt``), so evaluation can group by family:
 
 - flite voices ``kal`` (8 kHz diphone), ``kal16`` (16 kHz diphone), ``awb``,
   ``rms``, ``slt`` (clustergen) crossed with speed variants
@@ -8,9 +10,21 @@ Speakers are synthesizer configurations, each with its own speaker id:
   (``int_f0_target_mean`` in Hz; ``rms`` ignores it (measured), so it has no
   pitch variants). Ids: ``flite_slt_d085_p210`` (d: stretch x 100, p: mean F0,
   omitted for the voice's own pitch);
+- festival voices ``kal``, ``ked`` (diphones) and ``slt`` (HTS) crossed with
+  duration stretches 0.8 / 1.0 / 1.25 and pitch settings: for the diphone
+  voices mean F0 and F0 standard deviation (pitch range) in Hz, for slt a
+  resampling pitch shift to a mean F0 in Hz (see :mod:`.festival`). Ids:
+  ``festival_ked_d080_p130_r28`` (r: F0 std in Hz; p and r omitted for the
+  voice's own);
 - espeak-ng voices ``en-us``, ``en-gb-x-rp``, ``en-029`` with the variants
   none / ``+m3`` / ``+f2`` and two prosodies (145 words/min at pitch 40, 185 at
-  pitch 60). Ids: ``espeak_en_us_m3_s145_p40``.
+  pitch 60). Ids: ``espeak_en_us_m3_s145_p40``;
+- espeak-ng's formant (Klatt) variants ``+klatt`` ... ``+klatt4`` of the same
+  three voices, and more voices (``en-gb-scotland``, ``en-gb-x-gbcwmd`` with
+  ``+f4``, ``+m7``, ``+croak``), each with three wide prosodies (120 words/min
+  at pitch 25 with an extra-low pitch range, 165 at 50 high, 215 at 75
+  extra-high; the range is set with SSML ``<prosody range>``). Ids:
+  ``espeak_en_us_klatt2_s165_p50_rhigh`` (family ``espeak-klatt``).
 
 Phone segments: flite prints them with ``-psdur`` (each number is the END
 time of the segment; verified against the audio: speech starts where the
@@ -19,8 +33,10 @@ The diphone voices (kal, kal16) render only about half of the final pause, so
 their audio ends ~0.11 s before the last ``pau``: the last segment is clipped
 to the audio's end (``fit_segments_to_duration``). espeak-ng prints no
 reliable timings (``--pho`` needs MBROLA voices), so espeak utterances have
-no phones (``Utterance.phones is None``); use ``g2p.text_to_phones`` for
-their phone *sequence*.
+no phones (``Utterance.phones is None``; keep them out of phone-labelled
+sets); use ``g2p.text_to_phones`` for their phone *sequence*. festival's
+segments come from its utterance structure (:mod:`.festival`), written as
+TextGrids like flite's.
 
 Known differences between flite's phones and CMUdict (measured on 271
 in-dictionary fortune sentences: 87% identical for awb/rms/slt, 94% with the
@@ -35,7 +51,7 @@ Layout written under ``OUT`` (splits as separate LibriSpeech-layout corpora):
 - ``OUT/test_text/``: training speakers x held-out sentences (no text overlap);
 - ``OUT/test_speaker/``: held-out speaker configuration(s) x training sentences;
 - each split: ``SPEAKER/0/SPEAKER-0-NNNNNN.flac`` (16 kHz FLAC), ``.TextGrid``
-  (flite), ``SPEAKER-0.trans.txt``, ``manifest.jsonl``;
+  (flite, festival), ``SPEAKER-0.trans.txt``, ``manifest.jsonl``;
 - ``OUT/synth.json``: settings, speakers, held-out texts and speakers, summary.
 
 With both held-out fractions 0 the corpus is written directly in ``OUT``.
@@ -59,6 +75,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 import soundfile as sf
@@ -70,6 +87,14 @@ from asr_introspect.errors import CorpusError, InputError
 from asr_introspect.io import save_json, write_text_atomic
 from asr_introspect.text import normalize_transcript
 
+from .festival import (
+    FESTIVAL_PACKAGES,
+    FESTIVAL_VOICES,
+    festival_script,
+    festival_voice_installed,
+    parse_festival_segments,
+    rate_factor,
+)
 from .manifest import save_manifest
 from .text_sources import fortune_sentences, read_text_sentences
 from .textgrid import read_textgrid, write_textgrid
@@ -86,10 +111,12 @@ __all__ = [
     "SAMPLE_RATE",
     "FLITE_VOICES",
     "ESPEAK_VOICES",
+    "FAMILIES",
     "SpeakerConfig",
     "PlannedUtterance",
     "default_speakers",
     "select_speakers",
+    "speaker_family",
     "plan_corpus",
     "synthesize_utterance",
     "synthesize_corpus",
@@ -115,36 +142,72 @@ ESPEAK_VARIANTS = ("", "m3", "f2")
 #: (words per minute, pitch 0-99) pairs: a slower, lower and a faster, higher speaker
 ESPEAK_PROSODY = ((145, 40), (185, 60))
 ESPEAK_PITCH = 50  # espeak-ng's default
+#: the formant-synthesis (Klatt) variants of espeak-ng
+ESPEAK_KLATT_VARIANTS = ("klatt", "klatt2", "klatt3", "klatt4")
+#: more espeak-ng accents, with variants of their own (wide prosodies only)
+ESPEAK_MORE_VOICES = ("en-gb-scotland", "en-gb-x-gbcwmd")
+ESPEAK_MORE_VARIANTS = ("f4", "m7", "croak")
+#: (words per minute, pitch 0-99, SSML pitch range) of the klatt and extra voices
+ESPEAK_WIDE_PROSODY = ((120, 25, "x-low"), (165, 50, "high"), (215, 75, "x-high"))
+ESPEAK_RANGES = ("x-low", "low", "medium", "high", "x-high")
+FESTIVAL_STRETCHES = (0.8, 1.0, 1.25)
+#: festival voice -> (mean F0 Hz, F0 std Hz) settings; (None, None) = the voice's own.
+#: slt (HTS) takes a mean F0 only (a resampling shift, see .festival).
+FESTIVAL_PITCHES: dict[str, tuple[tuple[float | None, float | None], ...]] = {
+    "kal": ((None, None), (80.0, 6.0), (130.0, 28.0), (170.0, 40.0)),
+    "ked": ((None, None), (80.0, 6.0), (130.0, 28.0), (170.0, 40.0)),
+    "slt": ((None, None), (140.0, None), (215.0, None)),
+}
+#: synthesizer families (the first part of every speaker id)
+FAMILIES = ("flite", "festival", "espeak", "espeak-klatt")
 
 
 @dataclass(frozen=True)
 class SpeakerConfig:
     """A synthesizer configuration used as one speaker.
 
-    ``engine``: ``"flite"`` or ``"espeak"``; ``voice``: flite voice or espeak voice
-    (``"en-us+m3"``); ``speed``: flite ``duration_stretch`` or espeak words/minute;
-    ``pitch``: flite mean F0 (Hz, None = voice default) or espeak pitch 0-99.
+    ``engine``: ``"flite"``, ``"festival"`` or ``"espeak"``; ``voice``: flite
+    voice, festival voice (a key of ``festival.FESTIVAL_VOICES``) or espeak voice
+    (``"en-us+m3"``); ``speed``: flite/festival duration stretch or espeak
+    words/minute; ``pitch``: flite/festival mean F0 (Hz, None = voice default) or
+    espeak pitch 0-99; ``pitch_range``: festival diphone F0 standard deviation
+    (Hz) or an espeak SSML range name (``ESPEAK_RANGES``), None = the voice's own.
     """
 
     engine: str
     voice: str
     speed: float
     pitch: float | None = None
+    pitch_range: float | str | None = None
 
     @property
     def id(self) -> str:
-        """Speaker id (letters, digits, ``_``; no ``-``)."""
-        if self.engine == "flite":
-            sid = f"flite_{self.voice}_d{int(round(self.speed * 100)):03d}"
-            return sid + (f"_p{int(round(self.pitch))}" if self.pitch is not None else "")
+        """Speaker id (letters, digits, ``_``; no ``-``), starting with the engine."""
+        if self.engine in ("flite", "festival"):
+            sid = f"{self.engine}_{self.voice}_d{int(round(self.speed * 100)):03d}"
+            sid += f"_p{int(round(self.pitch))}" if self.pitch is not None else ""
+            return sid + (f"_r{int(round(float(self.pitch_range)))}" if self.pitch_range is not None else "")
         name = self.voice.replace("-", "_").replace("+", "_")
         sid = f"espeak_{name}_s{int(round(self.speed))}"
-        return sid + (f"_p{int(round(self.pitch))}" if self.pitch not in (None, ESPEAK_PITCH) else "")
+        sid += f"_p{int(round(self.pitch))}" if self.pitch not in (None, ESPEAK_PITCH) else ""
+        return sid + (f"_r{str(self.pitch_range).replace('-', '')}" if self.pitch_range is not None else "")
+
+    @property
+    def family(self) -> str:
+        """``flite``, ``festival``, ``espeak`` or ``espeak-klatt`` (a Klatt variant)."""
+        if self.engine == "espeak" and self.voice.partition("+")[2].lower().startswith("klatt"):
+            return "espeak-klatt"
+        return self.engine
 
     @property
     def has_phones(self) -> bool:
-        """Whether utterances of this speaker get phone segments (flite only)."""
-        return self.engine == "flite"
+        """Whether utterances of this speaker get phone segments (flite and festival)."""
+        return self.engine in ("flite", "festival")
+
+    @property
+    def rate_factor(self) -> float:
+        """How many times faster than its header says the synthesized wave is read (festival HTS pitch)."""
+        return rate_factor(self.voice, self.pitch) if self.engine == "festival" else 1.0
 
     def command(self, text: str, wav_path: str | os.PathLike) -> tuple[list[str], str | None]:
         """``(argv, stdin)`` that writes ``text`` spoken to ``wav_path``."""
@@ -153,6 +216,9 @@ class SpeakerConfig:
             if self.pitch is not None:
                 argv += ["--setf", f"int_f0_target_mean={self.pitch:g}"]
             return argv + ["-t", text, "-o", str(wav_path), "-psdur"], None
+        if self.engine == "festival":
+            script = festival_script(text, self.voice, wav_path, self.speed, self.pitch, self.pitch_range)
+            return ["festival", "--pipe"], script
         argv = [
             "espeak-ng",
             "-v",
@@ -165,15 +231,28 @@ class SpeakerConfig:
             str(wav_path),
             "--stdin",
         ]
-        return argv, text
+        if self.pitch_range is None:
+            return argv, text
+        ssml = f'<speak><prosody range="{self.pitch_range}">{xml_escape(" ".join(text.split()))}</prosody></speak>'
+        return argv[:-1] + ["-m", "--stdin"], ssml
 
     def to_dict(self) -> dict:
         """JSON-ready settings plus the id."""
         return {"id": self.id, **asdict(self)}
 
 
+def speaker_family(speaker_id: str) -> str:
+    """The synthesizer family of a speaker id (:data:`FAMILIES`), ``"other"`` for ids of no family."""
+    engine = speaker_id.split("_", 1)[0]
+    if engine == "espeak":
+        return "espeak-klatt" if "_klatt" in speaker_id else "espeak"
+    return engine if engine in FAMILIES else "other"
+
+
 def default_speakers() -> list[SpeakerConfig]:
-    """Every default configuration: flite voices x speeds x pitches, espeak voices x variants x prosodies."""
+    """Every default configuration (138): flite voices x speeds x pitches, festival voices x
+    stretches x pitches, espeak voices x variants x prosodies, espeak klatt and extra voices x
+    wide prosodies. The first 51 (flite and the original espeak set) keep their ids and order."""
     speakers = [
         SpeakerConfig("flite", voice, stretch, pitch)
         for voice, pitches in FLITE_VOICES.items()
@@ -185,6 +264,22 @@ def default_speakers() -> list[SpeakerConfig]:
         for voice in ESPEAK_VOICES
         for variant in ESPEAK_VARIANTS
         for rate, pitch in ESPEAK_PROSODY
+    ]
+    speakers += [
+        SpeakerConfig("festival", voice, stretch, pitch, pitch_range)
+        for voice, pitches in FESTIVAL_PITCHES.items()
+        for stretch in FESTIVAL_STRETCHES
+        for pitch, pitch_range in pitches
+    ]
+    speakers += [
+        SpeakerConfig("espeak", f"{voice}+{variant}", rate, pitch, pitch_range)
+        for voices, variants in (
+            (ESPEAK_VOICES, ESPEAK_KLATT_VARIANTS),
+            (ESPEAK_MORE_VOICES, ESPEAK_MORE_VARIANTS),
+        )
+        for voice in voices
+        for variant in variants
+        for rate, pitch, pitch_range in ESPEAK_WIDE_PROSODY
     ]
     return speakers
 
@@ -211,11 +306,14 @@ def _espeak_known() -> tuple[set[str], set[str]]:
 def select_speakers(voices: Sequence[str] | None = None) -> list[SpeakerConfig]:
     """Speaker configurations for ``voices`` (default: all, see :func:`default_speakers`).
 
-    Items: ``all``, ``flite``, ``espeak``; a flite voice (``slt``: all its
-    variants); an espeak voice with or without variant (``en-us``: the three
-    default variants x prosodies; ``en-gb+f3``: prosodies only; ``espeak:NAME`` forces
-    espeak); or a speaker id from :func:`default_speakers`. Order is
-    deterministic; duplicates are removed. ``InputError`` for unknown names.
+    Items: ``all``; a family: ``flite``, ``festival``, ``espeak`` (espeak-ng
+    without the klatt variants), ``espeak-klatt`` (the klatt variants); a flite
+    voice (``slt``: all its variants); a festival voice (``festival:kal``,
+    ``festival:ked``, ``festival:slt``); an espeak voice with or without variant
+    (``en-us``: the three default variants x prosodies; ``en-gb+f3``: prosodies
+    only; ``espeak:NAME`` forces espeak); or a speaker id from
+    :func:`default_speakers`. Order is deterministic; duplicates are removed.
+    ``InputError`` for unknown names.
     """
     defaults = default_speakers()
     if not voices:
@@ -228,10 +326,13 @@ def select_speakers(voices: Sequence[str] | None = None) -> list[SpeakerConfig]:
             key = name.strip()
             if key == "all":
                 chosen += defaults
-            elif key == "flite":
-                chosen += [s for s in defaults if s.engine == "flite"]
-            elif key == "espeak":
-                chosen += [s for s in defaults if s.engine == "espeak"]
+            elif key in FAMILIES:
+                chosen += [s for s in defaults if s.family == key]
+            elif key.startswith("festival:"):
+                voice = key.split(":", 1)[1]
+                if voice not in FESTIVAL_VOICES:
+                    raise InputError(f"unknown festival voice {voice!r}: use one of {', '.join(FESTIVAL_VOICES)}")
+                chosen += [s for s in defaults if s.engine == "festival" and s.voice == voice]
             elif key in FLITE_VOICES:
                 chosen += [s for s in defaults if s.engine == "flite" and s.voice == key]
             elif key in by_id:
@@ -244,8 +345,8 @@ def select_speakers(voices: Sequence[str] | None = None) -> list[SpeakerConfig]:
             base, _, variant = name.partition("+")
             if base.lower() not in languages or (variant and variant.lower() not in variants):
                 raise InputError(
-                    f"unknown voice {name!r}: use all, flite, espeak, a flite voice "
-                    f"({', '.join(FLITE_VOICES)}), an espeak-ng voice such as en-us or "
+                    f"unknown voice {name!r}: use all, a family ({', '.join(FAMILIES)}), a flite voice "
+                    f"({', '.join(FLITE_VOICES)}), festival:kal|ked|slt, an espeak-ng voice such as en-us or "
                     "en-us+m3 (see espeak-ng --voices), or a speaker id"
                 )
             names = [name] if variant else [base + (f"+{v}" if v else "") for v in ESPEAK_VARIANTS]
@@ -297,7 +398,7 @@ def plan_corpus(
     ``test_text`` speaks the held-out sentences with training speakers;
     ``test_speaker`` speaks training sentences with the held-out speaker(s)
     (default: one flite configuration that is not a voice's default, chosen by
-    ``seed``; none when there are fewer than two speakers).
+    ``seed``, else such a festival one; none when there are fewer than two speakers).
     """
     if n_utterances < 1:
         raise InputError(f"--utterances must be >= 1, got {n_utterances}")
@@ -315,7 +416,11 @@ def plan_corpus(
         held = [s for s in speakers if s.id in set(held_out_speakers)]
     elif test_speaker_fraction > 0 and len(speakers) >= 2:
         candidates = [s for s in speakers if s.engine == "flite" and (s.speed != 1.0 or s.pitch is not None)]
-        candidates = candidates or [s for s in speakers if s.engine == "flite"] or list(speakers)
+        candidates = candidates or [s for s in speakers if s.engine == "flite"]
+        candidates = candidates or [
+            s for s in speakers if s.engine == "festival" and (s.speed != 1.0 or s.pitch is not None)
+        ]
+        candidates = candidates or list(speakers)
         held = [candidates[int(rng.integers(len(candidates)))]]
     else:
         held = []
@@ -374,8 +479,12 @@ class SynthResult:
     error: str | None = None
 
 
-def _read_resampled(path: Path, source: str) -> np.ndarray:
-    """Mono float32 audio of ``path`` at ``SAMPLE_RATE``; ``CorpusError`` if empty or not finite."""
+def _read_resampled(path: Path, source: str, rate_factor: float = 1.0) -> np.ndarray:
+    """Mono float32 audio of ``path`` at ``SAMPLE_RATE``; ``CorpusError`` if empty or not finite.
+
+    ``rate_factor``: read the file as if its sampling rate were that many times
+    its header's (a resampling pitch shift: F0 and formants times the factor,
+    duration divided by it); the product is rounded to whole Hz."""
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as exc:
@@ -383,6 +492,7 @@ def _read_resampled(path: Path, source: str) -> np.ndarray:
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if audio.size == 0 or not np.isfinite(audio).all():
         raise CorpusError(f"{source}: the synthesizer wrote empty or non-finite audio")
+    rate = int(round(rate * rate_factor))
     if rate != SAMPLE_RATE:
         g = int(np.gcd(int(rate), SAMPLE_RATE))
         audio = resample_poly(audio, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
@@ -398,12 +508,19 @@ def _flite_segments(stdout: str, duration: float, source: str) -> list[PhoneSegm
     return segments
 
 
+def _festival_segments(stdout: str, duration: float, factor: float, source: str) -> list[PhoneSegment]:
+    segments = merge_silences(parse_festival_segments(stdout, time_scale=1.0 / factor, source=source))
+    segments = fit_segments_to_duration(segments, duration, source)
+    check_segments(segments, source, duration)
+    return segments
+
+
 def synthesize_utterance(
     planned: PlannedUtterance, chapter_dir: str | os.PathLike, tmp_dir: str | os.PathLike, timeout: float = 120.0
 ) -> SynthResult:
     """Synthesize (or keep) one utterance into ``chapter_dir``; never raises for synthesis failures.
 
-    Kept when the audio exists (and, for flite, its TextGrid). Otherwise the
+    Kept when the audio exists (and, with phones, its TextGrid). Otherwise the
     synthesizer writes a temporary WAV, which is resampled to 16 kHz
     (``scipy.signal.resample_poly``: several times faster than torchaudio for
     22.05 kHz and free of torch threads); the TextGrid is written first, the
@@ -428,13 +545,16 @@ def synthesize_utterance(
             proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
             if proc.returncode != 0:
                 raise CorpusError(f"{argv[0]} exited with {proc.returncode}: {proc.stderr.strip()[:200]}")
-            audio = _read_resampled(Path(wav), f"utt {planned.id}")
+            audio = _read_resampled(Path(wav), f"utt {planned.id}", speaker.rate_factor)
         finally:
             Path(wav).unlink(missing_ok=True)
         duration = len(audio) / SAMPLE_RATE
         phones = None
-        if speaker.has_phones:
+        if speaker.engine == "flite":
             phones = tuple(_flite_segments(proc.stdout, duration, f"utt {planned.id}"))
+        elif speaker.engine == "festival":
+            phones = tuple(_festival_segments(proc.stdout, duration, speaker.rate_factor, f"utt {planned.id}"))
+        if phones is not None:
             write_textgrid(grid, phones, xmax=duration)
         save_audio(flac, audio, SAMPLE_RATE)
         return SynthResult(planned, Utterance(planned.id, speaker.id, flac, planned.text, phones, duration), kept=False)
@@ -497,6 +617,15 @@ def synthesize_corpus(
         _require("flite", "flite")
     if any(s.engine == "espeak" for s in speakers):
         _require("espeak-ng", "espeak-ng")
+    festival_voices = sorted({s.voice for s in speakers if s.engine == "festival"})
+    if festival_voices:
+        _require("festival", "festival " + " ".join(FESTIVAL_PACKAGES[v] for v in festival_voices))
+        missing = [v for v in festival_voices if not festival_voice_installed(v)]
+        if missing:
+            raise InputError(
+                f"festival voice(s) {', '.join(missing)} not installed: apt-get install "
+                f"{' '.join(FESTIVAL_PACKAGES[v] for v in missing)}, or choose other --voices"
+            )
     sentences = read_text_sentences(text_file) if text_file is not None else fortune_sentences()
     plan, info = plan_corpus(
         sentences, speakers, n_utterances, seed, test_text_fraction, test_speaker_fraction, held_out_speakers
