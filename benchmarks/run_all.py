@@ -12,6 +12,8 @@ SCRIPTS = [
     "bench_attribution.py",
     "bench_alignment.py",
     "bench_training.py",
+    "bench_claims.py",
+    "bench_augment.py",
 ]
 
 if __name__ == "__main__":

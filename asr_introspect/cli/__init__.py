@@ -24,6 +24,7 @@ import sys
 from asr_introspect.cli import (
     align,
     attribute,
+    claims,
     concepts,
     demo,
     dissect,
@@ -50,6 +51,7 @@ COMMANDS = {
     "naps": naps,
     "dissect": dissect,
     "concepts": concepts,
+    "claims": claims,
     "demo": demo,
 }
 SUBCOMMANDS = tuple(COMMANDS)

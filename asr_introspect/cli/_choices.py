@@ -31,4 +31,4 @@ ATTRIBUTION_METHODS = (
     "wam-ig",
 )
 #: the figure family letters of ``workflows.figures.FAMILIES``
-FIGURE_FAMILIES = "abcdefgh"
+FIGURE_FAMILIES = "abcdefghi"

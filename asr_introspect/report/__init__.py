@@ -34,9 +34,11 @@ included, is escaped and shown as text.
 
 Modules: :mod:`.markdown` (the converter), :mod:`.summary` (reading and
 validating ``summary.json``, :func:`copy_asset`), :mod:`.render` (the page,
-:func:`render_report`, :func:`write_report`).
+:func:`render_report`, :func:`write_report`), :mod:`.claims` (the claims
+section: :func:`claims_section`).
 """
 
+from asr_introspect.report.claims import claims_section
 from asr_introspect.report.markdown import markdown_to_html
 from asr_introspect.report.render import render_report, write_report
 from asr_introspect.report.summary import AUDIO_TYPES, IMAGE_TYPES, copy_asset, load_summary, validate_summary
@@ -50,4 +52,5 @@ __all__ = [
     "render_report",
     "write_report",
     "copy_asset",
+    "claims_section",
 ]

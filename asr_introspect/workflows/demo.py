@@ -33,6 +33,7 @@ FOLDERS = {
     "f": "f_dissection",
     "g": "g_wavelets",
     "h": "h_concepts",
+    "i": "i_claims",
 }
 
 TITLE = "asr-introspect: looking inside a convolutional speech recognizer"

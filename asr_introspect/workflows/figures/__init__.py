@@ -11,6 +11,7 @@ numbers under ``out`` and returns the report :class:`~.section.Section`.
 
 from asr_introspect.workflows.figures import (
     attribution_maps,
+    claims,
     concept_dictionaries,
     ctc_alignment,
     letter_patterns,
@@ -22,7 +23,8 @@ from asr_introspect.workflows.figures import (
 from asr_introspect.workflows.figures.section import Section
 
 #: figure family letter -> module: (a)-(e) in the order of the original work, then the methods of the
-#: later papers: (f) audio network dissection, (g) wavelet attribution (WAM), (h) concept dictionaries
+#: later papers: (f) audio network dissection, (g) wavelet attribution (WAM), (h) concept dictionaries; and
+#: (i) the papers' claims as numbers with nulls and intervals
 FAMILIES = {
     "a": attribution_maps,
     "b": optimal_inputs,
@@ -32,6 +34,7 @@ FAMILIES = {
     "f": network_dissection,
     "g": wavelet_attribution,
     "h": concept_dictionaries,
+    "i": claims,
 }
 
 __all__ = ["FAMILIES", "Section"]
