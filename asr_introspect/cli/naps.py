@@ -59,6 +59,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="weight frames by the gradient (or |gradient x activation|) of the prediction",
     )
     parser.add_argument(
+        "--align",
+        choices=("label", "saliency-peak"),
+        default="label",
+        help="where each letter/phone occurrence's frames are taken: at its label (NAPs) or moved to the input "
+        "frame its prediction's saliency peaks at (SNAPs)",
+    )
+    parser.add_argument(
+        "--topographic",
+        nargs="?",
+        const="pca",
+        default=None,
+        choices=("pca", "mds", "umap"),
+        metavar="LAYOUT",
+        help="also write topographic maps per layer: neurons laid out by their profiles with LAYOUT "
+        "(pca, the default; mds; umap if umap-learn is installed), one map per group",
+    )
+    parser.add_argument(
         "--normalize",
         choices=NAP_NORMALIZATIONS,
         default="zscore",
@@ -138,6 +155,8 @@ def run(args: argparse.Namespace) -> dict:
             clusters=args.clusters,
             min_count=args.min_count,
             batch_size=args.batch_size,
+            align=args.align,
+            topographic=args.topographic,
             figures=not args.no_figures,
             model_path=model_path,
             data_path=data_path,
