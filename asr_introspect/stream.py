@@ -477,6 +477,15 @@ class StreamEstimator:
         """Whether this estimator needs the model run (logits, activations); False: features suffice."""
         return True
 
+    @staticmethod
+    def require_layers(batch: StreamBatch, layers: Sequence[str]) -> dict[str, int]:
+        """{layer: channels} of ``layers`` in ``batch``; an :class:`InputError` naming the layers the
+        stream did not record (estimators size their state from this on their first batch)."""
+        missing = [n for n in layers if n not in batch.activations]
+        if missing:
+            raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
+        return {n: int(batch.activations[n].shape[1]) for n in layers}
+
     def prepare(self, model) -> None:
         """Size the state for ``model`` before any batch (so a process with an empty shard can still
         all-reduce). Estimators that size themselves on the first batch override this."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from planted import tiny_model_with_batchnorm
 from shipped import requires_shipped
 from sklearn.metrics import adjusted_rand_score
 
@@ -74,16 +75,7 @@ def _planted(n_groups=12, n_clusters=3, block=20, frames=150, loud=5, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from asr_introspect.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("tiny").eval()
-    for module in model.module.modules():  # non-trivial BatchNorm so padding errors would show
-        if isinstance(module, torch.nn.BatchNorm1d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return model
+    return tiny_model_with_batchnorm()
 
 
 @pytest.fixture(scope="module")

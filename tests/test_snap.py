@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from planted import tiny_model_with_batchnorm
 
 from asr_introspect.alignment import forced_align
 from asr_introspect.corpus.utterance import PhoneSegment, Utterance
@@ -23,16 +24,7 @@ LAYERS = ["conv1", "conv6", "conv11"]
 
 @pytest.fixture(scope="module")
 def tiny(one_thread):
-    from asr_introspect.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("tiny").eval()
-    for module in model.module.modules():  # non-trivial BatchNorm so padding errors would show
-        if isinstance(module, torch.nn.BatchNorm1d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return model
+    return tiny_model_with_batchnorm()
 
 
 @pytest.fixture(scope="module")

@@ -573,8 +573,15 @@ def layer_claims(
         last = len(layers) - 1
 
         def margin(values: np.ndarray) -> np.ndarray:
+            """The last layer's score minus the best earlier layer's; NaN where no earlier layer has one."""
             values = np.atleast_2d(values)
-            return values[:, last] - np.nanmax(values[:, :last], axis=1) if last else np.zeros(len(values))
+            if not last:
+                return np.zeros(len(values))
+            earlier = values[:, :last]
+            defined = ~np.isnan(earlier).all(axis=1)
+            best = np.full(len(values), np.nan)
+            best[defined] = np.nanmax(earlier[defined], axis=1)
+            return values[:, last] - best
 
         samples, null_samples = margin(cur["model"]["samples"]), margin(cur["random"]["samples"])
         interval, null_interval = _interval(samples), _interval(null_samples)

@@ -591,14 +591,8 @@ class DissectionEstimator(StreamEstimator):
         """Add one stream batch (recording at least ``self.layers_``)."""
         if self.layers_ is None:
             self._ready(batch.model)
-            layers = self.stream_layers(batch.model)
-            missing = [n for n in layers if n not in batch.activations]
-            if missing:
-                raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
-            self._bind(batch.model, {n: int(batch.activations[n].shape[1]) for n in layers})
-        missing = [n for n in self.layers_ if n not in batch.activations]
-        if missing:
-            raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
+            self._bind(batch.model, self.require_layers(batch, self.stream_layers(batch.model)))
+        self.require_layers(batch, self.layers_)
         vocab = self.vocabulary_
         first = len(self.utterance_ids_)
         self.utterance_ids_ += [u.id for u in batch.utterances]

@@ -158,11 +158,7 @@ class ActivationQuantiles(StreamEstimator):
     def partial_fit(self, batch: StreamBatch) -> ActivationQuantiles:
         """Add the valid frames of one stream batch (recording at least ``self.layers_``)."""
         if self.layers_ is None:
-            layers = self.stream_layers(batch.model)
-            missing = [n for n in layers if n not in batch.activations]
-            if missing:
-                raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
-            self._bind(batch.model, {n: int(batch.activations[n].shape[1]) for n in layers})
+            self._bind(batch.model, self.require_layers(batch, self.stream_layers(batch.model)))
         for name in self.layers_:
             lengths = batch.layer_lengths(name)
             histogram_into(batch.activations[name].detach().cpu().numpy(), lengths, self.hist_[name])

@@ -426,14 +426,8 @@ class NAPEstimator(StreamEstimator):
                 f"got {batch.weighting!r}"
             )
         if self.stats_ is None:
-            layers = self.stream_layers(batch.model)
-            missing = [n for n in layers if n not in batch.activations]
-            if missing:
-                raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
-            self._bind(batch.model, {n: int(batch.activations[n].shape[1]) for n in layers})
-        missing = [n for n in self.layers_ if n not in batch.activations]
-        if missing:
-            raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
+            self._bind(batch.model, self.require_layers(batch, self.stream_layers(batch.model)))
+        self.require_layers(batch, self.layers_)
         labels = self._group_labels(batch)
         for name in self.layers_:
             # the whole padded batch as (B*T, C) frames; padded frames and skipped utterances have

@@ -362,14 +362,8 @@ class SNAPEstimator(NAPEstimator):
         if batch.logits is None:
             raise InputError("saliency-peak alignment needs the model's logits: stream with forward=True")
         if self.stats_ is None:
-            layers = self.stream_layers(batch.model)
-            missing = [n for n in layers if n not in batch.activations]
-            if missing:
-                raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
-            self._bind(batch.model, {n: int(batch.activations[n].shape[1]) for n in layers})
-        missing = [n for n in self.layers_ if n not in batch.activations]
-        if missing:
-            raise InputError(f"the stream batch has no activations for {missing}: stream these layers")
+            self._bind(batch.model, self.require_layers(batch, self.stream_layers(batch.model)))
+        self.require_layers(batch, self.layers_)
         labels = self._group_labels(batch)
         occurrence_ids, frames, targets = self._occurrences(batch)
         peaks, centres = self._peaks(batch, frames, targets)
