@@ -148,6 +148,20 @@ class StreamBatch:
             self._cache[key] = np.asarray(torch.as_tensor(value).cpu(), dtype=np.int64).reshape(-1)
         return self._cache[key]
 
+    def _axis(self, layer: str) -> tuple:
+        """What a layer's frame labels depend on: its frame geometry (stride, offset, receptive field),
+        padded width and valid lengths. Layers with equal axes (e.g. every block of a transformer) share
+        one label array, computed once; treat label arrays as read-only."""
+        key = ("axis", layer)
+        if key not in self._cache:
+            if layer == "input":
+                geometry = (1, 0, 1)
+            else:
+                g = self.model.frame_map.layer(layer)
+                geometry = (g.stride, g.offset, g.receptive_field)
+            self._cache[key] = (*geometry, self.width(layer), self.layer_lengths(layer).tobytes())
+        return self._cache[key]
+
     def mask(self, layer: str) -> np.ndarray:
         """(B, T_layer) bool: True on valid (non-padded) frames."""
         return np.arange(self.width(layer))[None, :] < self.layer_lengths(layer)[:, None]
@@ -247,7 +261,7 @@ class StreamBatch:
         each frame takes the output frame nearest its receptive-field centre, clipped to the
         utterance's last output frame (:func:`alignment.transfer_labels`).
         """
-        key = ("letters", layer, source, letter_mode, int(shift))
+        key = ("letters", self._axis(layer), source, letter_mode, int(shift))
         if key in self._cache:
             return self._cache[key]
         model = self.model
@@ -264,6 +278,7 @@ class StreamBatch:
                 index = transfer_index(model.frame_map, model.output_layer, layer, width)
             carried = np.take_along_axis(padded, np.minimum(index[None, :], last), axis=1)
             labels[rows] = np.where(self.mask(layer)[rows], carried, -1)
+        labels.setflags(write=False)  # shared by every layer on this axis
         self._cache[key] = labels
         return labels
 
@@ -295,7 +310,7 @@ class StreamBatch:
     def phone_labels(self, layer: str) -> np.ndarray:
         """(B, T_layer) int64 indices into ``text.PHONES`` of the segment covering each frame's centre,
         -1 outside every segment, on padded frames and for utterances without segments."""
-        key = ("phones", layer)
+        key = ("phones", self._axis(layer))
         if key in self._cache:
             return self._cache[key]
         width = self.width(layer)
@@ -309,6 +324,7 @@ class StreamBatch:
                     timelines[b] = PhoneTimeline.from_segments(self.utterances[b].phones)
                 labels[b] = timelines[b].labels(times)
             labels = np.where(self.mask(layer), labels, -1)
+        labels.setflags(write=False)  # shared by every layer on this axis
         self._cache[key] = labels
         return labels
 
