@@ -10,6 +10,13 @@ Example (the command that made ``asr_introspect/data/eval_corpus``)::
 
     python data_prep/make_eval_corpus.py --src runs-data/synth/test_text \
         --out asr_introspect/data/eval_corpus --utterances 160 --max-mb 9.5
+
+``--add`` adds utterances to an existing corpus instead (its files stay
+as they are, so git history does not carry two corpora), for example one
+voice family at a time from held-out sentences synthesized by that family::
+
+    python data_prep/make_eval_corpus.py --src data/held_out_festival --families festival \
+        --out asr_introspect/data/eval_corpus --add --utterances 16 --max-mb 1.2
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_introspect.corpus import load_corpus, save_manifest
+from asr_introspect.corpus.synth import FAMILIES, speaker_family
 from asr_introspect.corpus.utterance import Utterance
 from asr_introspect.io import write_text_atomic
 
@@ -55,11 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=4.0, help="longest clip kept")
     parser.add_argument("--max-mb", type=float, default=9.5, help="size budget of the audio + TextGrids")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--families", nargs="+", choices=FAMILIES, default=None, help="only speakers of these voice families"
+    )
+    parser.add_argument("--add", action="store_true", help="add to the corpus in --out (ids already there are skipped)")
     args = parser.parse_args(argv)
-    if args.out.exists() and any(args.out.iterdir()):
-        print(f"{args.out}: exists and is not empty; remove it first", file=sys.stderr)
+    existing = load_corpus(args.out) if args.add and args.out.is_dir() and any(args.out.iterdir()) else []
+    if not args.add and args.out.exists() and any(args.out.iterdir()):
+        print(f"{args.out}: exists and is not empty; remove it first, or add to it with --add", file=sys.stderr)
         return 2
-    chosen = select(load_corpus(args.src), args.utterances, args.max_seconds, args.seed)
+    have = {u.id for u in existing}
+    candidates = [
+        u
+        for u in load_corpus(args.src)
+        if u.id not in have and (args.families is None or speaker_family(u.speaker) in args.families)
+    ]
+    chosen = select(candidates, args.utterances, args.max_seconds, args.seed)
     if len(chosen) < args.utterances:
         print(
             f"only {len(chosen)} utterances with phone segments <= {args.max_seconds} s in {args.src}", file=sys.stderr
@@ -79,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         transcripts[dest_dir / f"{utt.speaker}-{chapter}.trans.txt"].append(f"{utt.id} {utt.text.upper()}")
         copied.append(utt)
     for path, lines in transcripts.items():
+        if path.is_file():  # --add: a speaker already in the corpus keeps its lines
+            lines = [*path.read_text(encoding="utf-8").splitlines(), *lines]
         write_text_atomic(path, "\n".join(sorted(lines)) + "\n")
     utterances = load_corpus(args.out)
     save_manifest(utterances, args.out / "manifest.jsonl")
@@ -86,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "utterances": len(utterances),
         "speakers": len({u.speaker for u in utterances}),
         "seconds": round(sum(u.duration or 0 for u in utterances), 1),
+        "added": len(copied),
         "megabytes": round(size / 1e6, 2),
         "source": str(args.src),
     }

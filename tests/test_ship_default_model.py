@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -177,3 +178,50 @@ def test_card_names_the_augmentation_profile(ship):
     assert "profile `full` (simulated rooms" in full and "VTLP" in full
     assert "VTLP" not in ship._augmentation({**light, "augment": "channels"})
     assert ship._augmentation({**light, "augment": "none"}) == "no augmentation"
+
+
+def test_candidates_are_chosen_on_every_family_condition_and_the_real_set(ship, tiny_corpus, tmp_path, capsys):
+    """--candidates: the checkpoint with the lowest (grid mean CER + real CER) / 2 of its rounded weights
+    ships; the card reports the grid, the real set per source and the selection table."""
+    import shutil
+
+    grid = tmp_path / "grid"
+    for family, condition in (("espeak", "clean"), ("flite", "clean"), ("flite", "reverb")):
+        shutil.copytree(tiny_corpus.root, grid / family / condition)
+    runs = []
+    for seed in (3, 4):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        training = stage(5 * seed, {"train": str(tiny_corpus.root), "train_utterances": 7})
+        runs.append(save(run / "best.safetensors", seed, {"training": training, "metrics": {}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    root = str(tiny_corpus.root)
+    args = ["--run", str(tmp_path / "run3"), "--test-text", root, "--test-speaker", root, "--eval-corpus", root]
+    with pytest.raises(SystemExit):  # a choice needs what it is made on
+        ship.main([*args, "--out", str(out), "--candidates", *map(str, runs)])
+    assert "--candidates needs --grid and --real" in capsys.readouterr().err
+    assert (
+        ship.main([*args, "--out", str(out), "--candidates", *map(str, runs), "--grid", str(grid), "--real", root]) == 0
+    )
+
+    scores = []
+    for path in runs:
+        model, _ = load_checkpoint(path)
+        ship.round_as_shipped(model, "nf4")
+        cells = [evaluate(model, load_corpus(root))["cer"]] * 3  # every cell is a copy of the tiny corpus
+        scores.append(0.5 * (sum(cells) / 3 + evaluate(model, load_corpus(root))["cer"]))
+    _, meta = load_checkpoint(out / "default_model.safetensors")
+    card = meta["model_card"]
+    chosen = runs[int(np.argmin(scores))]
+    assert card["selection"]["chosen"] == str(chosen)
+    assert [r["score"] for r in card["selection"]["candidates"]] == pytest.approx(scores, abs=1e-9)
+    assert card["training"]["step"] == load_checkpoint(chosen)[1]["training"]["step"]
+    assert list(card["grid"]) == ["flite", "espeak"] and list(card["grid"]["flite"]) == ["clean", "reverb"]
+    assert set(card["real"]) == {"all", "19", "84", "103"} and card["real"]["all"]["utterances"] == 7
+
+    text = (out / "MODEL_CARD.md").read_text()
+    assert "## By voice family and channel condition" in text and "| family | clean | reverb |" in text
+    assert "## Real speech" in text and "| `103` | " in text
+    assert "| step | grid mean CER | real dev CER | score | |" in text and text.count(" chosen |") == 1
+    assert "real recordings score CER" in text
