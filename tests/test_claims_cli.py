@@ -60,6 +60,12 @@ def test_claims_cli_writes_files_and_one_json_line(checkpoint, tiny_corpus, tmp_
     assert summary["utterances"] == 7 and summary["bootstrap"] == 5
     names = {Path(p).name for p in summary["files"]}
     assert {"claims.json", "layer_trend.npz", "cka.png", "claims.png", "index.html"} <= names
+    # the figures with their captions, the claims chart first (the demo's section shows these)
+    assert summary["figures"][0]["path"] == "figures/claims.png"
+    assert all((out / f["path"]).is_file() and f["caption"] for f in summary["figures"])
+    assert {f["path"] for f in summary["figures"]} == {
+        str(Path(p).relative_to(out)) for p in summary["files"] if p.endswith(".png")
+    }
     report = json.loads((out / "claims.json").read_text())
     assert report["settings"]["layer_randomization"].startswith("independent")
     assert {c["verdict"] for c in report["claims"]} <= {"supported", "not supported", "inconclusive"}

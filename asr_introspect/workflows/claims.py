@@ -154,6 +154,7 @@ def claims(
             for c in result.claims
         },
         "notes": result.notes,
+        "figures": [{"path": rel, "caption": caption} for rel, caption in figure_list],  # paths relative to out
         "files": files,
     }
     return finite(summary), result

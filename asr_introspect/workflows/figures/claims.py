@@ -56,7 +56,7 @@ def run(
         data_path=data_path,
         progress=progress,
     )
-    figures = [(str(out / p), caption) for p, caption in _figures(summary["files"], out)]
+    figures = [(str(out / f["path"]), f["caption"]) for f in summary["figures"]]
     section = claims_section(result.claims, figures)
     numbers = {
         **section["numbers"],
@@ -74,25 +74,3 @@ def run(
         [],
         section["tables"],
     )
-
-
-_CAPTIONS = {
-    "claims": "Each claim: its value (blue) and its null (grey), with 95 % bootstrap intervals.",
-    "cka": "Linear CKA between layers on the same frames (a common time base through the frame map).",
-}
-
-
-def _figures(files: Sequence[str], out: Path) -> list[tuple[str, str]]:
-    """(path relative to ``out``, caption) of the PNG figures the claims run wrote, the claims chart first."""
-    pngs = sorted(
-        (Path(f).resolve().relative_to(out.resolve()) for f in files if f.endswith(".png")),
-        key=lambda p: (p.stem != "claims", p.stem == "cka", str(p)),
-    )
-    captions = []
-    for p in pngs:
-        if p.stem in _CAPTIONS:
-            captions.append((str(p), _CAPTIONS[p.stem]))
-        else:
-            measure = p.stem.removeprefix("trend_")
-            captions.append((str(p), f"{measure} across layers: the trained model against its nulls, 95 % bands."))
-    return captions
