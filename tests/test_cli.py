@@ -186,3 +186,19 @@ def test_corpus_problems_are_listed_in_the_summary_or_stop_the_run_with_strict(t
     assert main([*argv, "--strict"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "19-198.trans.txt" in err[0] and "19-198-0099" in err[0]
+
+
+def test_every_corpus_command_takes_speakers(tiny_ckpt, tiny_corpus, tmp_path, capsys):
+    """--speakers is a shared data flag (e.g. 'flite_*' for the shipped corpus' flite part), not eval's alone."""
+    speaker = tiny_corpus.expected[0].speaker
+    argv = ["naps", "--model", str(tiny_ckpt), "--data", str(tiny_corpus.root), "--by", "letter"]
+    assert main([*argv, "--out", str(tmp_path / "n"), "--json", "--quiet", "--speakers", speaker]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (
+        summary["utterances"]["letter"]
+        == sum(u.speaker == speaker for u in tiny_corpus.expected)
+        < len(tiny_corpus.expected)
+    )
+    assert main([*argv, "--out", str(tmp_path / "m"), "--quiet", "--speakers", "nobody*"]) == 2
+    assert "no speaker matches 'nobody*'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from asr_introspect.cli._flags import comma_list
 from asr_introspect.errors import InputError
 from asr_introspect.io import RunDirectory, check_out_dir, check_out_file, clean_file_leftovers, to_json
 
@@ -71,6 +72,14 @@ def add_common(
             action="store_true",
             help="stop at the first corpus problem (duplicate id, bad TextGrid, missing or truncated audio, "
             "untranscribable text) instead of skipping the utterance and listing it under 'corpus' in the summary",
+        )
+        parser.add_argument(
+            "--speakers",
+            type=comma_list,
+            default=None,
+            metavar="PATTERNS",
+            help="only these speakers: comma-separated globs, e.g. 'flite_*' (the shipped corpus' first 160 "
+            "utterances) or 'espeak_*,festival_*' (default: all)",
         )
     if out == "required":
         parser.add_argument(
@@ -167,17 +176,23 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def load_inputs(args: argparse.Namespace):
-    """(model, utterances, model path, data path) from ``--model``, ``--data`` and ``--strict``, loaded once.
+    """(model, utterances, model path, data path) from ``--model``, ``--data``, ``--strict`` and
+    ``--speakers``, loaded once.
 
     The corpus' validation report (skipped utterances with their reasons, normalized transcripts)
     goes into the command's JSON summary under ``"corpus"``.
     """
     # imported here, not at the top: `asr-introspect --help` stays free of torch
     from asr_introspect.loading import load_model_and_corpus
+    from asr_introspect.workflows.checks import select_utterances
 
-    loaded = load_model_and_corpus(args.model, args.data, strict=getattr(args, "strict", False))
-    args.corpus_report = getattr(loaded[1], "report", None)
-    return loaded
+    model, utterances, model_path, data_path = load_model_and_corpus(
+        args.model, args.data, strict=getattr(args, "strict", False)
+    )
+    args.corpus_report = getattr(utterances, "report", None)
+    if getattr(args, "speakers", None):
+        utterances = select_utterances(utterances, data_path, speakers=args.speakers)
+    return model, utterances, model_path, data_path
 
 
 def _call(args: argparse.Namespace) -> dict[str, Any]:

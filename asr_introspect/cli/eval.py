@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from asr_introspect.cli._common import add_common, load_inputs, progress_enabled, set_runner
-from asr_introspect.cli._flags import add_parser, comma_list, positive_int
+from asr_introspect.cli._flags import add_parser, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,13 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: print the summary only)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="utterances per forward pass")
-    parser.add_argument(
-        "--speakers",
-        type=comma_list,
-        default=None,
-        metavar="PATTERNS",
-        help="only these speakers: comma-separated globs, e.g. 'flite_slt*,flite_awb*' (default: all)",
-    )
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N utterances (default: all)")
     set_runner(parser, run)
 
