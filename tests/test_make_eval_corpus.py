@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import load_data_prep
 
 from asr_introspect.audio import save_audio
 from asr_introspect.corpus import load_corpus
 from asr_introspect.corpus.textgrid import write_textgrid
 from asr_introspect.corpus.utterance import PhoneSegment
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def make():
-    spec = importlib.util.spec_from_file_location("make_eval_corpus", REPO / "data_prep" / "make_eval_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_data_prep("make_eval_corpus")
 
 
 def synthetic_split(root: Path, speakers: dict[str, int]) -> Path:

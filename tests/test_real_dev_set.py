@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,23 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from scripts import load_data_prep
 
 from asr_introspect.corpus import load_corpus
 from asr_introspect.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def real_dev_set():
-    spec = importlib.util.spec_from_file_location("real_dev_set", REPO / "data_prep" / "real_dev_set.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield load_data_prep("real_dev_set")
+    sys.modules.pop("real_dev_set", None)
 
 
 def tone(path: Path, seconds: float, rate: int, fmt: str, channels: int = 1) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -10,21 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scripts import load_data_prep
 
 from asr_introspect.corpus import load_corpus
 from asr_introspect.io import file_sha256
 from asr_introspect.models import build_model, load_checkpoint, read_checkpoint_info, save_checkpoint
 from asr_introspect.training import TrainConfig, evaluate
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def ship():
-    spec = importlib.util.spec_from_file_location("ship_default_model", REPO / "data_prep" / "ship_default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_data_prep("ship_default_model")
 
 
 def stage(step: int, data: dict, augment: bool = True) -> dict:
