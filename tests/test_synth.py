@@ -92,7 +92,7 @@ def test_families_name_every_speaker_and_select_by_family():
     assert all(s.id.startswith("festival_") and s.has_phones for s in select_speakers(["festival"]))
     assert {s.family for s in select_speakers(["espeak-klatt"])} == {"espeak-klatt"}
     assert {s.family for s in select_speakers(["espeak"])} == {"espeak"}
-    assert not any(s.has_phones for s in select_speakers(["espeak", "espeak-klatt"]))
+    assert all(s.has_phones for s in select_speakers(["espeak", "espeak-klatt"]))
     assert len(select_speakers(["flite", "festival", "espeak", "espeak-klatt"])) == 138
     slt = select_speakers(["festival:slt"])
     assert len(slt) == 9 and all(s.engine == "festival" and s.voice == "slt" for s in slt)
@@ -362,8 +362,7 @@ def test_cli_writes_splits_and_ends_with_a_json_line(tmp_path):
     assert {u.speaker for u in test_speaker}.isdisjoint({u.speaker for u in train + test_text})
     settings = json.loads((out / "synth.json").read_text())
     assert settings["held_out_speakers"] == sorted({u.speaker for u in test_speaker})
-    if "en-us+m3" in voices:
-        assert all((u.phones is None) == u.speaker.startswith("espeak") for u in train + test_text)
+    assert all(u.phones is not None for u in train + test_text + test_speaker)
     bad = subprocess.run(
         [
             sys.executable,
@@ -424,7 +423,8 @@ def test_festival_segments_are_contiguous_cmudict_phones_aligned_with_the_audio(
 
 
 @needs_espeak
-def test_espeak_klatt_variants_and_pitch_ranges_synthesize_without_phones(tmp_path):
+def test_espeak_klatt_variants_and_pitch_ranges_synthesize_with_phones(tmp_path):
+    """libespeak-ng's phoneme events become TextGrids that tile the 16 kHz audio (see test_espeak.py)."""
     voices = ["espeak_en_us_klatt2_s165_rhigh", "espeak_en_gb_scotland_f4_s215_p75_rxhigh"]
     text = tmp_path / "s.txt"
     text.write_text("Everybody knows the war is over.\n")
@@ -434,6 +434,11 @@ def test_espeak_klatt_variants_and_pitch_ranges_synthesize_without_phones(tmp_pa
     )  # fmt: skip
     assert summary["failed"] == 0
     utts = load_corpus(tmp_path / "c")
-    assert {u.speaker for u in utts} == set(voices) and all(u.phones is None for u in utts)
-    assert all(1.0 < u.duration < 4.0 for u in utts)
-    assert not any((tmp_path / "c").rglob("*.TextGrid"))
+    assert {u.speaker for u in utts} == set(voices)
+    for utt in utts:
+        assert 1.0 < utt.duration < 4.0
+        phones = read_textgrid(utt.audio_path.with_suffix(".TextGrid"))
+        assert tuple(phones) == utt.phones and phones[0].start == 0.0 and phones[-1].phone == "sil"
+        assert phones[-1].end == pytest.approx(utt.duration, abs=1e-6)
+        assert all(a.end == b.start for a, b in zip(phones, phones[1:]))
+        assert [p.phone for p in phones if p.phone != "sil"][:4] == ["eh", "v", "r", "ih"]  # "everybody"

@@ -21,8 +21,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "(kal, kal16, awb, rms, slt), festival voices (kal, ked diphones; slt HTS) and espeak-ng voices "
         "(klatt variants included), each with speed, pitch and pitch-range variants, into "
         "OUT/train, OUT/test_text (held-out sentences) and OUT/test_speaker (held-out "
-        "speaker) in the LibriSpeech layout, with TextGrid phone segments for flite and festival "
-        "(espeak-ng gives no timings). Speaker ids start with the family. "
+        "speaker) in the LibriSpeech layout, with TextGrid phone segments from every synthesizer "
+        "(espeak-ng's from libespeak-ng's phoneme events). Speaker ids start with the family. "
         "Rerunning the same command resumes.",
     )
     _common.add_common(parser, out="required")

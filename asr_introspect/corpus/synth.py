@@ -31,12 +31,13 @@ time of the segment; verified against the audio: speech starts where the
 first ``pau`` ends). They are written as ``UTTID.TextGrid`` beside the audio.
 The diphone voices (kal, kal16) render only about half of the final pause, so
 their audio ends ~0.11 s before the last ``pau``: the last segment is clipped
-to the audio's end (``fit_segments_to_duration``). espeak-ng prints no
-reliable timings (``--pho`` needs MBROLA voices), so espeak utterances have
-no phones (``Utterance.phones is None``; keep them out of phone-labelled
-sets); use ``g2p.text_to_phones`` for their phone *sequence*. festival's
-segments come from its utterance structure (:mod:`.festival`), written as
-TextGrids like flite's.
+to the audio's end (``fit_segments_to_duration``). festival's segments come
+from its utterance structure (:mod:`.festival`), espeak-ng's from the phoneme
+events of libespeak-ng, called in-process instead of the CLI
+(:mod:`.espeak`: the CLI's synthesis calls, espeak's phonemes mapped to
+ARPAbet, one utterance at a time under a lock); both are written as
+TextGrids like flite's. espeak voices without a phone mapping (non-English
+ones named with ``--voices``) get no phones (``Utterance.phones is None``).
 
 Known differences between flite's phones and CMUdict (measured on 271
 in-dictionary fortune sentences: 87% identical for awb/rms/slt, 94% with the
@@ -51,7 +52,7 @@ Layout written under ``OUT`` (splits as separate LibriSpeech-layout corpora):
 - ``OUT/test_text/``: training speakers x held-out sentences (no text overlap);
 - ``OUT/test_speaker/``: held-out speaker configuration(s) x training sentences;
 - each split: ``SPEAKER/0/SPEAKER-0-NNNNNN.flac`` (16 kHz FLAC), ``.TextGrid``
-  (flite, festival), ``SPEAKER-0.trans.txt``, ``manifest.jsonl``;
+  (every speaker with phones), ``SPEAKER-0.trans.txt``, ``manifest.jsonl``;
 - ``OUT/synth.json``: settings, speakers, held-out texts and speakers, summary.
 
 With both held-out fractions 0 the corpus is written directly in ``OUT``.
@@ -75,7 +76,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 import soundfile as sf
@@ -87,6 +87,8 @@ from asr_introspect.errors import CorpusError, InputError
 from asr_introspect.io import save_json, write_text_atomic
 from asr_introspect.text import normalize_transcript
 
+from .espeak import espeak_input, has_phone_mapping, require_espeak_library
+from .espeak import synthesize as espeak_synthesize
 from .festival import (
     FESTIVAL_PACKAGES,
     FESTIVAL_VOICES,
@@ -201,8 +203,8 @@ class SpeakerConfig:
 
     @property
     def has_phones(self) -> bool:
-        """Whether utterances of this speaker get phone segments (flite and festival)."""
-        return self.engine in ("flite", "festival")
+        """Whether utterances of this speaker get phone segments (flite, festival, English espeak-ng voices)."""
+        return self.engine in ("flite", "festival") or (self.engine == "espeak" and has_phone_mapping(self.voice))
 
     @property
     def rate_factor(self) -> float:
@@ -210,7 +212,10 @@ class SpeakerConfig:
         return rate_factor(self.voice, self.pitch) if self.engine == "festival" else 1.0
 
     def command(self, text: str, wav_path: str | os.PathLike) -> tuple[list[str], str | None]:
-        """``(argv, stdin)`` that writes ``text`` spoken to ``wav_path``."""
+        """``(argv, stdin)`` that writes ``text`` spoken to ``wav_path``.
+
+        espeak-ng utterances are synthesized by :func:`.espeak.synthesize` with the
+        library calls this command line makes (the CLI stays the reference)."""
         if self.engine == "flite":
             argv = ["flite", "-voice", self.voice, "--setf", f"duration_stretch={self.speed:g}"]
             if self.pitch is not None:
@@ -231,10 +236,8 @@ class SpeakerConfig:
             str(wav_path),
             "--stdin",
         ]
-        if self.pitch_range is None:
-            return argv, text
-        ssml = f'<speak><prosody range="{self.pitch_range}">{xml_escape(" ".join(text.split()))}</prosody></speak>'
-        return argv[:-1] + ["-m", "--stdin"], ssml
+        spoken, ssml = espeak_input(text, None if self.pitch_range is None else str(self.pitch_range))
+        return (argv[:-1] + ["-m", "--stdin"] if ssml else argv), spoken
 
     def to_dict(self) -> dict:
         """JSON-ready settings plus the id."""
@@ -492,7 +495,11 @@ def _read_resampled(path: Path, source: str, rate_factor: float = 1.0) -> np.nda
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if audio.size == 0 or not np.isfinite(audio).all():
         raise CorpusError(f"{source}: the synthesizer wrote empty or non-finite audio")
-    rate = int(round(rate * rate_factor))
+    return _resample(audio, int(round(rate * rate_factor)))
+
+
+def _resample(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Float32 audio ``(N,)`` at ``rate`` Hz -> ``(M,)`` at ``SAMPLE_RATE``."""
     if rate != SAMPLE_RATE:
         g = int(np.gcd(int(rate), SAMPLE_RATE))
         audio = resample_poly(audio, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
@@ -515,16 +522,57 @@ def _festival_segments(stdout: str, duration: float, factor: float, source: str)
     return segments
 
 
+def _espeak_utterance(
+    sentence: str, speaker: SpeakerConfig, source: str
+) -> tuple[np.ndarray, tuple[PhoneSegment, ...] | None]:
+    """16 kHz float32 audio ``(N,)`` and phone segments (None without a phone mapping) from libespeak-ng.
+
+    The int16 samples become floats as ``soundfile`` reads the CLI's WAV (``/ 32768``)."""
+    pitch = speaker.pitch if speaker.pitch is not None else ESPEAK_PITCH
+    pitch_range = None if speaker.pitch_range is None else str(speaker.pitch_range)
+    speech = espeak_synthesize(sentence, speaker.voice, speaker.speed, pitch, pitch_range, phones=speaker.has_phones)
+    audio = _resample(speech.audio.astype(np.float32) / 32768.0, speech.sample_rate)
+    if speech.segments is None:
+        return audio, None
+    duration = len(audio) / SAMPLE_RATE
+    # to the nanosecond, as the TextGrid stores them (the manifest and a resumed run then agree)
+    rounded = [PhoneSegment(s.phone, round(s.start, 9), round(s.end, 9)) for s in speech.segments]
+    segments = fit_segments_to_duration(rounded, duration, source)
+    check_segments(segments, source, duration)
+    return audio, tuple(segments)
+
+
+def _run_synthesizer(
+    planned: PlannedUtterance, tmp_dir: str | os.PathLike, timeout: float, source: str
+) -> tuple[np.ndarray, tuple[PhoneSegment, ...] | None]:
+    """16 kHz float32 audio ``(N,)`` and phone segments from a flite or festival run."""
+    speaker = planned.speaker
+    fd, wav = tempfile.mkstemp(prefix=f"{planned.id}.", suffix=".wav", dir=tmp_dir)
+    os.close(fd)
+    try:
+        argv, stdin = speaker.command(planned.sentence, wav)
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise CorpusError(f"{argv[0]} exited with {proc.returncode}: {proc.stderr.strip()[:200]}")
+        audio = _read_resampled(Path(wav), source, speaker.rate_factor)
+    finally:
+        Path(wav).unlink(missing_ok=True)
+    duration = len(audio) / SAMPLE_RATE
+    if speaker.engine == "flite":
+        return audio, tuple(_flite_segments(proc.stdout, duration, source))
+    return audio, tuple(_festival_segments(proc.stdout, duration, speaker.rate_factor, source))
+
+
 def synthesize_utterance(
     planned: PlannedUtterance, chapter_dir: str | os.PathLike, tmp_dir: str | os.PathLike, timeout: float = 120.0
 ) -> SynthResult:
     """Synthesize (or keep) one utterance into ``chapter_dir``; never raises for synthesis failures.
 
-    Kept when the audio exists (and, with phones, its TextGrid). Otherwise the
-    synthesizer writes a temporary WAV, which is resampled to 16 kHz
-    (``scipy.signal.resample_poly``: several times faster than torchaudio for
-    22.05 kHz and free of torch threads); the TextGrid is written first, the
-    FLAC last (both atomic).
+    Kept when the audio exists (and, with phones, its TextGrid). Otherwise flite
+    or festival writes a temporary WAV (espeak-ng's library returns samples),
+    which is resampled to 16 kHz (``scipy.signal.resample_poly``: several times
+    faster than torchaudio for 22.05 kHz and free of torch threads); the
+    TextGrid is written first, the FLAC last (both atomic).
     """
     chapter_dir = Path(chapter_dir)
     flac = chapter_dir / f"{planned.id}.flac"
@@ -538,22 +586,12 @@ def synthesize_utterance(
                 planned, Utterance(planned.id, speaker.id, flac, planned.text, phones, frames / rate), kept=True
             )
         chapter_dir.mkdir(parents=True, exist_ok=True)
-        fd, wav = tempfile.mkstemp(prefix=f"{planned.id}.", suffix=".wav", dir=tmp_dir)
-        os.close(fd)
-        try:
-            argv, stdin = speaker.command(planned.sentence, wav)
-            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
-            if proc.returncode != 0:
-                raise CorpusError(f"{argv[0]} exited with {proc.returncode}: {proc.stderr.strip()[:200]}")
-            audio = _read_resampled(Path(wav), f"utt {planned.id}", speaker.rate_factor)
-        finally:
-            Path(wav).unlink(missing_ok=True)
+        source = f"utt {planned.id}"
+        if speaker.engine == "espeak":
+            audio, phones = _espeak_utterance(planned.sentence, speaker, source)
+        else:
+            audio, phones = _run_synthesizer(planned, tmp_dir, timeout, source)
         duration = len(audio) / SAMPLE_RATE
-        phones = None
-        if speaker.engine == "flite":
-            phones = tuple(_flite_segments(proc.stdout, duration, f"utt {planned.id}"))
-        elif speaker.engine == "festival":
-            phones = tuple(_festival_segments(proc.stdout, duration, speaker.rate_factor, f"utt {planned.id}"))
         if phones is not None:
             write_textgrid(grid, phones, xmax=duration)
         save_audio(flac, audio, SAMPLE_RATE)
@@ -616,7 +654,7 @@ def synthesize_corpus(
     if any(s.engine == "flite" for s in speakers):
         _require("flite", "flite")
     if any(s.engine == "espeak" for s in speakers):
-        _require("espeak-ng", "espeak-ng")
+        require_espeak_library()
     festival_voices = sorted({s.voice for s in speakers if s.engine == "festival"})
     if festival_voices:
         _require("festival", "festival " + " ".join(FESTIVAL_PACKAGES[v] for v in festival_voices))
