@@ -10,23 +10,32 @@ makes the calls the CLI makes for ``espeak-ng -v VOICE -s RATE -p PITCH [-m]
 ``espeakCHARS_AUTO | espeakPHONEMES | espeakENDPAUSE`` plus ``espeakSSML``
 with a pitch range), at espeak's 22050 Hz.
 
-Equality with the CLI. A freshly loaded library's first utterance equals
-the CLI's sample for sample (tested: klatt, a breathy variant, SSML ranges).
-That needs the CLI's buffer length (60 ms: the Klatt voices' output depends
-on it) and libc's ``rand()`` (noise of breathy and Klatt voices) seeded as in
-a new process, ``srand(1)``, before every utterance; this resets that
-generator for the whole process. Later utterances still differ from the
-CLI's, because the library keeps state that every ``espeak-ng`` process
-starts afresh: the phase of wavegen's pitch flutter (a function-static
-counter, never reset) and state inside the Klatt synthesizer. Voiced
-phonemes end on a glottal-cycle boundary, so a shifted phase moves each
-boundary by a fraction of a pitch period; measured on 60 fortune sentences
-over 6 voices: the same phonemes, lengths differing by at most 66 ms
-(median event shift 10 ms). ``espeak_Terminate`` hangs in synchronous mode
-(1.51), so the library cannot be restarted in-process, and a fresh copy per
-utterance leaks ~0.9 MB. Segments always describe the audio they came with;
-what is lost is bit-reproducibility: an utterance's audio depends on what
-the process synthesized before it.
+Equality with the CLI. Every utterance is spoken by a fresh library, so its
+audio depends only on (text, voice, rate, pitch, range) and equals the CLI's
+sample for sample (tested: klatt, a breathy variant, SSML ranges, the first
+and later utterances of a process, in any order). The library keeps state
+across utterances that every ``espeak-ng`` process starts afresh: the phase
+of wavegen's pitch flutter (a function-static counter, never reset) and state
+inside the Klatt synthesizer; on one library, later utterances drift (the
+same phonemes, lengths up to 66 ms apart over 60 sentences), and
+``espeak_Terminate`` hangs in synchronous mode (1.51), so the library cannot
+be restarted in-process. Hence a helper process (:class:`_Helper`; only
+ctypes and numpy, no torch) loads and initializes the library once and never
+synthesizes; per voice it forks a voice process that selects that voice (as
+the CLI does, before rate and pitch; that takes ~7 ms in a fresh state, more
+than a sentence), and that forks a child per utterance, which sets rate and
+pitch, synthesizes, sends the audio and events back through a pipe and
+exits. Every child thus starts from the state of a new ``espeak-ng`` process.
+Each child also needs the CLI's buffer length (60 ms: the Klatt voices'
+output depends on it) and libc's ``rand()`` (noise of breathy and Klatt
+voices) seeded as in a new process, ``srand(1)``. Measured on short
+sentences over 3 voices: 10.4 ms per utterance, against 2.6 ms in-process
+(one library, drifting) and 12.5 ms for a CLI run. The helper keeps up to
+32 voice processes (~2.3 MB private each; the default speakers use 27
+voices), starts on the first call (~0.2 s), exits when its input closes
+(``atexit``, or when this process dies), is restarted once if it dies
+mid-request (a one-line ``CorpusError`` if that fails too), and reaps every
+child, including voice processes killed from outside.
 
 Timing. A phoneme runs from its event to the next one; plain text starts
 speaking at sample 0 (SSML after a 5-13 ms pause), the audio ends with the
@@ -73,22 +82,28 @@ Accents with a mapping (:data:`ESPEAK_ACCENTS`): espeak-ng's English voices;
 a voice ``BASE+VARIANT`` uses its base's (variants change the sound, not the
 phonemes).
 
-Threads. The library keeps one global synthesizer (voice, parameters, output
-buffer, callback) and is not thread-safe, while ``synth`` runs utterances on a
-thread pool. Every call into it holds one module-level lock: espeak
-synthesizes a sentence in a few milliseconds (hundreds of times faster than
-real time), so serializing costs nothing next to the resampling and FLAC
-writing that stay parallel. A second process would have its own copy of
-the library; threads must share this one.
+Threads. ``synth`` runs utterances on a thread pool; one module-level lock
+serializes the requests to the one helper (a request is a few milliseconds,
+against the resampling and FLAC writing that stay parallel). A process
+forked from this one drops the helper and starts its own when it needs one.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
+import gc
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
@@ -282,9 +297,9 @@ class EspeakLibrary:
     """One loaded libespeak-ng, initialized for synchronous output with phoneme events.
 
     ``path``: the shared library to load (default: the system's ``libespeak-ng.so.1``).
-    Every load of one file shares one state; a copy of the file under another name
-    loads with fresh state, as a new ``espeak-ng`` process has (the tests use that).
-    Calls must hold the module lock (:func:`synthesize` does)."""
+    Every load of one file shares one state, which carries over from one utterance to the
+    next: :func:`synthesize` therefore speaks in forked children of a helper process that holds
+    one, never in this one (see the module docstring). Not thread-safe."""
 
     def __init__(self, path: str | None = None) -> None:
         self.lib = _load_library(path)
@@ -329,7 +344,8 @@ class EspeakLibrary:
             return 1
         return 0
 
-    def _set_voice(self, voice: str) -> None:
+    def set_voice(self, voice: str) -> None:
+        """Select ``voice`` by name, else by language (as the CLI does); ``InputError`` if there is none."""
         name = voice.encode("utf-8")
         if self.lib.espeak_SetVoiceByName(name) == _EE_OK:
             return
@@ -337,9 +353,13 @@ class EspeakLibrary:
         if self.lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) != _EE_OK:
             raise InputError(f"espeak-ng has no voice {voice!r} (see espeak-ng --voices)")
 
-    def speak(self, text: str, voice: str, rate: int, pitch: int, ssml: bool) -> tuple[np.ndarray, list]:
-        """int16 audio ``(N,)`` and the phoneme events ``(name, sample, ms)``; the caller holds the lock."""
-        self._set_voice(voice)
+    def speak(
+        self, text: str, voice: str, rate: int, pitch: int, ssml: bool, set_voice: bool = True
+    ) -> tuple[np.ndarray, list]:
+        """int16 audio ``(N,)`` and the phoneme events ``(name, sample, ms)``; ``set_voice=False``: ``voice``
+        is already selected."""
+        if set_voice:
+            self.set_voice(voice)
         self.lib.espeak_SetParameter(_RATE, int(rate), 0)
         self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
         self._chunks, self._events, self._error = [], [], None
@@ -353,10 +373,6 @@ class EspeakLibrary:
             raise CorpusError(f"espeak-ng ({voice}) failed to synthesize {text[:60]!r} (status {status})")
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
         return audio.astype(np.int16, copy=False), self._events
-
-
-_LOCK = threading.Lock()
-_LIBRARY: EspeakLibrary | None = None
 
 
 def _load_library(path: str | None) -> ctypes.CDLL:
@@ -373,18 +389,332 @@ def _load_library(path: str | None) -> ctypes.CDLL:
     )
 
 
-def _library() -> EspeakLibrary:
-    """The initialized library; call with ``_LOCK`` held."""
-    global _LIBRARY
-    if _LIBRARY is None:
-        _LIBRARY = EspeakLibrary()
-    return _LIBRARY
+# ---------------------------------------------------------------- the helper process
+
+_FRAME = struct.Struct("<Q")
+#: what the helper runs: this module without ``asr_introspect.corpus/__init__`` (which imports torch)
+_HELPER_CODE = (
+    "import sys, types; corpus = types.ModuleType('asr_introspect.corpus'); corpus.__path__ = [sys.argv[1]]; "
+    "sys.modules['asr_introspect.corpus'] = corpus; "
+    "from asr_introspect.corpus.espeak import _serve; _serve(sys.argv[2] or None)"
+)
+_ERRORS = {"InputError": InputError, "CorpusError": CorpusError}
+
+
+def _write_frame(stream, payload: bytes) -> None:
+    stream.write(_FRAME.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _read_frame(stream) -> bytes | None:
+    """One frame's payload; None at the end of the stream (or in the middle of a frame)."""
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    (length,) = _FRAME.unpack(head)
+    payload = stream.read(length)
+    return payload if len(payload) == length else None
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+#: voice processes the helper keeps (27 distinct voices among the default speakers)
+_MAX_VOICES = 32
+
+
+def _error_reply(kind: str, message: str) -> bytes:
+    return pickle.dumps(("error", kind, message))
+
+
+def _ended(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def _speak_in_child(library: EspeakLibrary, request: tuple) -> bytes:
+    """Synthesize in a forked child (its voice already set): the pickled reply."""
+    try:
+        audio, events = library.speak(*request, set_voice=False)
+        return pickle.dumps(("ok", audio.tobytes(), events), protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException as exc:  # noqa: BLE001 (sent to the client, which raises it)
+        return _error_reply(type(exc).__name__ if type(exc).__name__ in _ERRORS else "CorpusError", f"{exc}")
+
+
+def _fork_and_speak(library: EspeakLibrary, request: bytes) -> bytes:
+    """Fork a child that speaks ``request`` once and exits; its reply (an error reply if it died)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: this process's state is the state of a new espeak-ng process
+        status = 1
+        try:
+            os.close(read_end)
+            reply = _speak_in_child(library, pickle.loads(request))
+            with os.fdopen(write_end, "wb") as out:
+                out.write(reply)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    try:
+        reply = _read_all(read_end)
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    if status != 0 or not reply:
+        return _error_reply("CorpusError", f"the libespeak-ng child process died ({_ended(status)})")
+    return reply
+
+
+def _voice_loop(library: EspeakLibrary, voice: str, requests, replies) -> None:
+    """A voice process: set ``voice`` once (as the CLI does, before rate and pitch), then fork a child per
+    request; setting a voice takes longer than speaking a sentence, so children skip it."""
+    try:
+        library.set_voice(voice)
+    except InputError as exc:
+        _write_frame(replies, _error_reply("InputError", str(exc)))
+        return
+    _write_frame(replies, pickle.dumps(("ready",)))
+    gc.collect()
+    gc.freeze()  # children then copy fewer pages
+    while (request := _read_frame(requests)) is not None:
+        _write_frame(replies, _fork_and_speak(library, request))
+
+
+class _VoiceProcess:
+    """The helper's side of one voice process (a child of the helper with one voice set)."""
+
+    def __init__(self, library: EspeakLibrary, voice: str, inherited: Sequence) -> None:
+        """``inherited``: the helper's streams that the voice process must not keep open."""
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            status = 1
+            try:
+                os.close(request_write)
+                os.close(reply_read)
+                for stream in inherited:
+                    stream.close()
+                with os.fdopen(request_read, "rb") as requests, os.fdopen(reply_write, "wb") as replies:
+                    _voice_loop(library, voice, requests, replies)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(request_read)
+        os.close(reply_write)
+        self.requests = os.fdopen(request_write, "wb")
+        self.replies = os.fdopen(reply_read, "rb")
+        self.status: int | None = None
+
+    @property
+    def streams(self) -> tuple:
+        return self.requests, self.replies
+
+    def ask(self, request: bytes | None) -> bytes | None:
+        """Send ``request`` (None: only read) and read the reply; None if the process died."""
+        try:
+            if request is not None:
+                _write_frame(self.requests, request)
+            return _read_frame(self.replies)
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        """End the voice process (its input closes) and reap it."""
+        for stream in self.streams:
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.status is None:
+            _, self.status = os.waitpid(self.pid, 0)
+
+
+def _reap_voice_processes(voices: dict[str, _VoiceProcess]) -> None:
+    """Reap voice processes that ended (killed from outside), so none is left a zombie."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        for voice, process in list(voices.items()):
+            if process.pid == pid:
+                process.status = status
+                voices.pop(voice).close()
+
+
+def _serve(library_path: str | None) -> None:
+    """The helper's loop: requests ``(text, voice, rate, pitch, ssml)`` on stdin, replies on stdout.
+
+    The helper initializes the library and never synthesizes; per voice it forks a voice process that
+    sets that voice (up to ``_MAX_VOICES``, least recently used ended first), which forks a child per
+    utterance. Every child thus starts from the state a new ``espeak-ng`` process has after selecting
+    its voice (tested bit-exact against the CLI)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client's Ctrl-C is the client's; EOF ends the helper
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything the library prints goes to stderr, not into the replies
+    try:
+        library = EspeakLibrary(library_path)
+    except InputError as exc:
+        _write_frame(replies, _error_reply("InputError", str(exc)))
+        return
+    _write_frame(replies, pickle.dumps(("ready", library.sample_rate)))
+    gc.collect()
+    gc.freeze()
+    voices: dict[str, _VoiceProcess] = {}
+    try:
+        while (request := _read_frame(requests)) is not None:
+            _reap_voice_processes(voices)
+            voice = pickle.loads(request)[1]
+            reply = None
+            for _attempt in range(2):  # a voice process that died is started again once
+                process = voices.pop(voice, None)
+                if process is None:
+                    if len(voices) >= _MAX_VOICES:
+                        voices.pop(next(iter(voices))).close()
+                        gc.collect()
+                    inherited = [requests, replies] + [s for p in voices.values() for s in p.streams]
+                    process = _VoiceProcess(library, voice, inherited)
+                    ready = process.ask(None)
+                    if ready is None or pickle.loads(ready)[0] != "ready":
+                        process.close()
+                        reply = ready
+                        break
+                reply = process.ask(request)
+                if reply is not None:
+                    voices[voice] = process  # most recently used last
+                    break
+                process.close()
+            if reply is None:
+                reply = _error_reply(
+                    "CorpusError", f"the libespeak-ng process for voice {voice} died ({_ended(process.status)})"
+                )
+            _write_frame(replies, reply)
+    finally:
+        for process in voices.values():
+            process.close()
+
+
+class _Helper:
+    """The client side of one helper process (see the module docstring); calls must hold ``_LOCK``."""
+
+    def __init__(self, library_path: str | None) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        corpus_dir = str(Path(__file__).resolve().parent)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _HELPER_CODE, corpus_dir, library_path or ""],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        reply = self._receive()
+        if reply is None:
+            raise CorpusError(f"the libespeak-ng helper process exited before it was ready ({self._how()})")
+        if reply[0] == "error":
+            self.close()
+            raise _ERRORS[reply[1]](reply[2])
+        self.sample_rate: int = reply[1]
+
+    def _receive(self):
+        payload = _read_frame(self.process.stdout)
+        return None if payload is None else pickle.loads(payload)
+
+    def _how(self) -> str:
+        """How the helper ended (after it closed its output)."""
+        self.close()
+        code = self.process.returncode
+        return f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+
+    def request(self, request: tuple):
+        """The reply to ``request``, or None if the helper died (then reaped)."""
+        try:
+            _write_frame(self.process.stdin, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+            reply = self._receive()
+        except (BrokenPipeError, OSError, ValueError):
+            reply = None
+        return reply
+
+    def close(self) -> None:
+        """Close the helper's input (it exits) and reap it; kill it if it does not exit."""
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_LOCK = threading.Lock()
+_HELPER: _Helper | None = None
+#: the shared library the helper loads (None: the system's); the tests point it elsewhere
+_LIBRARY_PATH: str | None = None
+
+
+def _helper() -> _Helper:
+    """The running helper, started on first use; call with ``_LOCK`` held."""
+    global _HELPER
+    if _HELPER is None:
+        _HELPER = _Helper(_LIBRARY_PATH)
+    return _HELPER
+
+
+def _stop_helper() -> None:
+    global _HELPER
+    with _LOCK:
+        if _HELPER is not None:
+            _HELPER.close()
+            _HELPER = None
+
+
+def _forget_helper_in_child() -> None:
+    """In a process forked from this one: the helper's pipes belong to the parent."""
+    global _HELPER, _LOCK
+    _HELPER, _LOCK = None, threading.Lock()
+
+
+atexit.register(_stop_helper)
+os.register_at_fork(after_in_child=_forget_helper_in_child)
 
 
 def require_espeak_library() -> None:
-    """Load and initialize libespeak-ng, or raise a one-line ``InputError`` saying what to install."""
+    """Start the helper, which loads and initializes libespeak-ng, or raise a one-line ``InputError``
+    saying what to install."""
     with _LOCK:
-        _library()
+        _helper()
+
+
+def _speak(text: str, voice: str, rate: int, pitch: int, ssml: bool) -> tuple[np.ndarray, list, int]:
+    """int16 audio, events and sample rate from a fresh library (the helper restarted once if it died)."""
+    global _HELPER
+    request = (text, voice, rate, pitch, ssml)
+    with _LOCK:
+        for _attempt in range(2):
+            helper = _helper()
+            reply = helper.request(request)
+            if reply is not None:
+                break
+            how = helper._how()
+            _HELPER = None
+        else:
+            raise CorpusError(
+                f"the libespeak-ng helper process died twice ({how}) while synthesizing {text[:60]!r} (voice {voice})"
+            )
+    if reply[0] == "error":
+        raise _ERRORS[reply[1]](reply[2])
+    return np.frombuffer(reply[1], dtype=np.int16), reply[2], helper.sample_rate
 
 
 def _phonemes(events: Sequence[tuple[str, int, int]], n_samples: int, rate: int, source: str) -> list[EspeakPhoneme]:
@@ -470,20 +800,17 @@ def synthesize(
     pitch: float,
     pitch_range: str | None = None,
     phones: bool = True,
-    library: EspeakLibrary | None = None,
 ) -> EspeakSpeech:
     """Speak ``text`` as ``espeak-ng -v voice -s rate -p pitch`` does (SSML ``<prosody range>`` when
-    ``pitch_range`` is given); thread-safe (one call at a time, see the module docstring).
+    ``pitch_range`` is given), from a fresh library state: the CLI's samples whatever was spoken before;
+    thread-safe (see the module docstring).
 
     Returns int16 audio at 22050 Hz, espeak's phonemes and, with ``phones``, ARPAbet segments
     (seconds) tiling the audio. ``InputError`` if the library or voice is missing, ``CorpusError``
-    for a phoneme without a phone. ``library``: another loaded copy (default: the system's, loaded once)."""
+    for a phoneme without a phone or a helper process that died."""
     source = f"espeak-ng {voice}"
     data, ssml = espeak_input(text, pitch_range)
-    with _LOCK:
-        library = library if library is not None else _library()
-        audio, events = library.speak(data, voice, int(round(rate)), int(round(pitch)), ssml)
-        sample_rate = library.sample_rate
+    audio, events, sample_rate = _speak(data, voice, int(round(rate)), int(round(pitch)), ssml)
     if audio.size == 0:
         raise CorpusError(f"{source}: no audio for {text[:60]!r}")
     phonemes = tuple(_phonemes(events, len(audio), sample_rate, source))
