@@ -25,6 +25,13 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(DATA_DIR.glob("*.safetensors"))}
 
 
+def model_card_path(model_path: str | Path) -> Path:
+    """Where a checkpoint's model card is: ``MODEL_CARD.md`` beside ``default_model.safetensors``, else
+    ``NAME.md`` beside ``NAME.safetensors`` (as ``data_prep/ship_default_model.py`` writes them)."""
+    model_path = Path(model_path)
+    return model_path.with_name("MODEL_CARD.md" if model_path.stem == "default_model" else f"{model_path.stem}.md")
+
+
 def default_corpus_path() -> Path:
     """The shipped evaluation corpus (LibriSpeech layout with TextGrids)."""
     if not DEFAULT_CORPUS.is_dir():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from asr_introspect.defaults import model_card_path
 from asr_introspect.errors import InputError
 from asr_introspect.io import save_json
 from asr_introspect.models import read_checkpoint_info
@@ -108,7 +109,7 @@ def demo(
     bar.close()
     info = read_checkpoint_info(model_path)
     card = (info.get("metadata") or {}).get("model_card") or {}
-    card_path = model_path.parent / "MODEL_CARD.md"
+    card_path = model_card_path(model_path)
     card_text = card_path.read_text() if card_path.is_file() else _card_from_info(info)
     key_numbers = {
         "CER (greedy)": round(evaluation["cer"], 4),
