@@ -301,9 +301,6 @@ def card_markdown(card: dict) -> str:
     receptive = f"{card['receptive_field']} input frames"
     if card.get("global_context"):
         receptive = "the whole utterance (self-attention)"
-    nf4_note = ""
-    if card.get("dtype") == "nf4":
-        nf4_note = " (it did measure the cost of nf4 rounding, layer by layer, when the\noutput layer was kept in int8)"
     selection = (
         _selection_markdown(card["selection"])
         if card.get("selection")
@@ -311,7 +308,7 @@ def card_markdown(card: dict) -> str:
 held-out-text utterances of its speakers{rounded},
 evaluated every {t["config"]["eval_every"]} steps in the last stage; the held-out-text rows are therefore
 slightly optimistic. The held-out-speaker set was never used for any choice; the shipped evaluation
-corpus never chose a checkpoint{nf4_note}."""
+corpus never chose a checkpoint."""
     )
     grid = ""
     if card.get("grid"):
