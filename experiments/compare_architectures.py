@@ -6,6 +6,8 @@ Example:
         --model wav2letter=asr_introspect/data/default_model.safetensors \\
         --model conformer=runs/conformer/model.safetensors
 
+--speakers 'flite_*' keeps one voice family of the corpus (shell globs, comma-separated).
+
 Each --model is NAME=PATH (a checkpoint, a transformers directory or module:function). Writes compare.json,
 layer_trend.png and patterns_<NAME>.npz into --out (all or nothing, with run.json).
 """
@@ -14,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from asr_introspect.corpus import filter_speakers
 from asr_introspect.errors import InputError
 from asr_introspect.io import RunDirectory, to_json
 from asr_introspect.loading import load_corpus_or_default, load_model
@@ -24,6 +27,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help="repeat per model")
     parser.add_argument("--data", type=Path, default=None, help="corpus (default: the shipped corpus)")
+    parser.add_argument("--speakers", default=None, metavar="PATTERNS", help="only these speakers, e.g. 'flite_*'")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--window", type=int, default=64, help="letter pattern width in input frames")
     parser.add_argument("--min-count", type=int, default=20, help="leave out groups with fewer frames")
@@ -34,10 +38,20 @@ def main(argv=None) -> int:
         bad = [m for m, (name, sep, path) in zip(args.model, pairs) if not (name and sep and path)]
         if bad:
             raise InputError(f"--model {bad[0]!r}: expected NAME=PATH")
-        settings = {"models": args.model, "data": str(args.data), "window": args.window, "min_count": args.min_count}
+        settings = {
+            "models": args.model,
+            "data": str(args.data),
+            "speakers": args.speakers,
+            "window": args.window,
+            "min_count": args.min_count,
+        }
         with RunDirectory(args.out, "compare-architectures", settings, argv=argv) as run:
             models = {name: load_model(path)[0] for name, _, path in pairs}
-            utterances, _ = load_corpus_or_default(args.data)
+            utterances, path = load_corpus_or_default(args.data)
+            if args.speakers:
+                utterances = filter_speakers(
+                    utterances, args.speakers, source=f"--speakers {args.speakers!r} in {path}"
+                )
             report = compare_architectures(
                 models, utterances, run.path, window=args.window, min_count=args.min_count, progress=not args.quiet
             )

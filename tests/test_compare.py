@@ -44,3 +44,22 @@ def test_the_script_writes_all_or_nothing(tmp_path, tiny_corpus, capsys):
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     assert script.main(["--model", "conv", "--out", str(tmp_path / "bad")]) == 2
     assert "NAME=PATH" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    speakers = ["--speakers", "no_such_voice_*", "--quiet"]
+    assert script.main([*argv[:-1], str(tmp_path / "none"), *speakers]) == 2
+    assert "no_such_voice_*" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_the_script_keeps_only_the_speakers_asked_for(tmp_path, tiny_corpus, capsys, monkeypatch):
+    spec = importlib.util.spec_from_file_location("compare_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    seen = []
+    monkeypatch.setattr(
+        script, "compare_architectures", lambda models, utts, *a, **k: seen.extend(utts) or {"models": {}}
+    )
+    speaker = load_corpus(tiny_corpus.root)[0].speaker
+    save_checkpoint(tmp_path / "conv.safetensors", build_model("tiny"))
+    argv = ["--model", f"conv={tmp_path / 'conv.safetensors'}", "--data", str(tiny_corpus.root), "--quiet"]
+    assert script.main([*argv, "--out", str(tmp_path / "out"), "--speakers", speaker]) == 0
+    expected = [u.id for u in load_corpus(tiny_corpus.root) if u.speaker == speaker]
+    assert [u.id for u in seen] == expected and 0 < len(expected) < 7
