@@ -616,7 +616,11 @@ def test_cli_refuses_an_edited_checkpoint_in_one_line(saved, tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------
-# the shipped model: written before the record, verified in full, loading as before
+# the shipped model written before the record (the default until #17, now flite_small): verified
+# in full, loading as before
+
+#: the default model until #17, shipped unchanged under this name
+FLITE_SMALL = DEFAULT_MODEL.with_name("flite_small.safetensors")
 
 #: measured before header integrity existed (commit 3c27a98), one thread: sha256 of the loaded
 #: float32 state_dict, and the logits of one shipped utterance
@@ -629,11 +633,11 @@ SHIPPED_TEXT = "everythink takeslanger posts more and isless useful"
 
 @requires_shipped
 def test_shipped_model_loads_as_before() -> None:
-    info = read_checkpoint_info(DEFAULT_MODEL)
+    info = read_checkpoint_info(FLITE_SMALL)
     assert "integrity" not in info, "the shipped file was rewritten: update KNOWN_HEADERS and this test"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # its header is known: no "not covered" warning
-        model, _ = load_checkpoint(DEFAULT_MODEL)
+        model, _ = load_checkpoint(FLITE_SMALL)
     assert tensor_sha256(model.module.state_dict()) == SHIPPED_STATE_SHA256
     features = featurize_file(DEFAULT_CORPUS / SHIPPED_UTTERANCE, model.feature_config)
     with torch.no_grad():
@@ -659,9 +663,11 @@ SHIPPED_EDITS = [
 
 
 @requires_shipped
+@pytest.mark.parametrize("shipped", [DEFAULT_MODEL, FLITE_SMALL], ids=["with-record", "known-header"])
 @pytest.mark.parametrize("name, edit, part", SHIPPED_EDITS, ids=[e[0] for e in SHIPPED_EDITS])
-def test_edited_shipped_model_is_refused(tmp_path: Path, name: str, edit, part: str) -> None:
-    """The issue's cases: the shipped file with a and b swapped, or hop or sample rate edited."""
-    bad = rewrite_header(DEFAULT_MODEL, tmp_path / "default_model.safetensors", edit)
+def test_edited_shipped_model_is_refused(tmp_path: Path, shipped: Path, name: str, edit, part: str) -> None:
+    """The issue's cases: a shipped file with a and b swapped, or hop or sample rate edited; the
+    default model carries its integrity record, flite_small is verified through KNOWN_HEADERS."""
+    bad = rewrite_header(shipped, tmp_path / shipped.name, edit)
     refused(bad, part, "does not match its integrity hash")
     refused(bad, part, load=read_checkpoint_info)

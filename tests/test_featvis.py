@@ -503,8 +503,10 @@ def test_default_model_letter_objective_is_reached():
     from asr_introspect.loading import load_model
 
     model, _ = load_model(None)
-    result = fv.render(model, "conv11:letter=e", param="fourier", regularizers="none", steps=40, seed=0)
-    assert result.top_letters(1)[0][0] == "e"
+    # 80 steps: the default model since #17 still prefers blank after 40 from this seed (0.75 vs e 0.15)
+    result = fv.render(model, "conv11:letter=e", param="fourier", regularizers="none", steps=80, seed=0)
+    (letter, probability), *_ = result.top_letters(1)
+    assert letter == "e" and probability > 0.5
 
 
 def test_comparison_experiment_runs_on_a_tiny_model(tiny_checkpoint, tiny_corpus, tmp_path):

@@ -16,7 +16,7 @@ def test_shipped_files_exist_within_budget():
     assert DEFAULT_MODEL.is_file(), "the default model must ship inside the package"
     assert DEFAULT_MODEL.stat().st_size <= 15e6
     corpus_bytes = sum(p.stat().st_size for p in DEFAULT_CORPUS.rglob("*") if p.is_file())
-    assert corpus_bytes <= 10e6
+    assert corpus_bytes <= 13e6  # 9.5 MB of flite, then about 0.9 MB per family added (#17)
 
 
 def test_shipped_corpus_has_phone_segments_and_held_out_text():
@@ -26,6 +26,17 @@ def test_shipped_corpus_has_phone_segments_and_held_out_text():
     assert all(str(u.audio_path).endswith(".flac") for u in utterances)
     card = read_checkpoint_info(DEFAULT_MODEL)["metadata"]["model_card"]
     assert card["evaluation"]["shipped evaluation corpus"]["utterances"] == len(utterances)
+
+
+def test_shipped_corpus_speaks_every_voice_family_with_phone_segments():
+    """It grew by whole families (#17): the first 160 flite utterances, then each family's own."""
+    from collections import Counter
+
+    from asr_introspect.corpus.synth import FAMILIES
+
+    families = Counter(speaker_family(u.speaker) for u in load_corpus(DEFAULT_CORPUS))
+    assert set(families) == set(FAMILIES)
+    assert families["flite"] == 160 and all(families[f] >= 16 for f in FAMILIES)
 
 
 def corpus_as_measured(card: dict) -> list:

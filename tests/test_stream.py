@@ -194,10 +194,14 @@ def test_partial_fit_over_stream_batches_equals_fit(tiny, utts, name):
 @pytest.mark.slow
 def test_naps_and_patterns_on_the_shipped_corpus_equal_the_code_before_the_stream(tmp_path):
     """The reference was written by the NAP and pattern loops the stream replaced (commit 4a41d7c):
-    letter and phoneme NAPs of every layer in one pass, predicted-letter and phoneme patterns."""
-    from asr_introspect.loading import load_model_and_corpus
+    letter and phoneme NAPs of every layer in one pass, predicted-letter and phoneme patterns.
+    The model and corpus of then: flite_small (the default model until #17) and the corpus' flite part."""
+    from asr_introspect.corpus import filter_speakers
+    from asr_introspect.loading import load_corpus_or_default, load_model
 
-    model, utterances, _, _ = load_model_and_corpus()
+    model, _ = load_model("flite_small")
+    utterances = filter_speakers(load_corpus_or_default()[0], "flite_*")
+    assert len(utterances) == 160
     estimators = [NAPEstimator(by) for by in ("letter", "phoneme")]
     fit_estimators(model, utterances, estimators)
     for e in estimators:

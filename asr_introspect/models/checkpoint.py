@@ -49,10 +49,10 @@ does not match its integrity hash (...)"). The hash detects edits and
 corruption, not forgery: anyone who edits a field can recompute its hash.
 
 Files written before the integrity record (no ``"integrity"`` key): their
-weights are still verified against ``tensor_sha256``. The shipped default
-model is one of them; its covered parts are recorded in this module
-(:data:`KNOWN_HEADERS`, keyed by its ``tensor_sha256``), so it is verified in
-full without rewriting the file. Any other such file loads with one
+weights are still verified against ``tensor_sha256``. The shipped
+``flite_small`` (the default model until #17) is one of them; its covered parts
+are recorded in this module (:data:`KNOWN_HEADERS`, keyed by its
+``tensor_sha256``), so it is verified in full without rewriting the file. Any other such file loads with one
 :class:`CheckpointIntegrityWarning` per file and process saying its config is
 not covered; :func:`upgrade_checkpoint` adds the record (tensors unchanged).
 
@@ -161,7 +161,8 @@ _PART_TITLES = {
 }
 
 #: tensor_sha256 -> integrity parts of checkpoints that ship without an integrity record (written
-#: before it existed): asr_introspect/data/default_model.safetensors, verified in full without rewriting it
+#: before it existed): asr_introspect/data/flite_small.safetensors (the default model until #17),
+#: verified in full without rewriting it
 KNOWN_HEADERS: dict[str, dict[str, str]] = {
     "451e7a3a5c583100c2242b66b2aae1a35694f7d46fb7a803e7f882f30fd5b7f6": {
         "model": "7e8a5aeea7f5c1d644a4f74fa328b725c697e7f581d4f953550d8cd0ac5f5b45",
