@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
+from scripts import load_experiment
 
 from asr_introspect.corpus import load_corpus
 from asr_introspect.models import build_model, save_checkpoint
 from asr_introspect.models.conformer import build_conformer
 from asr_introspect.naps import NAPEstimator, layer_quality
 from asr_introspect.workflows.compare import compare_architectures
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "compare_architectures.py"
 
 
 def test_compare_two_architectures(tmp_path, tiny_corpus):
@@ -33,9 +30,7 @@ def test_compare_two_architectures(tmp_path, tiny_corpus):
 
 
 def test_the_script_writes_all_or_nothing(tmp_path, tiny_corpus, capsys):
-    spec = importlib.util.spec_from_file_location("compare_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_experiment("compare_architectures")
     save_checkpoint(tmp_path / "conv.safetensors", build_model("tiny"))
     out = tmp_path / "out"
     argv = ["--model", f"conv={tmp_path / 'conv.safetensors'}", "--data", str(tiny_corpus.root), "--out", str(out)]
@@ -50,9 +45,7 @@ def test_the_script_writes_all_or_nothing(tmp_path, tiny_corpus, capsys):
 
 
 def test_the_script_keeps_only_the_speakers_asked_for(tmp_path, tiny_corpus, capsys, monkeypatch):
-    spec = importlib.util.spec_from_file_location("compare_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_experiment("compare_architectures")
     seen = []
     monkeypatch.setattr(
         script, "compare_architectures", lambda models, utts, *a, **k: seen.extend(utts) or {"models": {}}
