@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Why a model trained on synthetic voices mishears people: three probes of the real-speech gap.
+"""Why a model trained on synthetic voices mishears people: silence and lexicon probes of the real-speech gap.
 
 Example (the numbers in docs/training.md)::
 
-    python experiments/real_speech_gap.py --out out/real_gap --real data/real_dev \\
-        --synthetic data/grid60/flite/clean data/grid60/festival/clean data/grid60/espeak/clean
+    python experiments/real_speech_gap.py --out out/real_gap --real data/real_dev --cmudict \\
+        --synthetic data/grid60/flite/clean data/grid60/festival/clean data/grid60/espeak/clean \\
+        data/grid60/espeak-klatt/clean
 
-1. **Silence.** Real clips start and end closer to the speech than synthesized ones. The run
+1. **Silence.** Real clips start closer to the speech than flite and festival ones. The run
    measures the silence before and after the speech in both (10 ms frames, speech = within
    ``--floor-db`` of the loudest frame), then re-evaluates the synthetic sets with their silence
    cut to each ``--keep-ms`` and the real set padded with ``--pad-ms`` of digital silence.
@@ -14,7 +15,8 @@ Example (the numbers in docs/training.md)::
    (Levenshtein distance over letters, ties to the more frequent word): the Debian fortunes'
    words (the training text), and with ``--cmudict`` CMUdict's too. If the errors were spelling
    near-misses of the right words, a lexicon would repair them.
-3. Both as corpus-level greedy CER/WER against the unchanged baseline, per set.
+
+Both report corpus-level greedy CER/WER against the unchanged baseline, per set.
 
 Writes ``real_speech_gap.json`` (all or nothing, with run.json) and prints it with ``--json``.
 """
