@@ -39,6 +39,7 @@ import torch
 from asr_introspect.augment.conditions import CONDITIONS
 from asr_introspect.corpus import filter_speakers, load_corpus
 from asr_introspect.corpus.synth import FAMILIES, speaker_family
+from asr_introspect.defaults import model_card_path
 from asr_introspect.io import file_sha256, write_text_atomic
 from asr_introspect.models import NF4, count_parameters, load_checkpoint, quantize_int8, quantize_nf4, save_checkpoint
 from asr_introspect.training import evaluate, grouped_error_rates
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = args.out / f"{args.name}.safetensors"
     save_checkpoint(path, model, metadata=metadata, dtype=dtype)
-    write_text_atomic(args.out / ("MODEL_CARD.md" if default else f"{args.name}.md"), card_markdown(card))
+    write_text_atomic(model_card_path(path), card_markdown(card))
     print(json.dumps({"evaluation": evaluation, "path": str(path)}))
     return 0
 

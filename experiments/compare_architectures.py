@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from asr_introspect.corpus import filter_speakers
 from asr_introspect.errors import InputError
 from asr_introspect.io import RunDirectory, to_json
 from asr_introspect.loading import load_corpus_or_default, load_model
+from asr_introspect.workflows.checks import select_utterances
 from asr_introspect.workflows.compare import compare_architectures
 
 
@@ -48,10 +48,7 @@ def main(argv=None) -> int:
         with RunDirectory(args.out, "compare-architectures", settings, argv=argv) as run:
             models = {name: load_model(path)[0] for name, _, path in pairs}
             utterances, path = load_corpus_or_default(args.data)
-            if args.speakers:
-                utterances = filter_speakers(
-                    utterances, args.speakers, source=f"--speakers {args.speakers!r} in {path}"
-                )
+            utterances = select_utterances(utterances, path, speakers=args.speakers)
             report = compare_architectures(
                 models, utterances, run.path, window=args.window, min_count=args.min_count, progress=not args.quiet
             )

@@ -45,8 +45,10 @@ from asr_introspect.io import RunDirectory, to_json
 from asr_introspect.loading import load_model
 from asr_introspect.text import normalize_transcript
 from asr_introspect.training import evaluate
+from asr_introspect.workflows.checks import select_utterances
 
 FRAME_SECONDS = 0.01
+SR = 16000  # the probes' audio rate (load_audio resamples to it)
 
 
 def speech_bounds(audio: np.ndarray, sample_rate: int, floor_db: float = 30.0) -> tuple[int, int]:
@@ -159,19 +161,20 @@ def rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
     return {"cer": cer, "wer": wer, "utterances": len(references)}
 
 
-def rewritten(utterances: Sequence[Utterance], folder: Path, edit) -> list[Utterance]:
-    """Copies of ``utterances`` whose audio is ``edit(audio (T,), sample_rate)``, written to ``folder``."""
+def rewritten(utterances: Sequence[Utterance], audio: Sequence[np.ndarray], folder: Path, edit) -> list[Utterance]:
+    """Copies of ``utterances`` whose audio (their ``audio``, each (T,) at 16 kHz) is
+    ``edit(audio, sample_rate)``, written to ``folder``."""
     out = []
-    for i, utt in enumerate(utterances):
-        audio = load_audio(utt.audio_path)
-        path = save_audio(folder / f"{i:05d}.flac", edit(audio, 16000), 16000)
+    for i, (utt, samples) in enumerate(zip(utterances, audio)):
+        path = save_audio(folder / f"{i:05d}.flac", edit(samples, SR), SR)
         out.append(dataclasses.replace(utt, audio_path=path))
     return out
 
 
-def silence_table(utterances: Sequence[Utterance], floor_db: float) -> dict:
-    """Median and 10th/90th percentile seconds of silence before and after the speech."""
-    lead, trail = zip(*(silence_seconds(load_audio(u.audio_path), 16000, floor_db) for u in utterances))
+def silence_table(audio: Sequence[np.ndarray], floor_db: float) -> dict:
+    """Median and 10th/90th percentile seconds of silence before and after the speech in ``audio``
+    (each (T,) at 16 kHz)."""
+    lead, trail = zip(*(silence_seconds(samples, SR, floor_db) for samples in audio))
     return {
         name: {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)), "p90": float(np.percentile(v, 90))}
         for name, v in (("before", lead), ("after", trail))
@@ -186,7 +189,8 @@ def probe(model, sets: Mapping[str, Sequence[Utterance]], real: str, args, lexic
             base = evaluate(model, utterances)
             refs = [e["reference"] for e in base["examples"]]
             hyps = [e["hypothesis"] for e in base["examples"]]
-            entry = {"silence": silence_table(utterances, args.floor_db), "baseline": rates(refs, hyps)}
+            audio = [load_audio(u.audio_path, SR) for u in utterances]  # read once for every silence probe
+            entry = {"silence": silence_table(audio, args.floor_db), "baseline": rates(refs, hyps)}
             if name == real:
                 edits = {f"pad_ms={ms:g}": (lambda a, sr, s=ms / 1000: pad_silence(a, sr, s)) for ms in args.pad_ms}
             else:
@@ -198,13 +202,13 @@ def probe(model, sets: Mapping[str, Sequence[Utterance]], real: str, args, lexic
             for label, edit in edits.items():
                 folder = Path(tmp) / f"{len(report)}-{label}"
                 folder.mkdir()
-                result = evaluate(model, rewritten(utterances, folder, edit))
+                result = evaluate(model, rewritten(utterances, audio, folder, edit))
                 entry["silence_edits"][label] = {k: result[k] for k in ("cer", "wer", "utterances")}
             entry["lexicon"] = {
                 lexicon: rates(refs, [nearest.correct(h) for h in hyps]) for lexicon, nearest in lexicons.items()
             }
             entry["examples"] = [
-                {**e, **{f"{lexicon}": nearest.correct(e["hypothesis"]) for lexicon, nearest in lexicons.items()}}
+                {**e, **{lexicon: nearest.correct(e["hypothesis"]) for lexicon, nearest in lexicons.items()}}
                 for e in base["examples"][: args.examples]
             ]
             report[name] = entry
@@ -228,11 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         names = [str(p) for p in (args.real, *args.synthetic)]
         if len(set(names)) != len(names):
             raise InputError("--real and --synthetic name the same corpus twice; give each once")
-        sets = {}
-        for path in (args.real, *args.synthetic):
-            sets[str(path)] = load_corpus(path, strict=True)
-            if not sets[str(path)]:
-                raise InputError(f"{path}: no utterances; give a LibriSpeech-layout corpus")
+        sets = {
+            str(path): select_utterances(load_corpus(path, strict=True), path, what="evaluate")
+            for path in (args.real, *args.synthetic)
+        }
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"}
         settings["synthetic"] = [str(p) for p in args.synthetic]
         with RunDirectory(args.out, "real-speech-gap", settings, argv=argv) as run:

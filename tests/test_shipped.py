@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from asr_introspect.corpus import load_corpus
-from asr_introspect.corpus.synth import speaker_family
+from asr_introspect.corpus.synth import FAMILIES, speaker_family
 from asr_introspect.defaults import DEFAULT_CORPUS, DEFAULT_MODEL, shipped_models
 from asr_introspect.errors import InputError
 from asr_introspect.loading import load_model
@@ -28,12 +30,8 @@ def test_shipped_corpus_has_phone_segments_and_held_out_text():
     assert card["evaluation"]["shipped evaluation corpus"]["utterances"] == len(utterances)
 
 
-def test_shipped_corpus_speaks_every_voice_family_with_phone_segments():
+def test_shipped_corpus_speaks_every_voice_family():
     """It grew by whole families (#17): the first 160 flite utterances, then each family's own."""
-    from collections import Counter
-
-    from asr_introspect.corpus.synth import FAMILIES
-
     families = Counter(speaker_family(u.speaker) for u in load_corpus(DEFAULT_CORPUS))
     assert set(families) == set(FAMILIES)
     assert families["flite"] == 160 and all(families[f] >= 16 for f in FAMILIES)
